@@ -1,0 +1,248 @@
+"""Run configuration: TOML files, ``key=value`` overrides, validation before training.
+
+A config is a TOML file whose top-level keys are ``seeds`` (the number of
+replicas ``R`` trained at once), ``epochs``, ``seed``, ``device``, ``dtype``,
+and the tables ``[data]``, ``[model]``, ``[rule]``, ``[optim]``, ``[eval]``.
+Any key can be overridden on the command line as ``section.key=value`` (the
+value is parsed as TOML, falling back to a plain string).
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from .errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    name: str = "mnist"
+    root: str = ""
+    n_train: int = 0
+    """Use only the first ``n_train`` training samples (0: all; for linear/xor: how many to draw)."""
+    n_test: int = 0
+
+
+@dataclass
+class ModelConfig:
+    kind: str = "mlp"
+    """``mlp`` (static units) or ``lif-mlp`` (rate leaky-integrate units)."""
+    hidden: list[int] = field(default_factory=lambda: [128, 64])
+    activation: str = "relu"
+    layernorm: bool = True
+    bias: bool = True
+    tau_m: float = 5.0
+    dt: float = 1.0
+    steps: int = 20
+    """``T``: Euler steps each sample is presented for (leaky networks)."""
+
+
+@dataclass
+class RuleConfig:
+    name: str = "biohsic"
+    variant: str = "paper"
+    memory: str = "buffer"
+    window: int = 8
+    """``N``: samples in the working memory's window, the current one included."""
+    gamma: float = 2.0
+    sigmas: list[float] = field(default_factory=lambda: [0.5, 0.1, 1.0])
+    """``[σ_x, σ_y, σ_z]``."""
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adamw"
+    lr: float = 1e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
+    momentum: float = 0.0
+    weight_decay: float = 1e-4
+    batch_size: int = 6
+    """Minibatch size of batch rules (backprop, last-layer); online rules see one sample at a time."""
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = 2000
+    hsic_samples: int = 256
+    """Size of the fixed held-out batch on which each layer's bottleneck loss is logged."""
+    train_samples: int = 10000
+    """Training samples on which train accuracy is measured after each epoch (0: all)."""
+
+
+@dataclass
+class Config:
+    seeds: int = 1
+    epochs: int = 1
+    seed: int = 0
+    device: str = "cpu"
+    dtype: str = "float32"
+    threads: int = 0
+    """Torch CPU threads (0: torch's default)."""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    rule: RuleConfig = field(default_factory=RuleConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    origin = get_origin(hint)
+    if origin is list:
+        (item,) = get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _unknown(key: str, options: list[str]) -> ConfigError:
+    close = difflib.get_close_matches(key.split(".")[-1], options, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return ConfigError(f"unknown config key {key!r}{hint}; valid keys here: {', '.join(options)}")
+
+
+def _fill(obj: Any, data: dict[str, Any], prefix: str = "") -> None:
+    hints = get_type_hints(type(obj))
+    names = [f.name for f in fields(obj)]
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            raise _unknown(full, names)
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{full} must be a table of keys, got {value!r}")
+            _fill(current, value, f"{full}.")
+        else:
+            setattr(obj, key, _coerce(value, hints[key], full))
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value as TOML (``3``, ``1e-4``, ``[128, 64]``, ``true``), else a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["rule.window=8", "seeds=3"]`` → nested dict."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, text = item.split("=", 1)
+        parts = key.strip().split(".")
+        if not all(parts):
+            raise ConfigError(f"override {item!r} has an empty key")
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r} conflicts with another override")
+        node[parts[-1]] = parse_value(text.strip())
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> Config:
+    """Read a TOML (or the JSON a run directory holds), apply overrides, validate."""
+    cfg = Config()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        try:
+            text = path.read_text()
+            data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"cannot parse {path}: {e}") from None
+        _fill(cfg, data)
+    if overrides:
+        _fill(cfg, parse_overrides(overrides) if isinstance(overrides, list) else overrides)
+    validate(cfg)
+    return cfg
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError(message)
+
+
+def _choice(value: str, options, key: str) -> None:
+    _check(value in options, f"{key} = {value!r} is not one of: {', '.join(options)}")
+
+
+def validate(cfg: Config) -> None:
+    """Refuse, with one clear message, anything that cannot train."""
+    from .data import DATASETS
+    from .memory import MEMORIES
+    from .models.layers import ACTIVATIONS
+    from .rules import RULES
+    from .signals import VARIANTS
+
+    _check(cfg.seeds >= 1, f"seeds must be >= 1, got {cfg.seeds}")
+    _check(cfg.epochs >= 1, f"epochs must be >= 1, got {cfg.epochs}")
+    _choice(cfg.dtype, ("float32", "float64"), "dtype")
+    _check(cfg.device == "cpu" or cfg.device.startswith("cuda"), f"device must be 'cpu' or 'cuda[:i]', got {cfg.device!r}")
+    if cfg.device.startswith("cuda"):
+        import torch
+
+        _check(torch.cuda.is_available(), f"device {cfg.device!r} asked for, but CUDA is not available here")
+    _choice(cfg.data.name, DATASETS, "data.name")
+    _check(cfg.data.n_train >= 0 and cfg.data.n_test >= 0, "data.n_train and data.n_test must be >= 0")
+    m = cfg.model
+    _choice(m.kind, ("mlp", "lif-mlp"), "model.kind")
+    _check(all(h >= 1 for h in m.hidden), f"model.hidden sizes must be positive, got {m.hidden}")
+    _choice(m.activation, ACTIVATIONS, "model.activation")
+    _check(m.tau_m > 0 and m.dt > 0, "model.tau_m and model.dt must be > 0")
+    _check(m.dt <= m.tau_m, f"model.dt ({m.dt}) must not exceed model.tau_m ({m.tau_m}): the Euler step would overshoot")
+    _check(m.steps >= 1, f"model.steps must be >= 1, got {m.steps}")
+    r = cfg.rule
+    _choice(r.name, sorted(RULES), "rule.name")
+    _choice(r.variant, VARIANTS, "rule.variant")
+    _choice(r.memory, MEMORIES, "rule.memory")
+    _check(r.window >= 2, f"rule.window (N) must be >= 2, got {r.window}")
+    _check(len(r.sigmas) == 3, f"rule.sigmas must be [sigma_x, sigma_y, sigma_z], got {r.sigmas}")
+    _check(all(s > 0 and math.isfinite(s) for s in r.sigmas), f"rule.sigmas must all be > 0, got {r.sigmas}")
+    _check(r.gamma >= 0 and math.isfinite(r.gamma), f"rule.gamma must be >= 0, got {r.gamma}")
+    if r.name == "biohsic":
+        _check(len(m.hidden) >= 1, "rule biohsic needs at least one hidden layer (model.hidden is empty)")
+    o = cfg.optim
+    _choice(o.name, ("adamw", "adam", "sgd"), "optim.name")
+    _check(o.lr > 0 and math.isfinite(o.lr), f"optim.lr must be > 0, got {o.lr}")
+    _check(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), f"optim.betas must be two numbers in [0, 1), got {o.betas}")
+    _check(o.weight_decay >= 0 and o.momentum >= 0, "optim.weight_decay and optim.momentum must be >= 0")
+    _check(o.batch_size >= 1, f"optim.batch_size must be >= 1, got {o.batch_size}")
+    e = cfg.eval
+    _check(e.batch_size >= 1, "eval.batch_size must be >= 1")
+    _check(e.hsic_samples >= 2 or e.hsic_samples == 0, "eval.hsic_samples must be 0 (off) or >= 2")

@@ -1,0 +1,99 @@
+"""Kernels and the HSIC estimator (MATH §1–§2).
+
+Every function takes tensors with any number of leading (replica, batch)
+dimensions; a set of ``N`` samples of a variable of dimension ``d`` is a
+tensor ``(..., N, d)``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def squared_distances(a: Tensor, b: Tensor) -> Tensor:
+    """Pairwise squared Euclidean distances ``‖a_p - b_q‖²``.
+
+    Parameters
+    ----------
+    a : Tensor ``(..., n, d)``
+    b : Tensor ``(..., m, d)``
+
+    Returns
+    -------
+    Tensor ``(..., n, m)``, clamped at 0 (the expanded form can round below it).
+    """
+    a2 = (a * a).sum(-1, keepdim=True)
+    b2 = (b * b).sum(-1, keepdim=True).transpose(-1, -2)
+    return (a2 + b2 - 2.0 * a @ b.transpose(-1, -2)).clamp_min(0.0)
+
+
+def gaussian_kernel(a: Tensor, b: Tensor, sigma: float) -> Tensor:
+    """Gaussian kernel whose width grows with the dimension ``d``.
+
+    ``k(a, b) = exp(-‖a - b‖² / (2 σ² d))``, elementwise over matching leading
+    dimensions: ``a`` and ``b`` are ``(..., d)`` and the result is ``(...)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from ibhebb.kernels import gaussian_kernel
+    >>> gaussian_kernel(torch.zeros(4), torch.zeros(4), 0.5).item()
+    1.0
+    """
+    d = a.shape[-1]
+    return torch.exp(-((a - b) ** 2).sum(-1) / (2.0 * sigma**2 * d))
+
+
+def kernel_matrix(v: Tensor, sigma: float) -> Tensor:
+    """Gaussian kernel matrix ``[K]_pq = k(v_p, v_q)`` of a set ``v`` ``(..., N, d)``.
+
+    The diagonal is exactly 1.
+    """
+    d = v.shape[-1]
+    dist = squared_distances(v, v)
+    eye = torch.eye(v.shape[-2], dtype=torch.bool, device=v.device)
+    dist = dist.masked_fill(eye, 0.0)
+    return torch.exp(-dist / (2.0 * sigma**2 * d))
+
+
+def centred_diagonal(K: Tensor) -> Tensor:
+    """Centred diagonal ("surprise") ``k̄(v_p, v_p) = 1 - (1/N) Σ_q k(v_p, v_q)``.
+
+    Takes a kernel matrix ``(..., N, N)`` with unit diagonal and returns ``(..., N)``.
+    """
+    return 1.0 - K.mean(-1)
+
+
+def double_centre(K: Tensor) -> Tensor:
+    """``H K H`` with ``H = I - 11ᵀ/N``, without forming ``H``."""
+    return K - K.mean(-1, keepdim=True) - K.mean(-2, keepdim=True) + K.mean((-1, -2), keepdim=True)
+
+
+def hsic(KA: Tensor, KB: Tensor) -> Tensor:
+    """Biased HSIC estimator ``tr(K_A H K_B H) / (N - 1)²`` over the last two dimensions."""
+    n = KA.shape[-1]
+    return (double_centre(KA) * KB).sum((-1, -2)) / (n - 1) ** 2
+
+
+def hsic_bottleneck(
+    x: Tensor, y: Tensor, z: Tensor, *, gamma: float, sigmas: tuple[float, float, float]
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The layer loss ``L = HSIC(X, Z) - γ HSIC(Y, Z)`` and its two terms.
+
+    Parameters
+    ----------
+    x, y, z : Tensor ``(..., N, d_x)``, ``(..., N, d_y)``, ``(..., N, d_z)``
+        Inputs, one-hot labels and layer outputs of ``N`` samples; leading
+        dimensions broadcast (``x`` may lack the replica dimension of ``z``).
+    gamma : float
+    sigmas : (σ_x, σ_y, σ_z)
+
+    Returns
+    -------
+    (loss, hsic_xz, hsic_yz), each ``(...)``.
+    """
+    sx, sy, sz = sigmas
+    Kz = kernel_matrix(z, sz)
+    hxz = hsic(kernel_matrix(x, sx), Kz)
+    hyz = hsic(kernel_matrix(y, sy), Kz)
+    return hxz - gamma * hyz, hxz, hyz

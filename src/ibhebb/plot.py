@@ -1,0 +1,100 @@
+"""Plots of run directories: accuracy per epoch with the seed spread, per-layer HSIC terms."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .errors import UserError
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        raise UserError(f"{run_dir} is not a run directory (no metrics.jsonl)")
+    lines = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+    if not lines:
+        raise UserError(f"{path} holds no finished epoch yet")
+    return lines
+
+
+def _label(run_dir: Path) -> str:
+    cfg_path = run_dir / "config.json"
+    if cfg_path.exists():
+        cfg = json.loads(cfg_path.read_text())
+        rule = cfg["rule"]["name"]
+        if rule == "biohsic":
+            rule += f" ({cfg['rule']['variant']}, N={cfg['rule']['window']})"
+        return f"{rule}, {cfg['data']['name']}"
+    return run_dir.name
+
+
+def _band(ax, epochs, per_seed, label, color=None):
+    import numpy as np
+
+    a = np.asarray(per_seed, dtype=float) * 100
+    mean = a.mean(1)
+    (line,) = ax.plot(epochs, mean, marker="o", ms=3, label=f"{label} ({a.shape[1]} seeds)", color=color)
+    if a.shape[1] > 1:
+        ax.fill_between(epochs, a.min(1), a.max(1), alpha=0.2, color=line.get_color())
+    return line
+
+
+def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Test (and train) accuracy per epoch with the min–max band over seeds, and each layer's HSIC terms."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(run_dir)
+    m = read_metrics(run_dir)
+    epochs = [r["epoch"] for r in m]
+    has_layers = bool(m[0].get("layers"))
+    fig, axes = plt.subplots(1, 3 if has_layers else 1, figsize=(15 if has_layers else 5.5, 4), squeeze=False)
+    ax = axes[0, 0]
+    line = _band(ax, epochs, [r["test_accuracy"] for r in m], "test")
+    _band(ax, epochs, [r["train_accuracy"] for r in m], "train")
+    line.set_linewidth(2)
+    ax.set(xlabel="epoch", ylabel="accuracy (%)", title=_label(run_dir))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    if has_layers:
+        import numpy as np
+
+        for li in range(len(m[0]["layers"])):
+            loss = np.array([r["layers"][li]["loss"] for r in m])
+            hxz = np.array([r["layers"][li]["hsic_xz"] for r in m])
+            hyz = np.array([r["layers"][li]["hsic_yz"] for r in m])
+            (l1,) = axes[0, 1].plot(epochs, loss.mean(1), marker="o", ms=3, label=f"layer {li + 1}")
+            axes[0, 2].plot(epochs, hxz.mean(1), color=l1.get_color(), label=f"HSIC(X, Z{li + 1})")
+            axes[0, 2].plot(epochs, hyz.mean(1), color=l1.get_color(), ls="--", label=f"HSIC(Y, Z{li + 1})")
+        axes[0, 1].set(xlabel="epoch", ylabel="L = HSIC(X,Z) - γ HSIC(Y,Z)", title="layer bottleneck loss (held-out batch)")
+        axes[0, 2].set(xlabel="epoch", ylabel="HSIC", title="the two terms")
+        for a in axes[0, 1:]:
+            a.grid(alpha=0.3)
+            a.legend(fontsize=8)
+    fig.tight_layout()
+    out = Path(out) if out else run_dir / "plot.png"
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def plot_runs(run_dirs: list[str | Path], out: str | Path) -> Path:
+    """Test accuracy of several runs on one axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for d in run_dirs:
+        m = read_metrics(d)
+        _band(ax, [r["epoch"] for r in m], [r["test_accuracy"] for r in m], _label(Path(d)))
+    ax.set(xlabel="epoch", ylabel="test accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return Path(out)

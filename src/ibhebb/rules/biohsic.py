@@ -1,0 +1,55 @@
+"""The three-factor HSIC-bottleneck rule of Daruwalla & Lipasti (MATH §3).
+
+For every hidden layer ``ℓ`` the update is the vector-Jacobian product of the
+current sample's own output with the global signal ξ^ℓ of the window,
+``Δθ^ℓ = -η (∂z_0^ℓ/∂θ^ℓ)ᵀ ξ^ℓ``; the layer's input is taken as given, so no
+error crosses layers. The readout learns by the local delta rule of softmax
+cross-entropy over the window: ``ΔW = -η (1/N) Σ_p (softmax(W h_p + b) - y_p) h_pᵀ``.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+from torch import Tensor
+
+from ..memory import make_memory
+from .base import Rule, register_rule
+
+
+@register_rule("biohsic")
+class BioHSIC(Rule):
+    online = True
+
+    def __init__(self, model, config):
+        super().__init__(model, config)
+        self.memory = make_memory(config.memory, config.window)
+        self.gamma = float(config.gamma)
+        self.sigmas = tuple(float(s) for s in config.sigmas)
+        self.variant = config.variant
+
+    def updates(self, x: Tensor, y: Tensor) -> Iterator[None]:
+        x = self.model.flatten(x)
+        y1 = torch.nn.functional.one_hot(y, self.model.n_classes).to(x.dtype)
+        traces = None
+        for traces in self.model.present(x):
+            if self.memory.ready:
+                self.write_grads(traces, x, y1)
+                yield
+        self.memory.push(x, y1, [t.z for t in traces[:-1]])
+
+    @torch.no_grad()
+    def write_grads(self, traces, x: Tensor, y1: Tensor) -> None:
+        hidden = traces[:-1]
+        xis, h, yw = self.memory.signals(
+            self.model, x, y1, [t.z for t in hidden], gamma=self.gamma, sigmas=self.sigmas, variant=self.variant
+        )
+        for layer, tr, xi in zip(self.model.hidden, hidden, xis):
+            layer.accumulate_grad(tr.h, layer.output_vjp(tr.a, tr.r, tr.z, xi.unsqueeze(-2)), tr.scale)
+        readout_delta_rule(self.model.readout, h, yw)
+
+
+def readout_delta_rule(readout, h: Tensor, y1: Tensor) -> None:
+    """Softmax cross-entropy gradient of the readout over a window ``h`` ``(R, N, d)`` or ``(N, d)``."""
+    logits = readout.preactivation(h)
+    readout.accumulate_grad(h, (torch.softmax(logits, -1) - y1) / h.shape[-2])

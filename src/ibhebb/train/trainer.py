@@ -1,0 +1,278 @@
+"""One trainer for every rule.
+
+Online rules see the training set as one shuffled stream, one sample per step
+(and ``T`` updates per sample for leaky networks); batch rules see minibatches
+drawn from the same shuffle. After each epoch the trainer evaluates every
+replica, appends a line to ``metrics.jsonl`` and writes ``checkpoint.pt``;
+``summary.json`` is written at the end. A run directory is never overwritten:
+``resume=True`` continues it from its last checkpoint to the same result as an
+uninterrupted run.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..config import Config, load_config
+from ..data import Dataset, load_dataset
+from ..errors import UserError
+from ..kernels import hsic_bottleneck
+from ..models import MLP, LeakyMLP
+from ..rules import Rule, make_rule
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
+CONFIG = "config.json"
+
+
+def build_model(cfg: Config, data: Dataset) -> torch.nn.Module:
+    m = cfg.model
+    kwargs = dict(replicas=cfg.seeds, seed=cfg.seed, activation=m.activation, layernorm=m.layernorm, bias=m.bias)
+    if m.kind == "lif-mlp":
+        return LeakyMLP(data.input_dim, list(m.hidden), data.n_classes, tau_m=m.tau_m, dt=m.dt, steps=m.steps, **kwargs)
+    return MLP(data.input_dim, list(m.hidden), data.n_classes, **kwargs)
+
+
+def build_optimizer(cfg: Config, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    o = cfg.optim
+    if o.name == "adamw":
+        return torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+    if o.name == "adam":
+        return torch.optim.Adam(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+    return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+
+
+def build(cfg: Config, data: Dataset) -> tuple[torch.nn.Module, Rule, torch.optim.Optimizer]:
+    """Model, rule and optimiser for a config, on its device and dtype."""
+    model = build_model(cfg, data).to(device=cfg.device, dtype=getattr(torch, cfg.dtype))
+    rule = make_rule(cfg.rule.name, model, cfg.rule).to(device=cfg.device)
+    return model, rule, build_optimizer(cfg, rule.trainable())
+
+
+@torch.no_grad()
+def accuracy(model: torch.nn.Module, x: Tensor, y: Tensor, batch_size: int) -> list[float]:
+    """Accuracy of every replica on ``(x, y)``."""
+    correct = torch.zeros(model.replicas, dtype=torch.long, device=y.device)
+    for i in range(0, len(x), batch_size):
+        logits = model(x[i : i + batch_size])
+        correct += (logits.argmax(-1) == y[i : i + batch_size]).sum(-1)
+    return (correct.double() / max(len(x), 1)).tolist()
+
+
+@torch.no_grad()
+def layer_bottlenecks(model, x: Tensor, y: Tensor, cfg: Config) -> list[dict[str, list[float]]]:
+    """Each hidden layer's ``L^ℓ``, ``HSIC(X, Z^ℓ)`` and ``HSIC(Y, Z^ℓ)`` per replica on a fixed batch."""
+    xf = model.flatten(x)
+    y1 = torch.nn.functional.one_hot(y, model.n_classes).to(xf.dtype)
+    out = []
+    for z in model.represent(x):
+        loss, hxz, hyz = hsic_bottleneck(xf, y1, z, gamma=cfg.rule.gamma, sigmas=tuple(cfg.rule.sigmas))
+        out.append({"loss": loss.tolist(), "hsic_xz": hxz.tolist(), "hsic_yz": hyz.tolist()})
+    return out
+
+
+def evaluate(model, data: Dataset, cfg: Config) -> dict[str, Any]:
+    e = cfg.eval
+    n_tr = len(data.x_train) if e.train_samples == 0 else min(e.train_samples, len(data.x_train))
+    result = {
+        "test_accuracy": accuracy(model, data.x_test, data.y_test, e.batch_size),
+        "train_accuracy": accuracy(model, data.x_train[:n_tr], data.y_train[:n_tr], e.batch_size),
+    }
+    if e.hsic_samples:
+        k = min(e.hsic_samples, len(data.x_test))
+        result["layers"] = layer_bottlenecks(model, data.x_test[:k], data.y_test[:k], cfg)
+    return result
+
+
+def epoch_order(seed: int, epoch: int, n: int, device) -> Tensor:
+    """The shuffle of epoch ``epoch`` depends only on ``(seed, epoch)``, so a resumed run sees the same stream."""
+    g = torch.Generator().manual_seed(7_919 * seed + epoch)
+    return torch.randperm(n, generator=g).to(device)
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    m = sum(values) / len(values)
+    return m, math.sqrt(sum((v - m) ** 2 for v in values) / max(len(values) - 1, 1))
+
+
+class Trainer:
+    """Train ``cfg.seeds`` replicas of a model with a rule, writing a run directory.
+
+    Examples
+    --------
+    >>> from ibhebb.config import load_config
+    >>> from ibhebb.train import Trainer
+    >>> cfg = load_config(None, {"data": {"name": "xor"}, "model": {"hidden": [10, 4]},
+    ...                          "rule": {"gamma": 10.0, "sigmas": [0.3, 0.25, 2.0], "window": 16}})
+    >>> summary = Trainer(cfg, "/tmp/ibhebb-doctest", overwrite=True, progress=False).run()  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        out_dir: str | Path,
+        *,
+        resume: bool = False,
+        overwrite: bool = False,
+        progress: bool = True,
+        data: Dataset | None = None,
+    ):
+        self.cfg, self.out, self.progress = cfg, Path(out_dir), progress
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        has_run = (self.out / METRICS).exists() or (self.out / CHECKPOINT).exists()
+        if has_run and not (resume or overwrite):
+            raise UserError(
+                f"run directory {self.out} already holds a run: pass --resume to continue it, or choose another --out"
+            )
+        if resume and not (self.out / CHECKPOINT).exists():
+            raise UserError(f"nothing to resume in {self.out}: it has no {CHECKPOINT}")
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.data = data if data is not None else self._load_data()
+        self.model, self.rule, self.optimizer = build(cfg, self.data)
+        self.start_epoch, self.wall = 0, 0.0
+        if resume:
+            self._restore()
+        else:
+            for f in (METRICS, SUMMARY, CHECKPOINT):
+                (self.out / f).unlink(missing_ok=True)
+        (self.out / CONFIG).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+
+    def _load_data(self) -> Dataset:
+        d = self.cfg.data
+        data = load_dataset(
+            d.name, root=d.root or None, seed=self.cfg.seed, n_train=d.n_train or None, n_test=d.n_test or None
+        )
+        dtype = getattr(torch, self.cfg.dtype)
+        return Dataset(
+            data.name,
+            data.x_train.to(self.cfg.device, dtype),
+            data.y_train.to(self.cfg.device),
+            data.x_test.to(self.cfg.device, dtype),
+            data.y_test.to(self.cfg.device),
+            data.n_classes,
+        )
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def _save(self, epoch: int) -> None:
+        state = {
+            "epoch": epoch,
+            "wall": self.wall,
+            "model": self.model.state_dict(),
+            "rule": self.rule.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+        }
+        tmp = self.out / (CHECKPOINT + ".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.out / CHECKPOINT)
+
+    def _restore(self) -> None:
+        try:
+            state = torch.load(self.out / CHECKPOINT, map_location=self.cfg.device, weights_only=False)
+            self.model.load_state_dict(state["model"])
+            self.rule.load_state_dict(state["rule"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, KeyError, EOFError) as e:
+            raise UserError(f"cannot resume from {self.out / CHECKPOINT}: it does not match this config ({e})") from None
+        self.start_epoch, self.wall = state["epoch"] + 1, state["wall"]
+        path = self.out / METRICS
+        if path.exists():
+            kept = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["epoch"] <= state["epoch"]]
+            path.write_text("".join(ln + "\n" for ln in kept))
+
+    # -- loops -------------------------------------------------------------------------------
+    def _apply(self, x: Tensor, y: Tensor) -> int:
+        n = 0
+        for _ in self.rule.updates(x, y):
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=False)
+            n += 1
+        return n
+
+    def _epoch(self, epoch: int) -> int:
+        from tqdm.auto import tqdm
+
+        x, y = self.data.x_train, self.data.y_train
+        order = epoch_order(self.cfg.seed, epoch, len(x), x.device)
+        step = 1 if self.rule.online else self.cfg.optim.batch_size
+        starts = range(0, len(x), step)
+        bar = tqdm(
+            starts,
+            desc=f"epoch {epoch + 1}/{self.cfg.epochs}",
+            unit="sample" if step == 1 else "batch",
+            disable=not self.progress,
+            mininterval=1.0,
+            leave=False,
+            dynamic_ncols=True,
+        )
+        updates = 0
+        for i in bar:
+            idx = order[i : i + step]
+            updates += self._apply(x[idx], y[idx])
+        bar.close()
+        return updates
+
+    def run(self) -> dict[str, Any]:
+        cfg = self.cfg
+        record = None
+        for epoch in range(self.start_epoch, cfg.epochs):
+            t0 = time.perf_counter()
+            self.model.train()
+            updates = self._epoch(epoch)
+            train_seconds = time.perf_counter() - t0
+            self.model.eval()
+            record = {"epoch": epoch + 1, **evaluate(self.model, self.data, cfg)}
+            self.wall += time.perf_counter() - t0
+            record.update(
+                updates=updates,
+                train_seconds=train_seconds,
+                samples_per_second=len(self.data.x_train) / train_seconds,
+                wall_seconds=self.wall,
+            )
+            with open(self.out / METRICS, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            self._save(epoch)
+            if self.progress:
+                m, s = _mean_std(record["test_accuracy"])
+                print(f"epoch {epoch + 1}/{cfg.epochs}: test accuracy {m:.4f} ± {s:.4f} ({train_seconds:.1f} s)", flush=True)
+        if record is None:
+            record = json.loads((self.out / METRICS).read_text().splitlines()[-1])
+        return self._summarise(record)
+
+    def _summarise(self, last: dict[str, Any]) -> dict[str, Any]:
+        cfg = self.cfg
+        test_m, test_s = _mean_std(last["test_accuracy"])
+        train_m, _ = _mean_std(last["train_accuracy"])
+        summary = {
+            "data": cfg.data.name,
+            "rule": cfg.rule.name,
+            "variant": cfg.rule.variant if cfg.rule.name == "biohsic" else None,
+            "memory": cfg.rule.memory if self.rule.online else None,
+            "model": cfg.model.kind,
+            "epochs": last["epoch"],
+            "seeds": cfg.seeds,
+            "test_accuracy": last["test_accuracy"],
+            "test_accuracy_mean": test_m,
+            "test_accuracy_std": test_s,
+            "train_accuracy": last["train_accuracy"],
+            "train_accuracy_mean": train_m,
+            "wall_seconds": self.wall,
+            "device": cfg.device,
+            "torch": torch.__version__,
+        }
+        (self.out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
+
+
+def train(config: str | Path | Config, out_dir: str | Path, overrides: list[str] | None = None, **kwargs) -> dict:
+    """Train from a config file (or :class:`Config`) into ``out_dir``; returns the summary."""
+    cfg = config if isinstance(config, Config) else load_config(config, overrides)
+    return Trainer(cfg, out_dir, **kwargs).run()
