@@ -206,6 +206,7 @@ def validate(cfg: Config) -> None:
     """Refuse, with one clear message, anything that cannot train."""
     from .data import DATASETS
     from .memory import MEMORIES
+    from .models import MODELS
     from .models.layers import ACTIVATIONS
     from .rules import RULES
     from .signals import VARIANTS
@@ -221,7 +222,7 @@ def validate(cfg: Config) -> None:
     _choice(cfg.data.name, DATASETS, "data.name")
     _check(cfg.data.n_train >= 0 and cfg.data.n_test >= 0, "data.n_train and data.n_test must be >= 0")
     m = cfg.model
-    _choice(m.kind, ("mlp", "lif-mlp"), "model.kind")
+    _choice(m.kind, sorted(MODELS), "model.kind")
     _check(all(h >= 1 for h in m.hidden), f"model.hidden sizes must be positive, got {m.hidden}")
     _choice(m.activation, ACTIVATIONS, "model.activation")
     _check(m.tau_m > 0 and m.dt > 0, "model.tau_m and model.dt must be > 0")
@@ -235,8 +236,7 @@ def validate(cfg: Config) -> None:
     _check(len(r.sigmas) == 3, f"rule.sigmas must be [sigma_x, sigma_y, sigma_z], got {r.sigmas}")
     _check(all(s > 0 and math.isfinite(s) for s in r.sigmas), f"rule.sigmas must all be > 0, got {r.sigmas}")
     _check(r.gamma >= 0 and math.isfinite(r.gamma), f"rule.gamma must be >= 0, got {r.gamma}")
-    if r.name == "biohsic":
-        _check(len(m.hidden) >= 1, "rule biohsic needs at least one hidden layer (model.hidden is empty)")
+    RULES[r.name].check_config(cfg)
     o = cfg.optim
     _choice(o.name, ("adamw", "adam", "sgd"), "optim.name")
     _check(o.lr > 0 and math.isfinite(o.lr), f"optim.lr must be > 0, got {o.lr}")

@@ -41,6 +41,10 @@ class Rule(nn.Module):
         object.__setattr__(self, "model", model)  # referenced, not owned: not in the rule's state_dict
         self.config = config
 
+    @classmethod
+    def check_config(cls, cfg: Any) -> None:
+        """Raise :class:`~ibhebb.errors.ConfigError` if ``cfg`` cannot work with this rule."""
+
     def updates(self, x: Tensor, y: Tensor) -> Iterator[None]:
         """Write updates into ``.grad``; yield once each time one is ready to apply."""
         raise NotImplementedError

@@ -13,6 +13,7 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
+from ..errors import ConfigError
 from ..memory import make_memory
 from .base import Rule, register_rule
 
@@ -27,6 +28,11 @@ class BioHSIC(Rule):
         self.gamma = float(config.gamma)
         self.sigmas = tuple(float(s) for s in config.sigmas)
         self.variant = config.variant
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        if not cfg.model.hidden:
+            raise ConfigError("rule biohsic needs at least one hidden layer (model.hidden is empty)")
 
     def updates(self, x: Tensor, y: Tensor) -> Iterator[None]:
         x = self.model.flatten(x)

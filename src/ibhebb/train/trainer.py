@@ -24,21 +24,13 @@ from ..config import Config, load_config
 from ..data import Dataset, load_dataset
 from ..errors import UserError
 from ..kernels import hsic_bottleneck
-from ..models import MLP, LeakyMLP
+from ..models import build_model
 from ..rules import Rule, make_rule
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 CONFIG = "config.json"
-
-
-def build_model(cfg: Config, data: Dataset) -> torch.nn.Module:
-    m = cfg.model
-    kwargs = dict(replicas=cfg.seeds, seed=cfg.seed, activation=m.activation, layernorm=m.layernorm, bias=m.bias)
-    if m.kind == "lif-mlp":
-        return LeakyMLP(data.input_dim, list(m.hidden), data.n_classes, tau_m=m.tau_m, dt=m.dt, steps=m.steps, **kwargs)
-    return MLP(data.input_dim, list(m.hidden), data.n_classes, **kwargs)
 
 
 def build_optimizer(cfg: Config, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
