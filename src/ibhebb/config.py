@@ -32,6 +32,8 @@ class DataConfig:
     n_train: int = 0
     """Use only the first ``n_train`` training samples (0: all; for linear/xor: how many to draw)."""
     n_test: int = 0
+    augment: bool = False
+    """Random crop (zero padding 2, i.e. the mean colour) and horizontal flip of training images, redrawn each epoch."""
 
 
 @dataclass
@@ -46,6 +48,22 @@ class ModelConfig:
     dt: float = 1.0
     steps: int = 20
     """``T``: Euler steps each sample is presented for (leaky networks)."""
+    channels: list[int] = field(default_factory=lambda: [128, 256])
+    """``cnn``: output channels of each 3×3 convolution (each followed by 2×2 average pooling)."""
+    z_after_pool: bool = True
+    """``cnn``: a conv layer's ``z`` (kernel, memory) is its pooled map (true) or the map before pooling (false)."""
+    negative_slope: float = 0.1
+    """LeakyReLU slope of ``phsic-mlp``."""
+    dropout: float = 0.0
+    """Dropout after each hidden layer of ``phsic-mlp``."""
+    divisive_norm: bool = False
+    """``phsic-mlp``: the next layer receives ``z̃ / u^p`` (seed 001 eq 17)."""
+    groups: int = 32
+    """``c``: groups of neurons per layer (divisive normalisation, grouped kernels)."""
+    group_delta: float = 1.0
+    """``δ``: offset of the smoothed group variance (seed 001 eq 13)."""
+    group_p: float = 0.2
+    """``p``: divisive exponent; the grouped kernel compares ``u^{1-p}`` (eqs 14, 17)."""
 
 
 @dataclass
@@ -53,11 +71,21 @@ class RuleConfig:
     name: str = "biohsic"
     variant: str = "paper"
     memory: str = "buffer"
+    reservoir: str = ""
+    """``memory = "reservoir"``: the file written by ``ibhebb reservoir pretrain``."""
     window: int = 8
     """``N``: samples in the working memory's window, the current one included."""
     gamma: float = 2.0
     sigmas: list[float] = field(default_factory=lambda: [0.5, 0.1, 1.0])
-    """``[σ_x, σ_y, σ_z]``."""
+    """``[σ_x, σ_y, σ_z]`` (the pHSIC rules use ``σ_z`` alone)."""
+    kernel: str = "gaussian"
+    """pHSIC layer kernel: ``gaussian`` or ``cossim``."""
+    grouped: bool = False
+    """pHSIC: put the layer kernel on the group code ``v`` (eq 14) instead of ``z``."""
+    form: str = "batch"
+    """pHSIC: ``batch`` (eq 10 on minibatches), ``pair`` (eqs 18–19) or ``running-mean`` (eq 20), online."""
+    mean_rate: float = 0.01
+    """Online pHSIC: rate of the running means of kernels and activity."""
 
 
 @dataclass
@@ -69,6 +97,13 @@ class OptimConfig:
     weight_decay: float = 1e-4
     batch_size: int = 6
     """Minibatch size of batch rules (backprop, last-layer); online rules see one sample at a time."""
+    readout_lr: float = 0.0
+    """Learning rate of the readout (0: ``lr``)."""
+    readout_weight_decay: float = -1.0
+    """Weight decay of the readout (negative: ``weight_decay``)."""
+    milestones: list[int] = field(default_factory=list)
+    """Epochs after which every learning rate is multiplied by ``gamma_lr``."""
+    gamma_lr: float = 1.0
 
 
 @dataclass
@@ -89,6 +124,8 @@ class Config:
     dtype: str = "float32"
     threads: int = 0
     """Torch CPU threads (0: torch's default)."""
+    engine: str = "auto"
+    """Online training loop: ``fast`` (:mod:`ibhebb.engine`), ``eager`` (the rule's own loop), ``auto`` (fast where it can)."""
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     rule: RuleConfig = field(default_factory=RuleConfig)
@@ -214,6 +251,7 @@ def validate(cfg: Config) -> None:
     _check(cfg.seeds >= 1, f"seeds must be >= 1, got {cfg.seeds}")
     _check(cfg.epochs >= 1, f"epochs must be >= 1, got {cfg.epochs}")
     _choice(cfg.dtype, ("float32", "float64"), "dtype")
+    _choice(cfg.engine, ("auto", "eager", "fast"), "engine")
     _check(cfg.device == "cpu" or cfg.device.startswith("cuda"), f"device must be 'cpu' or 'cuda[:i]', got {cfg.device!r}")
     if cfg.device.startswith("cuda"):
         import torch
@@ -228,21 +266,42 @@ def validate(cfg: Config) -> None:
     _check(m.tau_m > 0 and m.dt > 0, "model.tau_m and model.dt must be > 0")
     _check(m.dt <= m.tau_m, f"model.dt ({m.dt}) must not exceed model.tau_m ({m.tau_m}): the Euler step would overshoot")
     _check(m.steps >= 1, f"model.steps must be >= 1, got {m.steps}")
+    if m.kind == "cnn":
+        _check(len(m.channels) >= 1 and all(c >= 1 for c in m.channels), f"model.channels must be positive, got {m.channels}")
+        _check(cfg.data.name not in ("linear", "xor"), f"model.kind = 'cnn' needs images; data.name = {cfg.data.name!r} is vectors")
+    _check(not cfg.data.augment or cfg.data.name not in ("linear", "xor"), "data.augment needs images; linear/xor are vectors")
+    _check(0 <= m.dropout < 1, f"model.dropout must be in [0, 1), got {m.dropout}")
+    _check(m.groups >= 1 and m.group_delta >= 0, "model.groups must be >= 1 and model.group_delta >= 0")
+    _check(0 <= m.group_p < 1, f"model.group_p must be in [0, 1), got {m.group_p}")
     r = cfg.rule
     _choice(r.name, sorted(RULES), "rule.name")
     _choice(r.variant, VARIANTS, "rule.variant")
     _choice(r.memory, MEMORIES, "rule.memory")
+    if r.memory == "reservoir" and r.name == "biohsic":
+        from .memory.reservoir import check_reservoir_config
+
+        check_reservoir_config(cfg)
     _check(r.window >= 2, f"rule.window (N) must be >= 2, got {r.window}")
     _check(len(r.sigmas) == 3, f"rule.sigmas must be [sigma_x, sigma_y, sigma_z], got {r.sigmas}")
     _check(all(s > 0 and math.isfinite(s) for s in r.sigmas), f"rule.sigmas must all be > 0, got {r.sigmas}")
     _check(r.gamma >= 0 and math.isfinite(r.gamma), f"rule.gamma must be >= 0, got {r.gamma}")
+    _choice(r.kernel, ("gaussian", "cossim"), "rule.kernel")
+    _choice(r.form, ("batch", "pair", "running-mean"), "rule.form")
+    _check(0 < r.mean_rate <= 1, f"rule.mean_rate must be in (0, 1], got {r.mean_rate}")
     RULES[r.name].check_config(cfg)
+    if cfg.engine == "fast":
+        from .engine import unsupported
+
+        reason = unsupported(cfg)
+        _check(reason is None, f"engine = 'fast' cannot run this config: {reason} (use engine = 'auto' or 'eager')")
     o = cfg.optim
     _choice(o.name, ("adamw", "adam", "sgd"), "optim.name")
     _check(o.lr > 0 and math.isfinite(o.lr), f"optim.lr must be > 0, got {o.lr}")
     _check(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), f"optim.betas must be two numbers in [0, 1), got {o.betas}")
     _check(o.weight_decay >= 0 and o.momentum >= 0, "optim.weight_decay and optim.momentum must be >= 0")
     _check(o.batch_size >= 1, f"optim.batch_size must be >= 1, got {o.batch_size}")
+    _check(o.readout_lr >= 0 and o.gamma_lr > 0, "optim.readout_lr must be >= 0 and optim.gamma_lr > 0")
+    _check(all(e >= 1 for e in o.milestones), f"optim.milestones must be epochs >= 1, got {o.milestones}")
     e = cfg.eval
     _check(e.batch_size >= 1, "eval.batch_size must be >= 1")
     _check(e.hsic_samples >= 2 or e.hsic_samples == 0, "eval.hsic_samples must be 0 (off) or >= 2")

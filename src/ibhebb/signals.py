@@ -81,9 +81,17 @@ def global_signal(
     if n < 2:
         raise ValueError(f"a window needs N >= 2 samples, got {n}")
     sx, sy, sz = sigmas
-    Kx = kernel_matrix(x, sx)
-    Ky = kernel_matrix(y, sy)
-    alpha = _alpha(z, sz)
+    return signal_from_kernels(kernel_matrix(x, sx), kernel_matrix(y, sy), z, gamma=gamma, sigma_z=sz, variant=variant)
+
+
+def signal_from_kernels(Kx: Tensor, Ky: Tensor, z: Tensor, *, gamma: float, sigma_z: float, variant: str) -> Tensor:
+    """ξ from the window's input and label kernel matrices ``(..., N, N)`` and outputs ``z`` ``(..., N, d_z)``.
+
+    The same ξ as :func:`global_signal`, for callers that keep ``K_X`` and
+    ``K_Y`` of the window up to date themselves (one new row per sample).
+    """
+    n = z.shape[-2]
+    alpha = _alpha(z, sigma_z)
     norm = 1.0 / (n - 1) ** 2
     if variant == "exact":
         m0 = double_centre(Kx - gamma * Ky)[..., -1, :]

@@ -12,7 +12,7 @@ import sys
 
 from ..errors import UserError
 
-COMMANDS = ("train", "data", "plot")
+COMMANDS = ("train", "data", "plot", "reservoir", "compare", "sweep", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,15 +6,18 @@ import argparse
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("plot", help="plot a run's accuracy and per-layer HSIC curves")
-    p.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories, or one sweep directory (Fig 6)")
     p.add_argument("--out", help="PNG path (default: RUN_DIR/plot.png for one run)")
     return p
 
 
 def run(args) -> int:
     from ..plot import plot_run, plot_runs
+    from ..sweep_plot import is_sweep, plot_sweep
 
-    if len(args.runs) == 1:
+    if len(args.runs) == 1 and is_sweep(args.runs[0]):  # a sweep directory: Fig 6
+        print(plot_sweep(args.runs[0], args.out))
+    elif len(args.runs) == 1:
         print(plot_run(args.runs[0], args.out))
     else:
         print(plot_runs(args.runs, args.out or "comparison.png"))

@@ -18,7 +18,9 @@ from torch import Tensor, nn
 
 from ..signals import global_signal
 
-MEMORIES = ("buffer", "recompute")
+WINDOW_MODES = ("buffer", "recompute")
+MEMORIES = (*WINDOW_MODES, "reservoir")
+"""Every working memory; ``reservoir`` lives in :mod:`ibhebb.memory.reservoir`."""
 
 
 def _shift_in(past: Tensor, new: Tensor, dim: int) -> Tensor:
@@ -50,8 +52,8 @@ class WindowMemory(nn.Module):
         super().__init__()
         if window < 2:
             raise ValueError(f"a window needs N >= 2 samples, got {window}")
-        if mode not in MEMORIES:
-            raise ValueError(f"unknown memory {mode!r}; choose one of {', '.join(MEMORIES)}")
+        if mode not in WINDOW_MODES:
+            raise ValueError(f"unknown window memory {mode!r}; choose one of {', '.join(WINDOW_MODES)}")
         self.window_size, self.mode = window, mode
         self.register_buffer("count", torch.zeros((), dtype=torch.long))
         self.x: Tensor | None = None
@@ -109,5 +111,10 @@ class WindowMemory(nn.Module):
         self.x, self.y, self.z = state["x"], state["y"], list(state["z"])
 
 
-def make_memory(mode: str, window: int) -> WindowMemory:
+def make_memory(mode: str, window: int, *, reservoir: str = "") -> nn.Module:
+    """A working memory by name; ``reservoir`` is the pre-trained file of mode ``reservoir``."""
+    if mode == "reservoir":
+        from .reservoir import ReservoirMemory
+
+        return ReservoirMemory(reservoir, window)
     return WindowMemory(window, mode)

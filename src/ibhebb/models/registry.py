@@ -37,9 +37,36 @@ def _mlp(cfg, data):
     return MLP(data.input_dim, list(cfg.model.hidden), data.n_classes, **_common(cfg))
 
 
+@register_model("cnn")
+def _cnn(cfg, data):
+    from ..errors import ConfigError
+    from .cnn import CNN
+
+    if len(data.input_shape) != 3:
+        raise ConfigError(f"model.kind = 'cnn' needs images (C, H, W); {data.name} gives vectors of shape {data.input_shape}")
+    m = cfg.model
+    return CNN(data.input_shape, list(m.channels), data.n_classes, z_after_pool=m.z_after_pool, **_common(cfg))
+
+
 @register_model("lif-mlp")
 def _lif_mlp(cfg, data):
     from .networks import LeakyMLP
 
     m = cfg.model
     return LeakyMLP(data.input_dim, list(m.hidden), data.n_classes, tau_m=m.tau_m, dt=m.dt, steps=m.steps, **_common(cfg))
+
+
+@register_model("phsic-mlp")
+def _phsic_mlp(cfg, data):
+    from ..errors import ConfigError
+    from .phsic_mlp import Grouping, PHSICMLP
+
+    m = cfg.model
+    for size in m.hidden if (m.divisive_norm or cfg.rule.grouped) else []:
+        if size % m.groups:
+            raise ConfigError(f"model.hidden size {size} cannot be split into model.groups = {m.groups} equal groups")
+    return PHSICMLP(
+        data.input_dim, list(m.hidden), data.n_classes, replicas=cfg.seeds, seed=cfg.seed,
+        negative_slope=m.negative_slope, dropout=m.dropout, divisive_norm=m.divisive_norm,
+        grouping=Grouping(m.groups, m.group_delta, m.group_p),
+    )

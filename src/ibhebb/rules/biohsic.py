@@ -24,14 +24,14 @@ class BioHSIC(Rule):
 
     def __init__(self, model, config):
         super().__init__(model, config)
-        self.memory = make_memory(config.memory, config.window)
+        self.memory = make_memory(config.memory, config.window, reservoir=getattr(config, "reservoir", ""))
         self.gamma = float(config.gamma)
         self.sigmas = tuple(float(s) for s in config.sigmas)
         self.variant = config.variant
 
     @classmethod
     def check_config(cls, cfg) -> None:
-        if not cfg.model.hidden:
+        if cfg.model.kind != "cnn" and not cfg.model.hidden:  # a cnn's hidden layers are model.channels
             raise ConfigError("rule biohsic needs at least one hidden layer (model.hidden is empty)")
 
     def updates(self, x: Tensor, y: Tensor) -> Iterator[None]:

@@ -26,6 +26,7 @@ from ..errors import UserError
 from ..kernels import hsic_bottleneck
 from ..models import build_model
 from ..rules import Rule, make_rule
+from .schedule import build_scheduler, param_groups
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
@@ -46,7 +47,7 @@ def build(cfg: Config, data: Dataset) -> tuple[torch.nn.Module, Rule, torch.opti
     """Model, rule and optimiser for a config, on its device and dtype."""
     model = build_model(cfg, data).to(device=cfg.device, dtype=getattr(torch, cfg.dtype))
     rule = make_rule(cfg.rule.name, model, cfg.rule).to(device=cfg.device)
-    return model, rule, build_optimizer(cfg, rule.trainable())
+    return model, rule, build_optimizer(cfg, param_groups(cfg, model, rule.trainable()))
 
 
 @torch.no_grad()
@@ -130,6 +131,7 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         self.data = data if data is not None else self._load_data()
         self.model, self.rule, self.optimizer = build(cfg, self.data)
+        self.scheduler = build_scheduler(cfg, self.optimizer)
         self.start_epoch, self.wall = 0, 0.0
         if resume:
             self._restore()
@@ -161,6 +163,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "rule": self.rule.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
         }
         tmp = self.out / (CHECKPOINT + ".tmp")
         torch.save(state, tmp)
@@ -172,12 +175,14 @@ class Trainer:
             self.model.load_state_dict(state["model"])
             self.rule.load_state_dict(state["rule"])
             self.optimizer.load_state_dict(state["optimizer"])
+            if "scheduler" in state:
+                self.scheduler.load_state_dict(state["scheduler"])
         except (RuntimeError, KeyError, EOFError) as e:
             raise UserError(f"cannot resume from {self.out / CHECKPOINT}: it does not match this config ({e})") from None
         self.start_epoch, self.wall = state["epoch"] + 1, state["wall"]
         path = self.out / METRICS
         if path.exists():
-            kept = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["epoch"] <= state["epoch"]]
+            kept = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["epoch"] <= self.start_epoch]
             path.write_text("".join(ln + "\n" for ln in kept))
 
     # -- loops -------------------------------------------------------------------------------
@@ -193,6 +198,10 @@ class Trainer:
         from tqdm.auto import tqdm
 
         x, y = self.data.x_train, self.data.y_train
+        if self.cfg.data.augment:
+            from ..data.augment import augment_images
+
+            x = augment_images(x, self.cfg.seed, epoch)
         order = epoch_order(self.cfg.seed, epoch, len(x), x.device)
         step = 1 if self.rule.online else self.cfg.optim.batch_size
         starts = range(0, len(x), step)
@@ -205,12 +214,34 @@ class Trainer:
             leave=False,
             dynamic_ncols=True,
         )
+        engine = self._fast_engine()
+        if engine is not None:  # the same updates, from ibhebb.engine
+            y1 = torch.nn.functional.one_hot(y, self.model.n_classes).to(x.dtype)
+            updates = engine.train_epoch(x.reshape(len(x), -1), y1, order, progress=bar.update)
+            bar.close()
+            return updates
         updates = 0
         for i in bar:
             idx = order[i : i + step]
             updates += self._apply(x[idx], y[idx])
         bar.close()
         return updates
+
+    def _fast_engine(self):
+        """The online engine of :mod:`ibhebb.engine` when ``cfg.engine`` allows it and it can run this run, else ``None``."""
+        if not hasattr(self, "_engine"):
+            from ..engine import compile_mode, make_engine, unsupported
+            from ..errors import ConfigError
+
+            self._engine = None
+            if self.cfg.engine != "eager" and unsupported(self.cfg) is None:
+                try:
+                    mode = compile_mode(self.cfg, len(self.data.x_train))
+                    self._engine = make_engine(self.model, self.rule, self.optimizer, mode=mode)
+                except ValueError as e:
+                    if self.cfg.engine == "fast":
+                        raise ConfigError(f"engine = 'fast' cannot run this config: {e}") from None
+        return self._engine
 
     def run(self) -> dict[str, Any]:
         cfg = self.cfg
@@ -229,8 +260,12 @@ class Trainer:
                 samples_per_second=len(self.data.x_train) / train_seconds,
                 wall_seconds=self.wall,
             )
+            diagnostics = getattr(getattr(self.rule, "memory", None), "diagnostics", None)
+            if diagnostics is not None:  # e.g. the reservoir memory's ξ correlation with the true ξ
+                record["memory"] = diagnostics()
             with open(self.out / METRICS, "a") as f:
                 f.write(json.dumps(record) + "\n")
+            self.scheduler.step()
             self._save(epoch)
             if self.progress:
                 m, s = _mean_std(record["test_accuracy"])

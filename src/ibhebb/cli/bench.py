@@ -1,0 +1,47 @@
+"""``ibhebb bench [--device cuda] [--steps N] [--json FILE]``"""
+from __future__ import annotations
+
+import argparse
+
+from ..errors import UserError
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "bench",
+        help="time the paper's MNIST step (biohsic eager/fast, LIF, backprop) against the hardware's limit",
+        description="Time one training step of the paper's MNIST network for R = 1 and R = 30 seeds and print a Markdown table.",
+    )
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default cpu)")
+    p.add_argument("--steps", type=int, default=0, help="samples per timed run for R = 1 (default: short, about a minute on 2 CPU cores)")
+    p.add_argument("--replicas", default="1,30", help="comma-separated replica counts R (default 1,30)")
+    p.add_argument("--lif-steps", type=int, default=20, help="T, Euler steps per sample of the LIF rows (default 20)")
+    p.add_argument("--rows", default="buffer,recompute,lif,backprop", help="which rows (default all): buffer,recompute,lif,backprop")
+    p.add_argument("--json", metavar="FILE", help="also write the result as JSON")
+    return p
+
+
+def run(args) -> int:
+    import torch
+
+    from ..bench import ROW_GROUPS, markdown, run_bench, write_json
+
+    if args.device != "cpu" and not args.device.startswith("cuda"):
+        raise UserError(f"--device must be cpu or cuda[:i], got {args.device!r}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {args.device} asked for, but CUDA is not available here")
+    try:
+        replicas = tuple(int(r) for r in args.replicas.split(","))
+    except ValueError:
+        raise UserError(f"--replicas must be comma-separated integers, got {args.replicas!r}") from None
+    if args.steps < 0 or args.lif_steps < 1 or any(r < 1 for r in replicas):
+        raise UserError("--steps must be >= 0, --lif-steps >= 1 and every replica count >= 1")
+    groups = tuple(g.strip() for g in args.rows.split(",") if g.strip())
+    unknown = [g for g in groups if g not in ROW_GROUPS]
+    if unknown or not groups:
+        raise UserError(f"--rows takes some of {','.join(ROW_GROUPS)}, got {args.rows!r}")
+    result = run_bench(args.device, args.steps, replicas, args.lif_steps, groups=groups)
+    print(markdown(result))
+    if args.json:
+        write_json(result, args.json)
+    return 0

@@ -1,0 +1,157 @@
+"""Drive the online step over an epoch: eager, ``torch.compile``d in chunks, or replayed from a CUDA graph.
+
+:class:`OnlineEngine` trains a model with ``biohsic`` exactly as the eager
+loop ``for _ in rule.updates(x, y): optimizer.step()`` would, one sample at a
+time over a shuffled order of a data set that stays on the device:
+
+- the first ``N - 1`` samples of a run only fill the window (eager);
+- then chunks of ``k`` samples go through one call of the compiled
+  :func:`~.step.chunk_step_` (CPU), or through one replay of a CUDA graph
+  that captured ``G`` such calls (CUDA), with the sample indices in a
+  device buffer, so there is no host synchronisation inside a chunk;
+- the samples left over at the end of an epoch run eagerly.
+
+Compiled functions are cached per (spec, shapes, device) for the whole
+process; if compiling fails the engine warns once and runs eagerly.
+"""
+from __future__ import annotations
+
+import functools
+import warnings
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from .state import bind, unbind
+from .step import EngineState, StepSpec, chunk_step_, clone_state, fill_step_, sample_step_
+
+MODES = ("auto", "compile", "eager")
+_COMPILED: dict = {}
+
+
+def _compiled_chunk(spec: StepSpec) -> Callable:
+    if spec not in _COMPILED:
+        _COMPILED[spec] = torch.compile(functools.partial(chunk_step_, spec), dynamic=False, fullgraph=True)
+    return _COMPILED[spec]
+
+
+def default_chunk(spec: StepSpec, device: torch.device) -> int:
+    """Samples per compiled call: about 8 updates on the CPU, 1 sample (``T`` updates) on CUDA."""
+    if device.type == "cuda":
+        return 1 if spec.steps > 1 else 4
+    return max(1, 8 // spec.steps)
+
+
+class OnlineEngine:
+    """Fast online ``biohsic`` training with the same result as the rule's eager loop.
+
+    Parameters
+    ----------
+    spec : StepSpec
+    model, memory, optimizer
+        The model (an ``MLP`` or ``LeakyMLP``), the rule's window memory and
+        the optimiser; they stay the source of truth between epochs.
+    mode : {"auto", "compile", "eager"}
+        ``auto`` compiles, falling back to eager with a warning if that fails.
+    chunk : int, optional
+        Samples per compiled call (default :func:`default_chunk`).
+    graph_samples : int
+        On CUDA, samples per captured graph (a multiple of ``chunk``).
+    """
+
+    def __init__(self, spec: StepSpec, model, memory, optimizer, *, mode: str = "auto", chunk: int | None = None, graph_samples: int = 256):
+        if mode not in MODES:
+            raise ValueError(f"unknown engine mode {mode!r}; choose one of {', '.join(MODES)}")
+        self.spec, self.model, self.memory, self.optimizer, self.mode = spec, model, memory, optimizer, mode
+        device = model.layers()[0].weight.device
+        self.chunk = chunk or default_chunk(spec, device)
+        self.graph_samples = max(self.chunk, graph_samples // self.chunk * self.chunk)
+        self._graph = None
+        self._graph_key = None
+        self.compile_failed = False
+
+    # -- compiled chunk ------------------------------------------------------------------------
+    def _chunk_fn(self) -> Callable | None:
+        if self.mode == "eager" or self.compile_failed:
+            return None
+        return _compiled_chunk(self.spec)
+
+    def _run_chunk(self, fn: Callable, st: EngineState, x: Tensor, y: Tensor, idx: Tensor) -> None:
+        try:
+            fn(st, x, y, idx)
+        except Exception as e:  # noqa: BLE001 - any compiler failure: fall back, once
+            if self.mode == "compile":
+                raise
+            self.compile_failed = True
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            warnings.warn(f"ibhebb engine: torch.compile failed ({first[:200]}); running the step eagerly", stacklevel=2)
+            chunk_step_(self.spec, st, x, y, idx)
+
+    def _cuda_graph(self, fn: Callable, st: EngineState, x: Tensor, y: Tensor) -> tuple:
+        key = tuple(t.data_ptr() for t in st.tensors()) + (x.data_ptr(), y.data_ptr())
+        if self._graph_key == key:
+            return self._graph
+        idx = torch.zeros(self.graph_samples, dtype=torch.long, device=x.device)
+        cur = torch.zeros(self.chunk, dtype=torch.long, device=x.device)  # one aligned input for every call
+        scratch = clone_state(st)
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):  # warm up (compile, autotune) on a copy: the real state must not move
+                fn(scratch, x, y, cur)
+        torch.cuda.current_stream().wait_stream(stream)
+        del scratch
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for i in range(0, self.graph_samples, self.chunk):
+                cur.copy_(idx[i : i + self.chunk])
+                fn(st, x, y, cur)
+        self._graph, self._graph_key = (graph, idx), key
+        return self._graph
+
+    # -- an epoch ------------------------------------------------------------------------------
+    def train_epoch(self, x: Tensor, y1: Tensor, order: Tensor, progress: Callable[[int], None] | None = None) -> int:
+        """Learn from ``x[order[0]], x[order[1]], …`` (``x`` ``(n, d_x)``, one-hot ``y1`` ``(n, C)``); returns the updates made."""
+        spec = self.spec
+        with torch.no_grad():
+            st, count = bind(spec, self.model, self.memory, self.optimizer)
+            n, pos, updates = len(order), 0, 0
+            while count < spec.window - 1 and pos < n:
+                j = order[pos : pos + 1]
+                fill_step_(spec, st, x.index_select(0, j), y1.index_select(0, j))
+                pos, count = pos + 1, count + 1
+            if progress and pos:
+                progress(pos)
+            fn = self._chunk_fn()
+            if fn is not None and x.device.type == "cuda":
+                try:
+                    graph, idx = self._cuda_graph(fn, st, x, y1)
+                except Exception as e:  # noqa: BLE001
+                    if self.mode == "compile":
+                        raise
+                    self.compile_failed, fn = True, None
+                    warnings.warn(f"ibhebb engine: CUDA graph capture failed ({str(e).splitlines()[0][:200]}); running eagerly", stacklevel=2)
+                else:
+                    g = self.graph_samples
+                    while pos + g <= n:
+                        idx.copy_(order[pos : pos + g])
+                        graph.replay()
+                        pos, count, updates = pos + g, count + g, updates + g * spec.steps
+                        if progress:
+                            progress(g)
+            k = self.chunk
+            cur = torch.empty(k, dtype=torch.long, device=x.device)
+            while fn is not None and not self.compile_failed and pos + k <= n:
+                self._run_chunk(fn, st, x, y1, cur.copy_(order[pos : pos + k]))
+                pos, count, updates = pos + k, count + k, updates + k * spec.steps
+                if progress:
+                    progress(k)
+            while pos < n:
+                j = order[pos : pos + 1]
+                sample_step_(spec, st, x.index_select(0, j), y1.index_select(0, j))
+                pos, count, updates = pos + 1, count + 1, updates + spec.steps
+                if progress:
+                    progress(1)
+            unbind(spec, st, count, self.model, self.memory, self.optimizer)
+        return updates

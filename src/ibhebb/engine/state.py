@@ -1,0 +1,92 @@
+"""Move an :class:`~.step.EngineState` between the engine and the modules that own the truth.
+
+The model's parameters are used in place (the state's weights *are* their
+storage); the optimiser's moments are its own state tensors (created as torch
+would create them before its first step); the window and the step count are
+copied in at the start of an epoch and written back at its end, so
+``checkpoint.pt`` holds everything and a resumed run equals an uninterrupted one.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .step import EngineState, StepSpec, full_kernel
+
+
+def _scalar_dtype() -> torch.dtype:
+    """The dtype torch's optimisers give their ``step`` tensors."""
+    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+
+
+def _group_of(optimizer: torch.optim.Optimizer, p: Tensor) -> dict:
+    for g in optimizer.param_groups:
+        if any(q is p for q in g["params"]):
+            return g
+    raise ValueError("a model parameter is not in the optimiser")
+
+
+def bind(spec: StepSpec, model, memory, optimizer: torch.optim.Optimizer) -> tuple[EngineState, int]:
+    """The state for training ``model`` from where ``memory`` and ``optimizer`` stand; also the memory's count."""
+    layers = model.layers()
+    weights = tuple(layer.weight.detach() for layer in layers)
+    biases = tuple(layer.bias.detach() for layer in layers) if layers[0].bias is not None else ()
+    params = [p for layer in layers for p in (layer.weight, layer.bias) if p is not None]
+    ref = weights[0]
+    f64 = dict(device=ref.device, dtype=torch.float64)
+    moments, lrs, wds, steps = [], [], [], set()
+    keys = {"adamw": ("exp_avg", "exp_avg_sq"), "adam": ("exp_avg", "exp_avg_sq"), "sgd": ("momentum_buffer",)}
+    keys = keys[spec.optim.name][: spec.optim.moments]
+    for p in params:
+        state = optimizer.state[p]
+        for k in keys:
+            if state.get(k) is None:
+                state[k] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        if spec.optim.name != "sgd":
+            if "step" not in state:
+                state["step"] = torch.tensor(0.0, dtype=_scalar_dtype())
+            steps.add(float(state["step"]))
+        moments.append(tuple(state[k] for k in keys))
+        group = _group_of(optimizer, p)
+        lrs.append(torch.tensor(float(group["lr"]), **f64))
+        wds.append(torch.tensor(float(group["weight_decay"]), **f64))
+    if len(steps) > 1:
+        raise ValueError("the optimiser's parameters are at different steps")
+    t = steps.pop() if steps else 0.0
+    step = torch.tensor([t], **f64)
+    b1, b2 = spec.optim.betas if spec.optim.name != "sgd" else (1.0, 1.0)
+    powers = torch.tensor([b1**t, b2**t], **f64)
+    m = spec.window - 1
+    n_classes = layers[-1].out_features
+    dtype = ref.dtype
+    count = int(memory.count)
+    if memory.x is None:
+        past_x = torch.zeros(m, layers[0].in_features, device=ref.device, dtype=dtype)
+        past_y = torch.zeros(m, n_classes, device=ref.device, dtype=dtype)
+    else:
+        past_x, past_y = memory.x.clone(), memory.y.clone()
+    past_z = ()
+    if spec.memory == "buffer":
+        if memory.z:
+            past_z = tuple(z.clone() for z in memory.z)
+        else:
+            past_z = tuple(torch.zeros(ref.shape[0], m, layer.out_features, device=ref.device, dtype=dtype) for layer in layers[:-1])
+    sx, sy, _ = spec.sigmas
+    st = EngineState(
+        weights, biases, tuple(moments), tuple(lrs), tuple(wds), step, powers,
+        past_x, past_y, past_z, full_kernel(past_x, sx), full_kernel(past_y, sy),
+    )
+    return st, count
+
+
+def unbind(spec: StepSpec, st: EngineState, count: int, model, memory, optimizer: torch.optim.Optimizer) -> None:
+    """Write the window, its count and the step count back to ``memory`` and ``optimizer``."""
+    memory.x, memory.y = st.past_x.clone(), st.past_y.clone()
+    memory.z = [z.clone() for z in st.past_z] if spec.memory == "buffer" else []
+    memory.count.fill_(count)
+    optimizer._opt_called = True  # it did step (through the engine): no "scheduler before optimizer" warning
+    if spec.optim.name != "sgd":
+        step = float(st.step)
+        params = [p for layer in model.layers() for p in (layer.weight, layer.bias) if p is not None]
+        for p in params:
+            optimizer.state[p]["step"] = torch.tensor(step, dtype=_scalar_dtype())

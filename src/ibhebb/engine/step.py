@@ -1,0 +1,233 @@
+"""One online update of ``biohsic`` as a function of a state of tensors (MATH §3–§5).
+
+Everything the rule, the memory and the optimiser need lives in one
+:class:`EngineState` of tensors, and :func:`sample_step_` advances it by one
+sample (``T`` updates for a leaky network) in place, with no Python number
+that changes from step to step and no host synchronisation, so the same code
+runs eagerly, under ``torch.compile`` and inside a captured CUDA graph.
+
+The window keeps its input and label kernel matrices up to date: each new
+sample adds one row ``k(x_0, x_p)`` (``O(N d_x)``), instead of the
+``O(N² d_x)`` of a fresh kernel matrix.
+
+Per update, with ``z_0`` the current outputs (all from the weights of that
+moment):
+
+- hidden layer ``ℓ``: ``g_θ = (∂z_0^ℓ/∂θ^ℓ)ᵀ ξ^ℓ`` (ξ from
+  :func:`~ibhebb.signals.signal_from_kernels`), scaled by ``Δt/τ_m`` in a
+  leaky layer;
+- readout: ``g_W = (1/N) Σ_p (softmax(W h_p + b) - y_p) h_pᵀ`` over the window;
+- then every parameter takes one optimiser step (:mod:`.optim`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from ..models.layers import activate, activation_vjp, layernorm, layernorm_vjp
+from ..signals import signal_from_kernels
+from .optim import OptimSpec, optimizer_update_
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """The constants of a step: network, rule and optimiser settings (a compile-cache key)."""
+
+    n_hidden: int
+    activation: str
+    layernorm: bool
+    leak: float | None
+    """``Δt/τ_m`` of a leaky network; ``None`` for the static MLP."""
+    steps: int
+    """``T``: updates per sample (1 for the static MLP)."""
+    window: int
+    memory: str
+    variant: str
+    gamma: float
+    sigmas: tuple[float, float, float]
+    optim: OptimSpec
+
+
+class EngineState(NamedTuple):
+    """The tensors one step reads and updates in place.
+
+    ``weights[i]``/``biases[i]`` ``(R, out, in)``/``(R, out)`` for the hidden
+    layers then the readout (``biases`` empty without bias); ``moments[j]`` the
+    optimiser's tensors of the ``j``-th parameter of ``params()`` order;
+    ``lr``/``wd`` one 0-dim tensor per parameter; ``step`` ``(1,)`` the
+    optimiser's step count (not 0-dim: the compiler drops in-place updates of
+    0-dim CPU inputs) and ``powers`` ``(2,)`` = ``(β₁ᵗ, β₂ᵗ)``, kept by
+    multiplication (a ``pow`` would be recomputed for every element of the
+    fused update); the window's past ``N - 1`` inputs ``(N-1, d_x)``, one-hot
+    labels ``(N-1, C)`` and (``buffer``) hidden outputs ``(R, N-1, d_ℓ)``, and
+    the kernel matrices of the past inputs and labels ``(N-1, N-1)``.
+    """
+
+    weights: tuple[Tensor, ...]
+    biases: tuple[Tensor, ...]
+    moments: tuple[tuple[Tensor, ...], ...]
+    lr: tuple[Tensor, ...]
+    wd: tuple[Tensor, ...]
+    step: Tensor
+    powers: Tensor
+    past_x: Tensor
+    past_y: Tensor
+    past_z: tuple[Tensor, ...]
+    kx: Tensor
+    ky: Tensor
+
+    def params(self) -> list[Tensor]:
+        """Parameters in the order of ``model.parameters()``: ``W, b`` of each layer."""
+        if not self.biases:
+            return list(self.weights)
+        return [t for pair in zip(self.weights, self.biases) for t in pair]
+
+    def tensors(self) -> list[Tensor]:
+        """Every tensor of the state (for copying and for CUDA-graph address checks)."""
+        out = [*self.weights, *self.biases, *(t for ms in self.moments for t in ms), *self.lr, *self.wd, self.step, self.powers]
+        return out + [self.past_x, self.past_y, *self.past_z, self.kx, self.ky]
+
+
+def clone_state(st: EngineState) -> EngineState:
+    """A deep copy of a state (same shapes and strides), e.g. to warm a compiled step up on."""
+
+    def copy(f):
+        return f.clone() if isinstance(f, Tensor) else tuple(copy(t) for t in f)
+
+    return EngineState(*(copy(f) for f in st))
+
+
+def affine(h: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+    """``W h + b`` for ``R`` replicas: ``h`` ``(B, in)`` (shared) or ``(R, B, in)`` → ``(R, B, out)``."""
+    a = torch.matmul(h, w.transpose(-1, -2))
+    return a if b is None else a + b.unsqueeze(-2)
+
+
+def _bias(st: EngineState, i: int) -> Tensor | None:
+    return st.biases[i] if st.biases else None
+
+
+def hidden_step(spec: StepSpec, st: EngineState, x: Tensor, us: list[Tensor] | None):
+    """One time step of the hidden layers: ``[(h, a, r, z)]`` per layer and the new potentials."""
+    h, traces, new_us = x, [], []
+    for i in range(spec.n_hidden):
+        drive = affine(h, st.weights[i], _bias(st, i))
+        if spec.leak is None:
+            a = drive
+        else:
+            a = spec.leak * drive if us is None else us[i] + spec.leak * (drive - us[i])
+        r = activate(a, spec.activation)
+        z = layernorm(r) if spec.layernorm else r
+        traces.append((h, a, r, z))
+        new_us.append(a)
+        h = z
+    return traces, new_us
+
+
+def represent(spec: StepSpec, st: EngineState, x: Tensor) -> list[Tensor]:
+    """Hidden outputs of inputs ``x`` ``(B, d_x)`` with the current weights (after ``T`` steps from rest)."""
+    us = None
+    for _ in range(spec.steps):
+        traces, us = hidden_step(spec, st, x, us)
+    return [t[3] for t in traces]
+
+
+def kernel_row(past: Tensor, new: Tensor, sigma: float) -> Tensor:
+    """``k(new, past_p)`` for every stored sample: ``past`` ``(M, d)``, ``new`` ``(1, d)`` → ``(M,)``."""
+    diff = past - new
+    return torch.exp(-(diff * diff).sum(-1) / (2.0 * sigma**2 * past.shape[-1]))
+
+
+def window_kernel(k_past: Tensor, row: Tensor) -> Tensor:
+    """The window's kernel matrix ``(N, N)``: the past one bordered by the new row (unit diagonal)."""
+    top = torch.cat([k_past, row.unsqueeze(-1)], -1)
+    bottom = torch.cat([row, torch.ones_like(row[:1])]).unsqueeze(0)
+    return torch.cat([top, bottom], 0)
+
+
+def full_kernel(v: Tensor, sigma: float) -> Tensor:
+    """``[K]_pq = k(v_p, v_q)`` computed row by row as :func:`kernel_row` does."""
+    diff = v.unsqueeze(-2) - v.unsqueeze(-3)
+    return torch.exp(-(diff * diff).sum(-1) / (2.0 * sigma**2 * v.shape[-1]))
+
+
+def _shift_in_(past: Tensor, new: Tensor, dim: int) -> None:
+    past.copy_(torch.cat([past.narrow(dim, 1, past.shape[dim] - 1), new], dim))
+
+
+def push_(spec: StepSpec, st: EngineState, x: Tensor, y: Tensor, zs: list[Tensor], kx: Tensor, ky: Tensor) -> None:
+    """Remember the sample just presented; ``kx``/``ky`` are the window's ``(N, N)`` kernels with it last."""
+    _shift_in_(st.past_x, x, 0)
+    _shift_in_(st.past_y, y, 0)
+    for past, z in zip(st.past_z, zs):
+        _shift_in_(past, z, 1)
+    st.kx.copy_(kx[1:, 1:])
+    st.ky.copy_(ky[1:, 1:])
+
+
+def window_kernels(spec: StepSpec, st: EngineState, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    sx, sy, _ = spec.sigmas
+    return (
+        window_kernel(st.kx, kernel_row(st.past_x, x, sx)),
+        window_kernel(st.ky, kernel_row(st.past_y, y, sy)),
+    )
+
+
+def fill_step_(spec: StepSpec, st: EngineState, x: Tensor, y: Tensor) -> None:
+    """Present a sample while the window is still filling: no update, only the push."""
+    kx, ky = window_kernels(spec, st, x, y)
+    push_(spec, st, x, y, represent(spec, st, x) if st.past_z else [], kx, ky)
+
+
+def sample_step_(spec: StepSpec, st: EngineState, x: Tensor, y: Tensor) -> None:
+    """Learn from one sample ``x`` ``(1, d_x)`` with one-hot label ``y`` ``(1, C)``: ``T`` updates, then the push.
+
+    Equal to ``for _ in rule.updates(x, y): optimizer.step(); optimizer.zero_grad()``
+    of :class:`~ibhebb.rules.biohsic.BioHSIC` with a ready memory.
+    """
+    kx, ky = window_kernels(spec, st, x, y)
+    yw = torch.cat([st.past_y, y], 0)
+    n = spec.window
+    scale = 1.0 if spec.leak is None else spec.leak
+    us = None
+    for _ in range(spec.steps):
+        traces, us = hidden_step(spec, st, x, us)
+        if st.past_z:
+            past = list(st.past_z)
+        else:
+            past = represent(spec, st, st.past_x)
+        grads = []
+        for i, ((h, a, r, z), zp) in enumerate(zip(traces, past)):
+            zw = torch.cat([zp, z], -2)
+            xi = signal_from_kernels(kx, ky, zw, gamma=spec.gamma, sigma_z=spec.sigmas[2], variant=spec.variant)
+            cot = xi.unsqueeze(-2)
+            if spec.layernorm:
+                cot = layernorm_vjp(r, z, cot)
+            cot = activation_vjp(a, r, cot, spec.activation)
+            grads.append((cot.transpose(-1, -2) * h) * scale)
+            if st.biases:
+                grads.append(cot.squeeze(-2) * scale)
+            if i == spec.n_hidden - 1:
+                hw = zw
+        readout = spec.n_hidden
+        logits = affine(hw, st.weights[readout], _bias(st, readout))
+        delta = (torch.softmax(logits, -1) - yw) / n
+        grads.append(torch.bmm(delta.transpose(-1, -2), hw))
+        if st.biases:
+            grads.append(delta.sum(-2))
+        st.step.add_(1)
+        st.powers.mul_(st.powers.new_tensor(spec.optim.betas))
+        powers = (st.powers[0], st.powers[1])
+        for p, g, ms, lr, wd in zip(st.params(), grads, st.moments, st.lr, st.wd):
+            optimizer_update_(spec.optim, p, g, ms, lr, wd, powers)
+    push_(spec, st, x, y, [t[3] for t in traces], kx, ky)
+
+
+def chunk_step_(spec: StepSpec, st: EngineState, x_all: Tensor, y_all: Tensor, idx: Tensor) -> None:
+    """:func:`sample_step_` for the samples ``x_all[idx[0]], x_all[idx[1]], …`` in turn (``idx`` on the device)."""
+    for i in range(idx.shape[0]):
+        j = idx[i : i + 1]
+        sample_step_(spec, st, x_all.index_select(0, j), y_all.index_select(0, j))

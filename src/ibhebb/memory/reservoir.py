@@ -1,0 +1,194 @@
+"""Working memory ``reservoir``: ξ read out of frozen, pre-trained reservoirs (MATH §4).
+
+One reservoir per hidden layer (a bank, see :mod:`ibhebb.reservoir`), loaded
+from the file ``rule.reservoir`` that ``ibhebb reservoir pretrain`` writes,
+never trained during the run. Every replica of the network drives its own
+copy of the state (``B = R`` streams through the same weights) with
+``r_i = [x_0; y_0; z_0^ℓ]``.
+
+Time: the reservoir runs its own ``T_r`` Euler steps per sample (the file's
+``steps``), spread over the network's presentation of the sample: each call of
+:meth:`signals` (one per network time step, ``T`` for a leaky network, 1 for
+an MLP) advances it by ``max(1, T_r // T)`` steps with the current ``z_0^ℓ``,
+then reads ``ξ^ℓ`` out. The state carries over from sample to sample.
+
+What else is kept: a ``buffer`` window of the last ``N`` samples
+``(x, y, z)`` (:class:`~ibhebb.memory.window.WindowMemory`). It gives the
+readout layer its window for the delta rule, decides ``ready`` (so a run with
+a reservoir starts learning at the same sample as one with a buffer), and its
+true ξ is compared with the reservoir's: :meth:`diagnostics` returns the
+Pearson correlation and normalised MSE per layer since the last call (pooled
+over time steps, replicas and neurons).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from .window import WindowMemory
+
+
+def load_reservoir_file(path: str | Path) -> dict:
+    """The dict a pre-training run saved; :class:`ConfigError` if missing or not one."""
+    from ..reservoir.pretrain import FORMAT
+
+    p = Path(path)
+    if not str(path):
+        raise ConfigError("rule.memory = 'reservoir' needs rule.reservoir = 'FILE.pt' (make one with: ibhebb reservoir pretrain)")
+    if not p.is_file():
+        raise ConfigError(f"rule.reservoir = {str(path)!r} does not exist (make one with: ibhebb reservoir pretrain CONFIG --out {p})")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the user's to fix
+        raise ConfigError(f"rule.reservoir = {str(path)!r} cannot be read as a reservoir file ({type(e).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ConfigError(f"rule.reservoir = {str(path)!r} is not a reservoir file written by 'ibhebb reservoir pretrain'")
+    return state
+
+
+def check_reservoir_config(cfg) -> None:
+    """Refuse a config whose reservoir file is missing or was trained for another rule or network."""
+    r = cfg.rule
+    state = load_reservoir_file(r.reservoir)
+    mismatches = [
+        f"{key} {state[key]} != {mine}"
+        for key, mine in (("hidden", list(cfg.model.hidden)), ("window", r.window), ("gamma", r.gamma),
+                          ("sigmas", list(r.sigmas)), ("variant", r.variant))
+        if state[key] != mine
+    ]
+    if mismatches:
+        raise ConfigError(f"rule.reservoir = {r.reservoir!r} was pre-trained for another setting: {'; '.join(mismatches)}")
+
+
+class ReservoirMemory(nn.Module):
+    """ξ^ℓ from the frozen readouts of a bank of pre-trained reservoirs.
+
+    Parameters
+    ----------
+    path : str
+        A file written by ``ibhebb reservoir pretrain``.
+    window : int
+        ``N`` of the rule (must match the file's).
+
+    Examples
+    --------
+    >>> from ibhebb.memory import make_memory
+    >>> mem = make_memory("reservoir", 8, reservoir="runs/reservoir-mnist.pt")  # doctest: +SKIP
+    >>> xis, h, y = mem.signals(model, x, y1, zs, gamma=2.0, sigmas=(0.5, 0.1, 1.0), variant="paper")  # doctest: +SKIP
+    """
+
+    mode = "reservoir"
+
+    def __init__(self, path: str | Path, window: int):
+        super().__init__()
+        from ..reservoir import Reservoir
+
+        state = load_reservoir_file(path)
+        if state["window"] != window:
+            raise ConfigError(f"rule.reservoir = {str(path)!r} was pre-trained for N = {state['window']}, not {window}")
+        h = state["hyper"]
+        self.reservoir = Reservoir(h["units"], h["in_features"], h["out_features"], groups=h["groups"], lr=h["lr"],
+                                   sr=h["sr"], noise_hidden=h["noise_hidden"], seed=h["seed"], connectivity=1.0)
+        self.reservoir.load_state_dict(state["reservoir"])
+        self.register_buffer("readout", state["readout"].clone())
+        self.register_buffer("target_scale", torch.tensor(state["target_scale"], dtype=state["readout"].dtype))
+        self.buffer = WindowMemory(window, "buffer")
+        self.window_size, self.steps = window, int(state["steps"])
+        self.feedback, self.noise_out = bool(state["feedback"]), float(state["noise_out"])
+        self.x_dim, self.classes, self.hidden = state["x_dim"], state["classes"], list(state["hidden"])
+        self.path = str(path)
+        self.state: tuple[Tensor, Tensor, Tensor] | None = None  # u, r, r_o: (L, R, ·)
+        self._stats: Tensor | None = None  # per layer: n, Σa, Σb, Σa², Σb², Σab
+
+    # -- the WindowMemory interface --------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        return self.buffer.ready
+
+    @property
+    def count(self) -> Tensor:
+        return self.buffer.count
+
+    def push(self, x: Tensor, y: Tensor, zs: list[Tensor]) -> None:
+        self.buffer.push(x, y, zs)
+
+    def _inputs(self, x: Tensor, y: Tensor, zs: list[Tensor]) -> Tensor:
+        R = zs[0].shape[0]
+        res = self.reservoir
+        r_in = res.w_in.new_zeros(res.groups, R, res.in_features)
+        for l, z in enumerate(zs):
+            parts = [x.reshape(1, -1).expand(R, -1), y.expand(R, -1), z.reshape(R, -1)]
+            cat = torch.cat([p.to(r_in.dtype) for p in parts], 1)
+            r_in[l, :, : cat.shape[1]] = cat
+        return r_in
+
+    def _check_dims(self, x: Tensor, y: Tensor, zs: list[Tensor]) -> None:
+        dims = (x.shape[-1], y.shape[-1], [z.shape[-1] for z in zs])
+        if dims != (self.x_dim, self.classes, self.hidden):
+            raise ConfigError(
+                f"rule.reservoir = {self.path!r} was pre-trained for inputs {self.x_dim}, classes {self.classes}, "
+                f"hidden {self.hidden}; this network has {dims[0]}, {dims[1]}, {dims[2]}"
+            )
+
+    @torch.no_grad()
+    def advance(self, x: Tensor, y: Tensor, zs: list[Tensor], steps: int) -> list[Tensor]:
+        """Run the bank ``steps`` Euler steps on the current sample; ξ^ℓ ``(R, d_ℓ)`` per layer."""
+        res = self.reservoir
+        R = zs[0].shape[0]
+        if self.state is None or self.state[0].shape[1] != R:
+            self._check_dims(x, y, zs)
+            s0 = res.initial_state(R)
+            self.state = (s0.u, s0.r, res.w_rec.new_zeros(res.groups, R, self.readout.shape[1]))
+        from ..reservoir import ReservoirState
+
+        u, r, r_o = self.state
+        state = ReservoirState(u, r)
+        drive = res.input_drive(self._inputs(x, y, zs))
+        for _ in range(steps):
+            res(drive, r_o if self.feedback else None, state)
+            torch.bmm(r, self.readout.transpose(1, 2), out=r_o)
+            if self.noise_out > 0:
+                r_o.add_(torch.empty_like(r_o).uniform_(-self.noise_out, self.noise_out))
+        return [r_o[l, :, :d] / self.target_scale[l] for l, d in enumerate(self.hidden)]
+
+    def signals(
+        self, model: nn.Module, x: Tensor, y: Tensor, zs: list[Tensor], *, gamma: float, sigmas, variant: str
+    ) -> tuple[list[Tensor], Tensor, Tensor]:
+        """As :meth:`WindowMemory.signals`: ξ^ℓ ``(R, d_ℓ)`` from the reservoirs, the buffer's readout window."""
+        steps = max(1, self.steps // int(getattr(model, "steps", 1)))
+        xis = [xi.to(z.dtype) for xi, z in zip(self.advance(x, y, zs, steps), zs)]
+        true, h, yw = self.buffer.signals(model, x, y, zs, gamma=gamma, sigmas=sigmas, variant=variant)
+        self._accumulate(xis, true)
+        return xis, h, yw
+
+    # -- diagnostics ----------------------------------------------------------------------
+    @torch.no_grad()
+    def _accumulate(self, xis: list[Tensor], true: list[Tensor]) -> None:
+        if self._stats is None:
+            self._stats = torch.zeros(len(xis), 6, dtype=torch.float64)
+        for l, (a, b) in enumerate(zip(xis, true)):
+            a, b = a.double().flatten().cpu(), b.double().flatten().cpu()
+            self._stats[l] += torch.stack([torch.tensor(float(a.numel()), dtype=torch.float64), a.sum(), b.sum(),
+                                           (a * a).sum(), (b * b).sum(), (a * b).sum()])
+
+    def diagnostics(self) -> dict:
+        """Per layer, since the last call: correlation of reservoir ξ with the buffer's true ξ, and NMSE."""
+        if self._stats is None:
+            return {}
+        n, sa, sb, saa, sbb, sab = self._stats.T
+        cov, va, vb = sab / n - sa * sb / n**2, saa / n - (sa / n) ** 2, sbb / n - (sb / n) ** 2
+        corr = cov / (va * vb).sqrt().clamp_min(1e-300)
+        nmse = (saa - 2 * sab + sbb) / n / vb.clamp_min(1e-300)
+        self._stats = None
+        return {"xi_correlation": corr.tolist(), "xi_nmse": nmse.tolist(), "xi_samples": n.long().tolist()}
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def get_extra_state(self) -> dict:
+        return {"state": self.state, "stats": self._stats}
+
+    def set_extra_state(self, extra: dict) -> None:
+        self.state = None if extra["state"] is None else tuple(extra["state"])
+        self._stats = extra["stats"]

@@ -1,0 +1,225 @@
+"""Convolution layers with a leading replica dimension and their local Jacobians.
+
+The rule-trained layers here speak the same flattened interface as
+:class:`~ibhebb.models.layers.Dense`: inputs ``(B, d_in)`` (shared by all
+replicas) or ``(R, B, d_in)``, outputs ``(R, B, d_out)``, so the window
+memories, the kernels (taken over a layer's flattened activity) and the
+``biohsic`` rule need not know a layer is convolutional.
+
+A :class:`Conv2dLayer` computes, on images ``(C, H, W)``,
+
+    z = P_out( LN( act( W ⋆ P_in(h) + b ) ) )
+
+with ``⋆`` a 3×3 "same" convolution, ``P_in``/``P_out`` optional average
+pooling (a fixed linear map) and ``LN`` an optional parameter-free LayerNorm
+over the whole feature map. Where a pooling step sits decides which activity
+the kernel of the HSIC bottleneck sees: pooling at the end of a layer
+(``P_out``) makes ``z`` the pooled map; pooling at the start of the next layer
+(``P_in``, and in :class:`PooledDense` for the readout) makes ``z`` the map
+before pooling. The network is the same either way.
+
+The ``R`` replicas run as one grouped convolution over ``R·C`` channels. The
+local factor ``β = ∂z/∂θ`` applied to a cotangent ``ξ`` of ``z`` is computed by
+hand: ``output_vjp`` pulls ``ξ`` back through ``P_out``, ``LN`` and ``act`` to
+the preactivation, and ``accumulate_grad`` turns that into the weight
+gradient (the correlation of the layer's input with the cotangent, one
+``convolution_backward`` call with ``groups = R``).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .layers import ACTIVATIONS, Dense, _add_grad, activate, activation_vjp, uniform_init
+
+LAYERNORM_EPS = 1e-5
+
+
+def pool(x: Tensor, size: int) -> Tensor:
+    """Average pooling of ``(..., C, H, W)`` over ``size × size`` blocks (floor at the borders); ``size = 1``: identity."""
+    if size == 1:
+        return x
+    lead = x.shape[:-3]
+    y = F.avg_pool2d(x.reshape(-1, *x.shape[-3:]), size)
+    return y.reshape(*lead, *y.shape[-3:])
+
+
+def pool_vjp(cot: Tensor, size: int, height: int, width: int) -> Tensor:
+    """Pull a cotangent of ``pool(x, size)`` back to ``x`` of spatial size ``(height, width)``.
+
+    Each input pixel of a block receives ``1/size²`` of its block's cotangent;
+    pixels dropped by the floor at the border receive 0.
+    """
+    if size == 1:
+        return cot
+    up = cot.repeat_interleave(size, -2).repeat_interleave(size, -1) / (size * size)
+    return F.pad(up, (0, width - up.shape[-1], 0, height - up.shape[-2]))
+
+
+def map_layernorm(r: Tensor) -> Tensor:
+    """Parameter-free LayerNorm of each feature map ``(..., C, H, W)`` over ``(C, H, W)``."""
+    mu = r.mean((-3, -2, -1), keepdim=True)
+    var = r.var((-3, -2, -1), unbiased=False, keepdim=True)
+    return (r - mu) * torch.rsqrt(var + LAYERNORM_EPS)
+
+
+def map_layernorm_vjp(r: Tensor, n: Tensor, cot: Tensor) -> Tensor:
+    """Pull ``cot`` back through ``n = map_layernorm(r)``."""
+    dims = (-3, -2, -1)
+    inv = torch.rsqrt(r.var(dims, unbiased=False, keepdim=True) + LAYERNORM_EPS)
+    return inv * (cot - cot.mean(dims, keepdim=True) - n * (cot * n).mean(dims, keepdim=True))
+
+
+def replica_conv2d(h: Tensor, weight: Tensor, bias: Tensor | None, padding: int) -> Tensor:
+    """``R`` convolutions at once: ``h`` ``(B, C, H, W)`` shared or ``(R, B, C, H, W)``, ``weight`` ``(R, O, C, k, k)``.
+
+    Returns ``(R, B, O, H', W')``. Shared inputs use one ordinary convolution
+    with ``R·O`` filters; per-replica inputs one grouped convolution over
+    ``R·C`` channels.
+    """
+    R, O = weight.shape[:2]
+    w = weight.reshape(R * O, *weight.shape[2:])
+    b = bias.reshape(R * O) if bias is not None else None
+    if h.dim() == 4:
+        a = F.conv2d(h, w, b, padding=padding)
+    else:
+        B = h.shape[1]
+        a = F.conv2d(h.transpose(0, 1).reshape(B, -1, *h.shape[-2:]), w, b, padding=padding, groups=R)
+    return a.reshape(a.shape[0], R, O, *a.shape[-2:]).transpose(0, 1)
+
+
+def replica_conv2d_weight_grad(h: Tensor, a_cot: Tensor, weight_shape, padding: int) -> Tensor:
+    """``Σ_batch`` gradient of ``replica_conv2d`` w.r.t. its weight for a cotangent ``a_cot`` ``(R, B, O, H', W')``."""
+    R, O = weight_shape[:2]
+    B = a_cot.shape[1]
+    if h.dim() == 4:
+        h = h.expand(R, *h.shape)
+    x = h.transpose(0, 1).reshape(B, -1, *h.shape[-2:])
+    g = a_cot.transpose(0, 1).reshape(B, R * O, *a_cot.shape[-2:])
+    gw = torch.nn.grad.conv2d_weight(x, (R * O, *weight_shape[2:]), g, padding=padding, groups=R)
+    return gw.reshape(weight_shape)
+
+
+class Conv2dLayer(nn.Module):
+    """``z = P_out(LN(act(W ⋆ P_in(h) + b)))`` for ``R`` replicas, on flattened feature maps.
+
+    Parameters
+    ----------
+    in_shape : (C, H, W)
+        Shape of one input map (before ``P_in``).
+    out_channels : int
+    generators : list of torch.Generator
+        One per replica; their number is ``R``.
+    kernel_size : int
+        Odd; the convolution is "same" (zero padding ``k // 2``).
+    activation : {"relu", "tanh", "sigmoid", "identity"}
+    layernorm : bool
+        Parameter-free LayerNorm over the whole map after the activation.
+    bias : bool
+    pool_in, pool_out : int
+        Average-pooling factor before the convolution and at the end (1: none).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from ibhebb.models.conv import Conv2dLayer
+    >>> from ibhebb.models.layers import replica_generators
+    >>> layer = Conv2dLayer((1, 28, 28), 8, generators=replica_generators(0, 3), pool_out=2)
+    >>> layer.out_shape, layer(torch.randn(5, 784)).shape
+    ((8, 14, 14), torch.Size([3, 5, 1568]))
+    """
+
+    def __init__(
+        self,
+        in_shape: tuple[int, int, int],
+        out_channels: int,
+        *,
+        generators: list[torch.Generator],
+        kernel_size: int = 3,
+        activation: str = "relu",
+        layernorm: bool = False,
+        bias: bool = True,
+        pool_in: int = 1,
+        pool_out: int = 1,
+    ):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}")
+        if kernel_size % 2 != 1:
+            raise ValueError(f"kernel_size must be odd for a 'same' convolution, got {kernel_size}")
+        c, h, w = in_shape
+        self.in_shape, self.pool_in, self.pool_out = tuple(in_shape), pool_in, pool_out
+        self.conv_shape = (out_channels, h // pool_in, w // pool_in)
+        self.out_shape = (out_channels, self.conv_shape[1] // pool_out, self.conv_shape[2] // pool_out)
+        if min(self.out_shape[1:]) < 1:
+            raise ValueError(f"input maps {in_shape} are too small for pooling by {pool_in} and {pool_out}")
+        self.in_features, self.out_features = math.prod(in_shape), math.prod(self.out_shape)
+        self.activation, self.layernorm, self.padding = activation, layernorm, kernel_size // 2
+        bound = 1.0 / math.sqrt(c * kernel_size * kernel_size)
+        self.weight = nn.Parameter(uniform_init((out_channels, c, kernel_size, kernel_size), bound, generators))
+        self.bias = nn.Parameter(uniform_init((out_channels,), bound, generators)) if bias else None
+
+    @property
+    def replicas(self) -> int:
+        return self.weight.shape[0]
+
+    def _maps(self, h: Tensor) -> Tensor:
+        """Flattened input ``(B, d)`` / ``(R, B, d)`` → pooled maps ``(B, C, H, W)`` / ``(R, B, C, H, W)``."""
+        return pool(h.reshape(*h.shape[:-1], *self.in_shape), self.pool_in)
+
+    def preactivation(self, h: Tensor) -> Tensor:
+        """``a = W ⋆ P_in(h) + b``: ``(R, B, O, H, W)``."""
+        return replica_conv2d(self._maps(h), self.weight, self.bias, self.padding)
+
+    def output(self, a: Tensor) -> tuple[Tensor, Tensor]:
+        """``(r, z)``: the activation map ``r = act(a)`` and the flattened layer output ``z`` ``(R, B, d_out)``."""
+        r = activate(a, self.activation)
+        n = map_layernorm(r) if self.layernorm else r
+        z = pool(n, self.pool_out)
+        return r, z.reshape(*z.shape[:-3], -1)
+
+    def forward(self, h: Tensor) -> Tensor:
+        return self.output(self.preactivation(h))[1]
+
+    def output_vjp(self, a: Tensor, r: Tensor, z: Tensor, cot: Tensor) -> Tensor:
+        """Cotangent of the flattened ``z`` ``(R, B, d_out)`` → cotangent of ``a`` ``(R, B, O, H, W)``."""
+        cot = pool_vjp(cot.reshape(*cot.shape[:-1], *self.out_shape), self.pool_out, *self.conv_shape[1:])
+        if self.layernorm:
+            cot = map_layernorm_vjp(r, map_layernorm(r), cot)
+        return activation_vjp(a, r, cot, self.activation)
+
+    @torch.no_grad()
+    def accumulate_grad(self, h: Tensor, a_cot: Tensor, scale: float = 1.0) -> None:
+        """Add ``scale ·`` the batch-summed gradient of ``⟨a_cot, W ⋆ P_in(h) + b⟩`` to ``weight.grad`` and ``bias.grad``."""
+        gw = replica_conv2d_weight_grad(self._maps(h), a_cot, self.weight.shape, self.padding)
+        _add_grad(self.weight, gw, scale)
+        if self.bias is not None:
+            _add_grad(self.bias, a_cot.sum((1, 3, 4)), scale)
+
+
+class PooledDense(Dense):
+    """A :class:`Dense` readout that first average-pools its flattened input maps ``in_shape`` by ``pool_in``.
+
+    With ``pool_in = 1`` it is exactly a :class:`Dense` on ``prod(in_shape)`` inputs.
+    """
+
+    def __init__(self, in_shape: tuple[int, int, int], out_features: int, *, pool_in: int = 1, **kwargs):
+        c, h, w = in_shape
+        super().__init__(c * (h // pool_in) * (w // pool_in), out_features, **kwargs)
+        self.in_shape, self.pool_in = tuple(in_shape), pool_in
+
+    def _pooled(self, h: Tensor) -> Tensor:
+        if self.pool_in == 1:
+            return h
+        p = pool(h.reshape(*h.shape[:-1], *self.in_shape), self.pool_in)
+        return p.reshape(*h.shape[:-1], -1)
+
+    def preactivation(self, h: Tensor) -> Tensor:
+        return super().preactivation(self._pooled(h))
+
+    @torch.no_grad()
+    def accumulate_grad(self, h: Tensor, a_cot: Tensor, scale: float = 1.0) -> None:
+        super().accumulate_grad(self._pooled(h), a_cot, scale)

@@ -1,0 +1,113 @@
+"""The fully connected network of seed 001's Table 1 (MATH §6), with a replica dimension.
+
+Each hidden layer is ``z = LeakyReLU(W h)`` (bias-free :class:`Dense`), then,
+optionally, divisive normalisation over groups (eq 17), then dropout; the
+readout is a bias-free linear layer on the last hidden layer's output. Local
+rules read ``z`` (before normalisation and dropout) for their objective and
+pass the layer's output on to the next layer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ..phsic import divisive_normalise, group_code
+from .layers import Dense, replica_generators
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """``c`` groups of neurons per layer, offset ``δ`` and exponent ``p`` (eqs 13–17)."""
+
+    groups: int = 32
+    delta: float = 1.0
+    p: float = 0.2
+
+    def code(self, z: Tensor) -> Tensor:
+        return group_code(z, self.groups, self.delta, self.p)
+
+    def normalise(self, z: Tensor) -> Tensor:
+        return divisive_normalise(z, self.groups, self.delta, self.p)
+
+
+class PHSICMLP(nn.Module):
+    """``[Dense → LeakyReLU → (divisive norm) → dropout] × L → Dense`` for ``R`` replicas.
+
+    Parameters
+    ----------
+    in_features, hidden, n_classes : the layer sizes.
+    replicas, seed : ``R`` and the seed of the replicas' generators.
+    negative_slope : float
+        Of the LeakyReLU (0.1 in seed 001).
+    dropout : float
+        Dropout probability after each hidden layer (training only).
+    grouping : Grouping
+        How neurons are grouped (used by the divisive normalisation and by rules
+        that put their kernel on the group code).
+    divisive_norm : bool
+        Whether the next layer receives ``z̃ / u^p`` (eq 17) instead of ``z``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> net = PHSICMLP(784, [64, 64], 10, replicas=2, divisive_norm=True, grouping=Grouping(8))
+    >>> net(torch.randn(5, 1, 28, 28)).shape
+    torch.Size([2, 5, 10])
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden: list[int],
+        n_classes: int,
+        *,
+        replicas: int = 1,
+        seed: int = 0,
+        negative_slope: float = 0.1,
+        dropout: float = 0.0,
+        grouping: Grouping = Grouping(),
+        divisive_norm: bool = False,
+    ):
+        super().__init__()
+        gens = replica_generators(seed, replicas)
+        sizes = [in_features, *hidden]
+        dense = dict(generators=gens, activation="identity", layernorm=False, bias=False)
+        self.hidden = nn.ModuleList(Dense(i, o, **dense) for i, o in zip(sizes[:-1], sizes[1:]))
+        self.readout = Dense(sizes[-1], n_classes, **dense)
+        self.in_features, self.n_classes, self.replicas = in_features, n_classes, replicas
+        self.negative_slope, self.dropout = negative_slope, dropout
+        self.grouping, self.divisive_norm = grouping, divisive_norm
+
+    def flatten(self, x: Tensor) -> Tensor:
+        return x.reshape(x.shape[0], -1) if x.dim() != 2 else x
+
+    def layers(self) -> list[Dense]:
+        return [*self.hidden, self.readout]
+
+    def activate(self, a: Tensor) -> Tensor:
+        """``z = LeakyReLU(a)``: what a local objective sees."""
+        return torch.nn.functional.leaky_relu(a, self.negative_slope)
+
+    def transmit(self, z: Tensor) -> Tensor:
+        """What the next layer receives from ``z``: divisive normalisation (if on), then dropout."""
+        if self.divisive_norm:
+            z = self.grouping.normalise(z)
+        return torch.nn.functional.dropout(z, self.dropout, self.training)
+
+    def local_forward(self, index: int, h: Tensor) -> tuple[Tensor, Tensor]:
+        """Hidden layer ``index`` on input ``h``: ``(z, output)``."""
+        z = self.activate(self.hidden[index].preactivation(h))
+        return z, self.transmit(z)
+
+    def represent(self, x: Tensor) -> list[Tensor]:
+        h, outs = self.flatten(x), []
+        for i in range(len(self.hidden)):
+            h = self.local_forward(i, h)[1]
+            outs.append(h)
+        return outs
+
+    def forward(self, x: Tensor) -> Tensor:
+        zs = self.represent(x)
+        return self.readout(zs[-1] if zs else self.flatten(x))

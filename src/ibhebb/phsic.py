@@ -1,0 +1,145 @@
+"""Plausible HSIC (pHSIC) of Pogodin & Latham (seed 001, eqs 7–18; MATH §6).
+
+Pure functions of tensors. A set of ``m`` samples of a ``d``-dimensional
+variable is a tensor ``(..., m, d)``; kernel matrices are ``(..., m, m)``;
+leading (replica) dimensions broadcast.
+
+The layer objective (eq 9) is ``pHSIC(Z, Z) - γ pHSIC(Y, Z)`` with
+
+    pHSIC(A, B) = mean((K_A - mean K_A) ∘ K_B)                       (eqs 7–8)
+
+over the ``m × m`` pairs of a batch. The label kernel is the cosine
+similarity of centred one-hot labels, a binary same / different signal
+(1 for the same class, ``-1/(n-1)`` otherwise). On the layer, the kernel is
+Gaussian, ``exp(-‖a_i - a_j‖² / 2σ²)`` (eq 15, no scaling by ``d``), or the
+cosine similarity; with grouping it acts on the group code ``v`` (eq 14).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .kernels import squared_distances
+
+KERNELS = ("gaussian", "cossim")
+COSINE_EPS = 1e-6
+
+
+def centred_one_hot(y: Tensor, n_classes: int, dtype=torch.float32) -> Tensor:
+    """Centred one-hot labels: ``1 - 1/n`` for the label, ``-1/n`` elsewhere.
+
+    Examples
+    --------
+    >>> import torch
+    >>> centred_one_hot(torch.tensor([1]), 4).tolist()
+    [[-0.25, 0.75, -0.25, -0.25]]
+    """
+    return torch.nn.functional.one_hot(y, n_classes).to(dtype) - 1.0 / n_classes
+
+
+def cosine_kernel_matrix(a: Tensor) -> Tensor:
+    """``[K]_ij = a_iᵀ a_j / (‖a_i‖ ‖a_j‖)``; a zero vector is compared as zero."""
+    norm = a.norm(dim=-1, keepdim=True)
+    unit = a / (norm + COSINE_EPS * (norm <= 0).to(a.dtype))
+    return unit @ unit.transpose(-1, -2)
+
+
+def gaussian_kernel_matrix(a: Tensor, sigma: float) -> Tensor:
+    """``[K]_ij = exp(-‖a_i - a_j‖² / (2σ²))`` (eq 15); the diagonal is exactly 1."""
+    dist = squared_distances(a, a)
+    eye = torch.eye(a.shape[-2], dtype=torch.bool, device=a.device)
+    return torch.exp(-dist.masked_fill(eye, 0.0) / (2.0 * sigma**2))
+
+
+def layer_kernel_matrix(a: Tensor, kernel: str, sigma: float) -> Tensor:
+    """The layer's kernel matrix, ``kernel`` one of :data:`KERNELS`."""
+    if kernel == "gaussian":
+        return gaussian_kernel_matrix(a, sigma)
+    if kernel == "cossim":
+        return cosine_kernel_matrix(a)
+    raise ValueError(f"unknown kernel {kernel!r}; choose one of {', '.join(KERNELS)}")
+
+
+def label_kernel_matrix(y: Tensor, n_classes: int, dtype=torch.float32) -> Tensor:
+    """Cosine kernel of centred one-hot labels: 1 if ``y_i = y_j``, else ``-1/(n-1)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> label_kernel_matrix(torch.tensor([0, 0, 1]), 3)[0].tolist()
+    [1.0, 1.0, -0.5]
+    """
+    return cosine_kernel_matrix(centred_one_hot(y, n_classes, dtype))
+
+
+def phsic(KA: Tensor, KB: Tensor) -> Tensor:
+    """``pHSIC(A, B) = mean((K_A - mean K_A) ∘ K_B)`` over the last two dimensions (eqs 7–8)."""
+    return ((KA - KA.mean((-1, -2), keepdim=True)) * KB).mean((-1, -2))
+
+
+def phsic_objective(Kz: Tensor, Ky: Tensor, gamma: float) -> Tensor:
+    """The layer objective ``pHSIC(Z, Z) - γ pHSIC(Y, Z)`` (eq 9), one value per leading index.
+
+    Its gradient in ``[K_Z]_ij`` is ``(2 k̊_z - γ k̊_y)_ij / m²`` with ``k̊`` the
+    kernel minus its batch mean (eq 11), so descending it is eq 10.
+    """
+    return phsic(Kz, Kz) - gamma * phsic(Ky, Kz)
+
+
+def pair_objective(kz: Tensor, ky: Tensor, mean_kz: Tensor | float, mean_ky: Tensor | float, gamma: float) -> Tensor:
+    """Two-point (online) estimate of eq 9 for the pair ``(t, t - Δt)``.
+
+    ``ℓ = (k_z - μ_z)² - γ (k_y - μ_y) k_z`` with ``μ`` running means of the
+    kernels (eq 11's average, accumulated over time) held fixed. Its
+    derivative in ``k_z`` is ``2 k̊_z - γ k̊_y``, the pair's term of eq 10; for a
+    Gaussian kernel and a linear layer descending it gives eq 12 / eq 19
+    (and eq 18 with grouping and divisive normalisation).
+    """
+    return (kz - mean_kz) ** 2 - gamma * (ky - mean_ky) * kz
+
+
+# -- grouping and divisive normalisation (eqs 13–18) -------------------------------------------
+
+
+def _grouped(z: Tensor, groups: int) -> Tensor:
+    d = z.shape[-1]
+    if d % groups:
+        raise ValueError(f"{d} neurons cannot be split into {groups} equal groups")
+    return z.reshape(*z.shape[:-1], groups, d // groups)
+
+
+def group_variance(z: Tensor, groups: int, delta: float) -> tuple[Tensor, Tensor]:
+    """Smoothed group variance (eq 13) and the group-centred activity.
+
+    ``u_α = (δ + Σ_n z̃_αn²) / c_α`` with ``z̃_αn = z_αn - mean_n z_αn``, for
+    ``groups`` equal groups of consecutive neurons of size ``c_α``.
+
+    Returns
+    -------
+    (u, z̃) : ``(..., groups)`` and ``(..., groups, c_α)``.
+    """
+    zg = _grouped(z, groups)
+    centred = zg - zg.mean(-1, keepdim=True)
+    return (delta + (centred * centred).sum(-1)) / zg.shape[-1], centred
+
+
+def group_code(z: Tensor, groups: int, delta: float, p: float) -> Tensor:
+    """``v_α = u_α^{1-p} - (1/c) Σ_α' u_α'^{1-p}`` (eq 14): what the grouped kernel compares (eq 15).
+
+    Examples
+    --------
+    >>> import torch
+    >>> group_code(torch.randn(5, 64), groups=8, delta=1.0, p=0.2).shape
+    torch.Size([5, 8])
+    """
+    w = group_variance(z, groups, delta)[0] ** (1.0 - p)
+    return w - w.mean(-1, keepdim=True)
+
+
+def divisive_normalise(z: Tensor, groups: int, delta: float, p: float) -> Tensor:
+    """``r_αn = z̃_αn / u_α^p`` (eq 17): what the next layer receives.
+
+    With ``p = 1/2`` this is group normalisation with ``ε = δ / c_α``.
+    """
+    u, centred = group_variance(z, groups, delta)
+    return (centred / (u**p).unsqueeze(-1)).reshape(z.shape)

@@ -1,0 +1,215 @@
+"""Rate reservoir dynamics (MATH §4, eq 8), batched over groups and streams.
+
+Euler steps of ``Δt`` of
+
+    τ_r du/dt = -u + λ W_r r + W_in r_i + W_fb r_o
+    r = tanh(u) + ζ_h,        ζ_h ~ U(-ε_h, ε_h)
+
+Names follow common reservoir libraries; the mapping to the paper's symbols:
+
+=====================  ===================================================
+name here              meaning
+=====================  ===================================================
+``units``              ``n``, number of rate units
+``lr`` (leak rate)     ``Δt / τ_r`` (the paper: 1 ms / 5 ms = 0.2)
+``sr``                 ``λ``, gain on ``W_r``. Entries of ``W_r`` are
+                       ``N(0, 1/(p_c n))`` on a random ``p_c`` fraction of
+                       pairs, so its spectral radius is ≈ 1 (circular law)
+                       and ``sr`` is ≈ the spectral radius of ``λ W_r``;
+                       ``λ > 1`` is chaotic without feedback.
+``connectivity``       ``p_c``
+``input_scaling``      ``W_in = input_scaling · U(-1, 1)``; a scalar or one
+                       value per input column
+``feedback_scaling``   ``W_fb = feedback_scaling · U(-1, 1)``
+``noise_hidden``       ``ε_h``
+``seed``               seed of every random draw of the weights
+=====================  ===================================================
+
+Shapes: a reservoir bank holds ``G`` independent reservoirs (one per hidden
+layer of a network, or one per seed), weights ``(G, n, ·)``; a state is
+``(G, B, n)`` with ``B`` streams run through the same weights (the replicas
+of a network). ``W_r`` is stored dense with its zeros: at ``p_c = 0.1`` and a
+few thousand units a dense batched matmul is faster than sparse kernels on
+both CPU and GPU.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+class ReservoirState(NamedTuple):
+    """``u`` potentials and ``r`` rates, both ``(G, B, n)``."""
+
+    u: Tensor
+    r: Tensor
+
+
+def recurrent_weights(groups: int, units: int, connectivity: float, generator: torch.Generator) -> Tensor:
+    """``W_r`` ``(G, n, n)``: a ``p_c`` fraction of entries ``N(0, 1/(p_c n))``, the rest 0."""
+    mask = torch.rand(groups, units, units, generator=generator) < connectivity
+    w = torch.randn(groups, units, units, generator=generator) / (connectivity * units) ** 0.5
+    return w * mask
+
+
+def uniform_weights(groups: int, units: int, columns: int, scaling, generator: torch.Generator) -> Tensor:
+    """``scaling · U(-1, 1)`` of shape ``(G, n, columns)``; ``scaling`` a scalar or ``(columns,)``."""
+    w = torch.rand(groups, units, columns, generator=generator) * 2.0 - 1.0
+    return w * torch.as_tensor(scaling, dtype=w.dtype)
+
+
+def reservoir_step(
+    state: ReservoirState,
+    input_drive: Tensor,
+    r_out: Tensor | None,
+    w_rec: Tensor,
+    w_fb: Tensor | None,
+    *,
+    leak: float,
+    gain: float,
+    noise: float = 0.0,
+    generator: torch.Generator | None = None,
+    out: ReservoirState | None = None,
+    work: Tensor | None = None,
+) -> ReservoirState:
+    """One Euler step of eq 8.
+
+    ``u ← u + leak · (-u + gain · W_r r + W_in r_i + W_fb r_o)``, ``r ← tanh(u) + ζ_h``.
+
+    Parameters
+    ----------
+    state : ReservoirState, ``(G, B, n)``
+    input_drive : Tensor ``(G, B, n)``
+        ``W_in r_i``, constant while a sample is held (see :meth:`Reservoir.input_drive`).
+    r_out : Tensor ``(G, B, m)`` or None
+        The readout fed back; None: no feedback.
+    w_rec : Tensor ``(G, n, n)``; w_fb : Tensor ``(G, n, m)`` or None
+    leak, gain : ``Δt/τ_r`` and ``λ``.
+    noise : ``ε_h`` of the hidden noise (0: none).
+    out : ReservoirState, optional
+        Where to write the new state; may be ``state`` itself (in place). Without
+        it new tensors are returned and ``state`` is left alone.
+    work : Tensor ``(G, B, n)``, optional
+        Scratch space; with ``out`` and ``work`` the step allocates nothing.
+
+    Cost: ``O(G B n²)`` for ``W_r r`` plus ``O(G B n m)`` for the feedback.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from ibhebb.reservoir.dynamics import ReservoirState, reservoir_step
+    >>> s = ReservoirState(torch.zeros(1, 2, 5), torch.zeros(1, 2, 5))
+    >>> w = torch.zeros(1, 5, 5)
+    >>> reservoir_step(s, torch.ones(1, 2, 5), None, w, None, leak=0.5, gain=1.0).u[0, 0, 0].item()
+    0.5
+    """
+    u, r = state
+    if out is None:
+        out = ReservoirState(torch.empty_like(u), torch.empty_like(r))
+    drive = torch.empty_like(u) if work is None else work
+    torch.bmm(r, w_rec.transpose(1, 2), out=drive)
+    if gain != 1.0:
+        drive.mul_(gain)
+    drive.add_(input_drive)
+    if r_out is not None and w_fb is not None:
+        drive.baddbmm_(r_out, w_fb.transpose(1, 2))
+    torch.lerp(u, drive, leak, out=out.u)
+    torch.tanh(out.u, out=out.r)
+    if noise > 0:
+        drive.uniform_(-noise, noise, generator=generator)
+        out.r.add_(drive)
+    return out
+
+
+class Reservoir(nn.Module):
+    """A bank of ``groups`` rate reservoirs with fixed random weights (eq 8).
+
+    Parameters
+    ----------
+    units : int
+        ``n``.
+    in_features, out_features : int
+        Dimensions of ``r_i`` and of the fed-back readout ``r_o``.
+    groups : int
+        Independent reservoirs in the bank (one per hidden layer, or per seed).
+    lr : float
+        Leak ``Δt/τ_r``.
+    sr : float
+        Gain ``λ`` on ``W_r``.
+    connectivity : float
+        ``p_c``.
+    input_scaling : float or sequence of ``in_features`` floats
+    feedback_scaling : float
+    noise_hidden : float
+        ``ε_h``.
+    seed : int
+
+    Examples
+    --------
+    >>> import torch
+    >>> from ibhebb.reservoir import Reservoir
+    >>> res = Reservoir(100, 3, 2, groups=2, seed=0)
+    >>> state = res.initial_state(4)
+    >>> drive = res.input_drive(torch.randn(2, 4, 3))
+    >>> state = res(drive, torch.zeros(2, 4, 2), state)
+    >>> state.r.shape
+    torch.Size([2, 4, 100])
+    """
+
+    def __init__(
+        self,
+        units: int,
+        in_features: int,
+        out_features: int,
+        *,
+        groups: int = 1,
+        lr: float = 0.2,
+        sr: float = 1.2,
+        connectivity: float = 0.1,
+        input_scaling: float | Sequence[float] = 1.0,
+        feedback_scaling: float = 1.0,
+        noise_hidden: float = 0.0,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if not 0 < lr <= 1:
+            raise ValueError(f"leak rate lr = Δt/τ_r must be in (0, 1], got {lr}")
+        if not 0 < connectivity <= 1:
+            raise ValueError(f"connectivity must be in (0, 1], got {connectivity}")
+        g = torch.Generator().manual_seed(seed)
+        self.register_buffer("w_rec", recurrent_weights(groups, units, connectivity, g))
+        self.register_buffer("w_in", uniform_weights(groups, units, in_features, input_scaling, g))
+        self.register_buffer("w_fb", uniform_weights(groups, units, out_features, feedback_scaling, g))
+        self.units, self.groups, self.in_features, self.out_features = units, groups, in_features, out_features
+        self.lr, self.sr, self.noise_hidden, self.seed = float(lr), float(sr), float(noise_hidden), seed
+        self._work: Tensor | None = None
+        self._noise_gen: torch.Generator | None = None
+
+    def hyperparameters(self) -> dict:
+        return dict(units=self.units, in_features=self.in_features, out_features=self.out_features,
+                    groups=self.groups, lr=self.lr, sr=self.sr, noise_hidden=self.noise_hidden, seed=self.seed)
+
+    def initial_state(self, batch: int) -> ReservoirState:
+        z = self.w_rec.new_zeros(self.groups, batch, self.units)
+        return ReservoirState(z, z.clone())
+
+    def input_drive(self, r_in: Tensor) -> Tensor:
+        """``W_in r_i`` ``(G, B, n)`` for inputs ``(G, B, in_features)`` (computed once per held sample)."""
+        return torch.bmm(r_in.to(self.w_in.dtype), self.w_in.transpose(1, 2))
+
+    def _generator(self) -> torch.Generator:
+        if self._noise_gen is None or self._noise_gen.device != self.w_rec.device:
+            self._noise_gen = torch.Generator(device=self.w_rec.device).manual_seed(self.seed + 1)
+        return self._noise_gen
+
+    def forward(self, input_drive: Tensor, r_out: Tensor | None, state: ReservoirState, *, inplace: bool = True) -> ReservoirState:
+        """Advance ``state`` by one step; in place (no allocation) unless ``inplace=False``."""
+        if self._work is None or self._work.shape != state.u.shape or self._work.device != state.u.device:
+            self._work = torch.empty_like(state.u)
+        return reservoir_step(
+            state, input_drive, r_out, self.w_rec, self.w_fb, leak=self.lr, gain=self.sr,
+            noise=self.noise_hidden, generator=self._generator() if self.noise_hidden > 0 else None,
+            out=state if inplace else None, work=self._work,
+        )

@@ -1,0 +1,212 @@
+"""Grids of runs: one normal run directory per cell, resumable, optionally on Ray.
+
+A sweep is a config plus axes ``key=v1,v2,…`` (and fixed overrides
+``key=value``); its cells are the Cartesian product of the axes. Each cell
+trains into ``OUT/<name>``, a normal run directory named from its values
+(``rule.window-4_rule.variant-exact``). ``OUT/sweep.json`` records the grid.
+
+Rerunning a sweep skips the cells whose ``summary.json`` already covers the
+requested epochs and resumes, from its checkpoint, any cell that was
+interrupted, so an interrupted sweep picks up where it stopped. Cells run one
+after another, or as Ray tasks (:func:`run_sweep` with ``ray_address``) on a
+local Ray instance started on the fly or on an existing cluster (whose nodes
+need this package installed and ``OUT`` on a shared file system).
+
+Examples
+--------
+>>> from ibhebb.sweep import parse_grid
+>>> parse_grid(["rule.window=2,4", "rule.variant=paper,exact", "epochs=3", "model.channels=[8,16]"])
+([('rule.window', [2, 4]), ('rule.variant', ['paper', 'exact'])], {'epochs': 3, 'model.channels': [8, 16]})
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from .config import Config, load_config, parse_value
+from .errors import ConfigError, UserError
+
+SWEEP_FILE = "sweep.json"
+
+
+def split_values(text: str) -> list[str]:
+    """Split ``"1,2,[3,4]"`` at the commas outside brackets and quotes → ``["1", "2", "[3,4]"]``."""
+    parts, depth, quote, start = [], 0, "", 0
+    for i, ch in enumerate(text):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return [p.strip() for p in parts]
+
+
+def parse_grid(items: list[str]) -> tuple[list[tuple[str, list[Any]]], dict[str, Any]]:
+    """``key=v1,v2,…`` items become axes, ``key=value`` items fixed overrides (values parsed as TOML)."""
+    axes: list[tuple[str, list[Any]]] = []
+    fixed: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"sweep argument {item!r} is not of the form key=value or key=v1,v2,...")
+        key, text = (s.strip() for s in item.split("=", 1))
+        if not key or key in fixed or key in dict(axes):
+            raise ConfigError(f"sweep argument {item!r}: the key is empty or given twice")
+        values = split_values(text)
+        if any(v == "" for v in values):
+            raise ConfigError(f"sweep argument {item!r} has an empty value")
+        if len(values) == 1:
+            fixed[key] = parse_value(values[0])
+        else:
+            axes.append((key, [parse_value(v) for v in values]))
+    return axes, fixed
+
+
+def _slug(value: Any) -> str:
+    text = "x".join(map(str, value)) if isinstance(value, list) else str(value)
+    return re.sub(r"[^A-Za-z0-9.+-]+", "-", text).strip("-") or "none"
+
+
+def cell_name(values: dict[str, Any]) -> str:
+    """Directory name of a cell: ``key-value`` pairs joined by ``_`` (``run`` for a grid without axes)."""
+    return "_".join(f"{k}-{_slug(v)}" for k, v in values.items()) or "run"
+
+
+def _as_override(key: str, value: Any) -> str:
+    return f"{key}={json.dumps(value) if not isinstance(value, str) else value}"
+
+
+def grid_cells(axes: list[tuple[str, list[Any]]]) -> list[dict[str, Any]]:
+    """Every combination of the axes' values, the first axis varying slowest."""
+    keys = [k for k, _ in axes]
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(v for _, v in axes))]
+
+
+def cell_config(config: str | Path, fixed: dict[str, Any], values: dict[str, Any]) -> Config:
+    items = [_as_override(k, v) for k, v in {**fixed, **values}.items()]
+    return load_config(config, items)
+
+
+def cell_state(cfg: Config, run_dir: Path) -> str:
+    """``done`` (its summary covers ``cfg.epochs``), ``resume`` (a checkpoint to continue) or ``new``."""
+    summary = run_dir / "summary.json"
+    if summary.exists():
+        try:
+            if json.loads(summary.read_text()).get("epochs", 0) >= cfg.epochs:
+                return "done"
+        except json.JSONDecodeError:
+            pass
+    return "resume" if (run_dir / "checkpoint.pt").exists() else "new"
+
+
+def _check_same_run(cfg: Config, run_dir: Path) -> None:
+    saved = run_dir / "config.json"
+    if saved.exists():
+        mine, theirs = cfg.to_dict(), json.loads(saved.read_text())
+        mine.pop("epochs"), theirs.pop("epochs", None)
+        if mine != theirs:
+            raise UserError(f"{run_dir} holds a run of another config; choose another --out for this sweep")
+
+
+def run_cell(config: dict[str, Any], run_dir: str, progress: bool = False) -> dict[str, Any]:
+    """Train (or resume, or skip) one cell from its config as a dict; returns its summary.
+
+    A top-level function of plain arguments, so that it also runs as a Ray task.
+    """
+    from .train import Trainer
+
+    cfg = load_config(None, config)
+    out = Path(run_dir)
+    state = cell_state(cfg, out)
+    if state == "done":
+        return json.loads((out / "summary.json").read_text())
+    return Trainer(cfg, out, resume=state == "resume", overwrite=state == "new", progress=progress).run()
+
+
+def _write_sweep_file(out: Path, config: str | Path, axes, fixed, cells) -> None:
+    record = {
+        "config": str(config),
+        "axes": [[k, v] for k, v in axes],
+        "fixed": fixed,
+        "cells": [{"name": cell_name(c), "values": c} for c in cells],
+    }
+    path = out / SWEEP_FILE
+    if path.exists():
+        old = json.loads(path.read_text())
+        same = {k: v for k, v in old.get("fixed", {}).items() if k != "epochs"} == {k: v for k, v in fixed.items() if k != "epochs"}
+        if not same or Path(old.get("config", "")).name != Path(config).name:  # more epochs is the same sweep
+            raise UserError(f"{out} holds a sweep of another config or fixed overrides; choose another --out")
+        known = {c["name"] for c in record["cells"]}
+        record["cells"] = [c for c in old.get("cells", []) if c["name"] not in known] + record["cells"]
+        old_axes = dict((k, v) for k, v in old.get("axes", []))
+        for k, v in axes:
+            old_axes[k] = sorted(set(map(json.dumps, old_axes.get(k, []) + v)), key=lambda s: (len(s), s))
+            old_axes[k] = [json.loads(s) for s in old_axes[k]]
+        record["axes"] = [[k, v] for k, v in old_axes.items()]
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def run_sweep(
+    config: str | Path,
+    items: list[str],
+    out: str | Path,
+    *,
+    ray_address: str | None = None,
+    use_ray: bool = False,
+    cpus_per_cell: float = 1.0,
+    gpus_per_cell: float = 0.0,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Run (or finish) the grid of ``items`` over ``config`` into ``out``; returns the cells' summaries in grid order."""
+    axes, fixed = parse_grid(items)
+    cells = grid_cells(axes)
+    out = Path(out)
+    configs = [cell_config(config, fixed, c) for c in cells]  # every cell validated before any runs
+    dirs = [out / cell_name(c) for c in cells]
+    for cfg, d in zip(configs, dirs):
+        _check_same_run(cfg, d)
+    _write_sweep_file(out, config, axes, fixed, cells)
+    todo = [i for i, (cfg, d) in enumerate(zip(configs, dirs)) if cell_state(cfg, d) != "done"]
+    if progress:
+        print(f"sweep: {len(cells)} cell(s), {len(cells) - len(todo)} already done, {len(todo)} to run -> {out}", flush=True)
+    if use_ray:
+        _run_on_ray([(configs[i].to_dict(), str(dirs[i])) for i in todo], ray_address, cpus_per_cell, gpus_per_cell, progress)
+    else:
+        from tqdm.auto import tqdm
+
+        for i in tqdm(todo, desc="sweep", unit="cell", disable=not progress or len(todo) < 2):
+            run_cell(configs[i].to_dict(), str(dirs[i]), progress=progress)
+    return [json.loads((d / "summary.json").read_text()) for d in dirs]
+
+
+def _run_on_ray(jobs, address: str | None, cpus: float, gpus: float, progress: bool) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise UserError("--ray needs Ray, which is not installed: pip install 'ibhebb[ray]'") from None
+    from tqdm.auto import tqdm
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        task = ray.remote(num_cpus=cpus, num_gpus=gpus)(run_cell)
+        pending = [task.remote(cfg, run_dir) for cfg, run_dir in jobs]
+        with tqdm(total=len(pending), desc="sweep (ray)", unit="cell", disable=not progress) as bar:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                ray.get(done)  # re-raises a cell's error here
+                bar.update(len(done))
+    finally:
+        if started:
+            ray.shutdown()

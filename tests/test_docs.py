@@ -1,0 +1,33 @@
+"""The README's Python example and the docstring examples run."""
+import doctest
+import importlib
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCTEST_MODULES = [
+    "ibhebb.kernels",
+    "ibhebb.signals",
+    "ibhebb.models.layers",
+    "ibhebb.models.networks",
+    "ibhebb.memory.window",
+    "ibhebb.models.conv",
+    "ibhebb.models.cnn",
+    "ibhebb.data.augment",
+    "ibhebb.sweep",
+]
+
+
+def test_readme_python_examples_run():
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert blocks
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {})
+
+
+@pytest.mark.parametrize("name", DOCTEST_MODULES)
+def test_docstring_examples(name):
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0

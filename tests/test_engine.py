@@ -1,0 +1,126 @@
+"""The fast engine against the rule's eager loop: same weights, optimiser state and window."""
+import pytest
+import torch
+
+from ibhebb.config import RuleConfig
+from ibhebb.engine import make_engine
+from ibhebb.models import MLP, LeakyMLP
+from ibhebb.rules import make_rule
+
+SIGMAS = [0.6, 0.4, 0.9]
+D_IN, HIDDEN, C = 6, [5, 4], 3
+
+
+def build(kind, memory, variant, replicas, optim="adamw", dtype=torch.float64, window=4, seed=0, lr=3e-2):
+    cls = LeakyMLP if kind == "lif" else MLP
+    extra = dict(tau_m=4.0, dt=1.0, steps=3) if kind == "lif" else {}
+    model = cls(D_IN, HIDDEN, C, replicas=replicas, seed=seed, **extra).to(dtype)
+    rule = make_rule("biohsic", model, RuleConfig(variant=variant, memory=memory, window=window, gamma=2.0, sigmas=SIGMAS))
+    params = rule.trainable()
+    if optim == "adamw":
+        opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.99), weight_decay=1e-2)
+    elif optim == "adam":
+        opt = torch.optim.Adam(params, lr=3e-2, betas=(0.8, 0.95), weight_decay=1e-2)
+    else:
+        opt = torch.optim.SGD(params, lr=1e-1, momentum=0.5, weight_decay=1e-2)
+    return model, rule, opt
+
+
+def stream(n, dtype=torch.float64, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, D_IN, generator=g, dtype=dtype), torch.randint(0, C, (n,), generator=g)
+
+
+def eager_epoch(rule, opt, x, y, order):
+    n = 0
+    for i in order.tolist():
+        for _ in rule.updates(x[i : i + 1], y[i : i + 1]):
+            opt.step()
+            opt.zero_grad(set_to_none=False)
+            n += 1
+    return n
+
+
+def assert_same(a, b, rtol=1e-10, atol=1e-12):
+    (ma, ra, oa), (mb, rb, ob) = a, b
+    for pa, pb in zip(ma.parameters(), mb.parameters()):
+        torch.testing.assert_close(pa, pb, rtol=rtol, atol=atol)
+        for k in ("exp_avg", "exp_avg_sq", "momentum_buffer"):
+            if k in oa.state[pa]:
+                torch.testing.assert_close(oa.state[pa][k], ob.state[pb][k], rtol=rtol, atol=atol)
+        if "step" in oa.state[pa]:
+            assert float(oa.state[pa]["step"]) == float(ob.state[pb]["step"])
+    assert int(ra.memory.count) == int(rb.memory.count)
+    torch.testing.assert_close(ra.memory.x, rb.memory.x, rtol=0, atol=0)
+    for za, zb in zip(ra.memory.z, rb.memory.z):
+        torch.testing.assert_close(za, zb, rtol=rtol, atol=atol)
+
+
+def run_both(kind, memory, variant, replicas, optim="adamw", epochs=(7, 5)):
+    """Two epochs (the first shorter than the window-filling plus a few updates), eager vs engine."""
+    ref, fast = build(kind, memory, variant, replicas, optim), build(kind, memory, variant, replicas, optim)
+    engine = make_engine(*fast, mode="eager")
+    x, y = stream(max(epochs))
+    y1 = torch.nn.functional.one_hot(y, C).double()
+    for e, n in enumerate(epochs):
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(e))
+        n_ref = eager_epoch(ref[1], ref[2], x, y, order)
+        assert engine.train_epoch(x, y1, order) == n_ref
+    return ref, fast
+
+
+@pytest.mark.parametrize("replicas", [1, 3])
+@pytest.mark.parametrize("memory", ["buffer", "recompute"])
+@pytest.mark.parametrize("variant", ["paper", "first-term", "exact"])
+@pytest.mark.parametrize("kind", ["mlp", "lif"])
+def test_engine_equals_eager_rule(kind, variant, memory, replicas):
+    ref, fast = run_both(kind, memory, variant, replicas)
+    assert_same(ref, fast)
+    w0 = build(kind, memory, variant, replicas)[0].hidden[0].weight
+    assert (ref[0].hidden[0].weight - w0).abs().max() > 1e-4  # it did learn something
+
+
+@pytest.mark.parametrize("optim", ["adam", "sgd"])
+def test_engine_equals_eager_rule_other_optimisers(optim):
+    assert_same(*run_both("mlp", "buffer", "paper", 2, optim))
+
+
+def test_engine_resumes_from_a_half_filled_window():
+    """Epochs shorter than the window: the engine hands a partly filled memory back and picks it up."""
+    assert_same(*run_both("mlp", "buffer", "exact", 2, epochs=(2, 1, 6)))
+
+
+def test_compiled_chunk_equals_eager_chunk_float32():
+    pytest.importorskip("torch._inductor")
+    """float32, a small learning rate: Adam's normalised step would amplify rounding differences."""
+    a, b = (build("mlp", "buffer", "paper", 2, dtype=torch.float32, lr=1e-3) for _ in range(2))
+    ea, eb = make_engine(*a, mode="eager", chunk=4), make_engine(*b, mode="compile", chunk=4)
+    x, y = stream(20, torch.float32)
+    y1 = torch.nn.functional.one_hot(y, C).float()
+    order = torch.randperm(20, generator=torch.Generator().manual_seed(0))
+    assert ea.train_epoch(x, y1, order) == eb.train_epoch(x, y1, order) == 17
+    assert_same(a, b, rtol=1e-5, atol=1e-6)
+    assert not eb.compile_failed
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("variant,memory", [("paper", "buffer"), ("exact", "recompute")])
+def test_cuda_graph_engine_equals_eager_rule(variant, memory):
+    """On the GPU: the compiled step replayed from a CUDA graph against the eager loop on the CPU (float64)."""
+    ref = build("mlp", memory, variant, 3)
+    fast = build("mlp", memory, variant, 3)
+    fast[0].cuda()
+    fast = (fast[0], fast[1].cuda(), build_optimizer_like(fast))
+    engine = make_engine(*fast, mode="compile", chunk=2, graph_samples=8)
+    x, y = stream(40)
+    order = torch.randperm(40, generator=torch.Generator().manual_seed(0))
+    eager_epoch(ref[1], ref[2], x, y, order)
+    engine.train_epoch(x.cuda(), torch.nn.functional.one_hot(y, C).double().cuda(), order.cuda())
+    for pa, pb in zip(ref[0].parameters(), fast[0].parameters()):
+        torch.testing.assert_close(pa, pb.cpu(), rtol=1e-9, atol=1e-11)
+
+
+def build_optimizer_like(built):
+    model = built[0]
+    return torch.optim.AdamW(list(model.parameters()), lr=3e-2, betas=(0.9, 0.99), weight_decay=1e-2)
