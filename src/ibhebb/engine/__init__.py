@@ -73,8 +73,15 @@ COMPILE_MIN_UPDATES = 100_000
 
 
 def compile_mode(cfg, n_train: int) -> str:
-    """``auto`` (compile) for a run long enough to amortise compiling, else ``eager``."""
+    """``auto`` (compile) for a run long enough to amortise compiling, else ``eager``.
+
+    A leaky network with more than 4 steps per sample also runs eagerly: its
+    compiled sample unrolls ``T`` updates, and compiling ``T = 20`` took
+    minutes on a 2-core CPU.
+    """
     steps = cfg.model.steps if cfg.model.kind == "lif-mlp" else 1
+    if steps > 4:
+        return "eager"
     return "auto" if cfg.epochs * n_train * steps >= COMPILE_MIN_UPDATES else "eager"
 
 

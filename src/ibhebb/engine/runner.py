@@ -69,7 +69,26 @@ class OnlineEngine:
         self.graph_samples = max(self.chunk, graph_samples // self.chunk * self.chunk)
         self._graph = None
         self._graph_key = None
+        self._state: EngineState | None = None
         self.compile_failed = False
+
+    def _keep(self, st: EngineState) -> EngineState:
+        """Reuse the last epoch's state tensors (copying the fresh values in), so a captured graph stays valid.
+
+        Only when the weights and moments are still the same storage (not after a
+        checkpoint replaced the optimiser's state): those are never copied.
+        """
+        old = self._state
+        owned = lambda s: [*s.params(), *(t for ms in s.moments for t in ms)]  # noqa: E731
+        if old is None or [t.data_ptr() for t in owned(old)] != [t.data_ptr() for t in owned(st)] or any(
+            a.shape != b.shape for a, b in zip(old.tensors(), st.tensors())
+        ):
+            self._state = st
+            return st
+        for a, b in zip(old.tensors(), st.tensors()):
+            if a.data_ptr() != b.data_ptr():
+                a.copy_(b)
+        return old
 
     # -- compiled chunk ------------------------------------------------------------------------
     def _chunk_fn(self) -> Callable | None:
@@ -116,6 +135,7 @@ class OnlineEngine:
         spec = self.spec
         with torch.no_grad():
             st, count = bind(spec, self.model, self.memory, self.optimizer)
+            st = self._keep(st)
             n, pos, updates = len(order), 0, 0
             while count < spec.window - 1 and pos < n:
                 j = order[pos : pos + 1]
