@@ -83,7 +83,8 @@ class RuleConfig:
     grouped: bool = False
     """pHSIC: put the layer kernel on the group code ``v`` (eq 14) instead of ``z``."""
     form: str = "batch"
-    """pHSIC: ``batch`` (eq 10 on minibatches), ``pair`` (eqs 18–19) or ``running-mean`` (eq 20), online."""
+    """pHSIC: ``batch`` (eq 10 on minibatches), ``pair`` (eqs 18–19), ``running-mean`` (eq 20; eq 21 if grouped)
+    or ``split`` (eq 22, grouped only), online."""
     mean_rate: float = 0.01
     """Online pHSIC: rate of the running means of kernels and activity."""
 
@@ -286,7 +287,7 @@ def validate(cfg: Config) -> None:
     _check(all(s > 0 and math.isfinite(s) for s in r.sigmas), f"rule.sigmas must all be > 0, got {r.sigmas}")
     _check(r.gamma >= 0 and math.isfinite(r.gamma), f"rule.gamma must be >= 0, got {r.gamma}")
     _choice(r.kernel, ("gaussian", "cossim"), "rule.kernel")
-    _choice(r.form, ("batch", "pair", "running-mean"), "rule.form")
+    _choice(r.form, ("batch", "pair", "running-mean", "split"), "rule.form")
     _check(0 < r.mean_rate <= 1, f"rule.mean_rate must be in (0, 1], got {r.mean_rate}")
     RULES[r.name].check_config(cfg)
     if cfg.engine == "fast":

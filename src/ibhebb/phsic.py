@@ -143,3 +143,97 @@ def divisive_normalise(z: Tensor, groups: int, delta: float, p: float) -> Tensor
     """
     u, centred = group_variance(z, groups, delta)
     return (centred / (u**p).unsqueeze(-1)).reshape(z.shape)
+
+
+# -- online grouped rules (eqs 18, 21, 22) -------------------------------------------------------
+
+
+def group_code_derivative(z: Tensor, groups: int, delta: float, p: float) -> Tensor:
+    """``∂w_α/∂z_αn = (2(1-p)/c_α) r_αn`` with ``w_α = u_α^{1-p}`` and ``r`` of eq 17.
+
+    The postsynaptic factor of the grouped Hebbian rules (eqs 16–18, 21, 22):
+    differentiating eq 13, ``∂u_α/∂z_αn = 2 z̃_αn / c_α`` (the centring term
+    drops out because ``Σ_n z̃_αn = 0``), so ``∂w_α/∂z_αn = (1-p) u_α^{-p} 2 z̃_αn / c_α``.
+    Only the own group's ``w_α`` depends on ``z_αn``; the centring over groups
+    in eq 14 drops out of the kernel's gradient (``Σ_α (v_i - v_j)_α = 0``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> group_code_derivative(torch.randn(3, 16), groups=4, delta=1.0, p=0.2).shape
+    torch.Size([3, 16])
+    """
+    size = z.shape[-1] // groups
+    return (2.0 * (1.0 - p) / size) * divisive_normalise(z, groups, delta, p)
+
+
+def grouped_third_factor(
+    kz: Tensor, ky: Tensor | float, mean_kz: Tensor | float, mean_ky: Tensor | float,
+    v_i: Tensor, v_j: Tensor, gamma: float, sigma: float,
+) -> Tensor:
+    """``M_α,ij = -(γ k̊_y - 2 k̊_z) k_z (v_α,i - v_α,j) / σ²`` (eq 18), one per group.
+
+    ``kz`` ``(...)`` is the Gaussian kernel of the group codes ``v_i``, ``v_j``
+    ``(..., groups)``; ``k̊ = k - μ`` with running means ``μ``. With it the
+    gradient of the two-point objective :func:`pair_objective` in ``W_αnm`` is
+    ``-M_α,ij (e_αn,i h_m,i - e_αn,j h_m,j)``, with ``e = f'(a) ∘ ∂w/∂z``
+    (:func:`group_code_derivative`) and ``h`` the layer's input.
+    """
+    centred = 2.0 * (kz - mean_kz) - gamma * (ky - mean_ky)
+    return (centred * kz / sigma**2).unsqueeze(-1) * (v_i - v_j)
+
+
+def per_neuron(m: Tensor, size: int) -> Tensor:
+    """Repeat a per-group quantity ``(..., groups)`` over the ``size`` neurons of each group: ``(..., groups·size)``."""
+    return m.repeat_interleave(size, dim=-1)
+
+
+# -- grouping over channels (convolutional activity) ----------------------------------------------
+
+
+def channel_group_variance(z: Tensor, groups: int, delta: float, pooled: bool = False) -> tuple[Tensor, Tensor]:
+    """Eq 13 for convolutional activity ``(..., C, H, W)``, groups of consecutive channels.
+
+    ``pooled = False``: one variance per group and position, over the group's
+    ``c_α`` channels, ``u_α(h, w) = (δ + Σ_n z̃_αn(h, w)²) / c_α`` — the MLP
+    grouping (:func:`group_variance`) applied at every position.
+    ``pooled = True``: one per group, over its channels and all positions,
+    ``u_α = (δ + Σ_{n,h,w} z̃_αn(h, w)²) / (c_α H W)`` (``z̃`` centred over the
+    same set); with ``p = 1/2`` the normalisation is then group normalisation.
+
+    Returns
+    -------
+    (u, z̃) : ``(..., groups, H, W)`` (``(..., groups, 1, 1)`` pooled) and ``(..., groups, c_α, H, W)``.
+    """
+    c = z.shape[-3]
+    if c % groups:
+        raise ValueError(f"{c} channels cannot be split into {groups} equal groups")
+    zg = z.reshape(*z.shape[:-3], groups, c // groups, *z.shape[-2:])
+    dims = (-3, -2, -1) if pooled else (-3,)
+    centred = zg - zg.mean(dims, keepdim=True)
+    size = zg.shape[-3] * zg.shape[-2] * zg.shape[-1] if pooled else zg.shape[-3]
+    u = (delta + (centred * centred).sum(dims, keepdim=True)) / size
+    return u.squeeze(-3), centred
+
+
+def channel_divisive_normalise(z: Tensor, groups: int, delta: float, p: float, pooled: bool = False) -> Tensor:
+    """``r = z̃ / u^p`` (eq 17) over channel groups of ``(..., C, H, W)`` activity; same shape as ``z``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> channel_divisive_normalise(torch.randn(2, 3, 8, 5, 5), groups=4, delta=1.0, p=0.2).shape
+    torch.Size([2, 3, 8, 5, 5])
+    """
+    u, centred = channel_group_variance(z, groups, delta, pooled)
+    return (centred / (u**p).unsqueeze(-3)).reshape(z.shape)
+
+
+def channel_group_code(z: Tensor, groups: int, delta: float, p: float, pooled: bool = False) -> Tensor:
+    """Eq 14 over channel groups, flattened to one vector per sample for the kernel (eq 15).
+
+    ``v_α = u_α^{1-p}`` centred over groups (at each position unless
+    ``pooled``): ``(..., groups · H · W)``, or ``(..., groups)`` pooled.
+    """
+    w = channel_group_variance(z, groups, delta, pooled)[0] ** (1.0 - p)
+    return (w - w.mean(-3, keepdim=True)).flatten(-3)

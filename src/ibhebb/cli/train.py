@@ -49,7 +49,13 @@ def run(args) -> int:
         if config is None:
             raise UserError("a config file is required (or --resume to continue a run)")
         cfg = load_config(config, overrides)
-    summary = Trainer(cfg, out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress).run()
+    trainer = Trainer(cfg, out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    try:
+        summary = trainer.run()
+    except KeyboardInterrupt:
+        raise UserError(
+            f"interrupted; finished epochs are kept in {out}: continue with `ibhebb train --resume --out {out}`"
+        ) from None
     acc = summary["test_accuracy"]
     spread = f" ± {summary['test_accuracy_std']:.4f}" if len(acc) > 1 else ""
     print(

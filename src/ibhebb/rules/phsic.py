@@ -18,7 +18,15 @@ code ``v`` of eq 14 (the model's grouping).
 - ``running-mean`` — online, eq 20 (plain Gaussian kernel): the previous
   point in the Hebbian factor is replaced by the running mean of activity,
   ``ΔW = η M_{t,t-Δt} (f'(a_t) ∘ (z_t - μ_z)) (h_t - μ_h)ᵀ`` with
-  ``M = -(γ k̊_y - 2 k̊_z) k(z_t, z_{t-Δt}) / σ²``.
+  ``M = -(γ k̊_y - 2 k̊_z) k(z_t, z_{t-Δt}) / σ²``; with ``rule.grouped``
+  (Gaussian kernel on the group code) it is eq 21, see :meth:`PHSIC.grouped_step`;
+- ``split`` — online, eq 22 (``rule.grouped`` and Gaussian only): the Hebbian
+  term of sample ``t`` times ``M_{t,t-Δt} - M_{t+Δt,t}``, applied one step
+  late, when ``t + Δt`` arrives.
+
+The online state (previous sample, running means, the pending eq 22 factor)
+is part of the rule's ``state_dict`` (``get_extra_state``), so a resumed run
+continues exactly.
 """
 from __future__ import annotations
 
@@ -28,7 +36,10 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
-from ..phsic import label_kernel_matrix, layer_kernel_matrix, pair_objective, phsic_objective
+from ..phsic import (
+    group_code_derivative, grouped_third_factor, label_kernel_matrix, layer_kernel_matrix, pair_objective,
+    per_neuron, phsic_objective,
+)
 from .base import Rule, register_rule
 from .local import local_forward, readout_step, require_static_model
 
@@ -49,7 +60,22 @@ class PHSIC(Rule):
         self.mean_kz: list[Tensor | float] = [0.0] * n
         self.mean_ky: Tensor | float = 0.0
         self.mean_h: list[Tensor | None] = [None] * n
-        self.mean_z: list[Tensor | None] = [None] * n
+        self.mean_z: list[Tensor | None] = [None] * n  # of z (eq 20) or of ∂w/∂z (grouped, eq 21)
+        # eq 22: sample t's postsynaptic factor f'(a) ∘ ∂w/∂z and M_{t,t-Δt}, kept until t + Δt arrives
+        self.prev_post: list[Tensor | None] = [None] * n
+        self.prev_M: list[Tensor | None] = [None] * n
+
+    ONLINE_STATE = ("prev_h", "prev_z", "prev_y", "mean_kz", "mean_ky", "mean_h", "mean_z", "prev_post", "prev_M")
+
+    def get_extra_state(self) -> dict:
+        """The online state, saved with the rule's ``state_dict`` so that ``--resume`` is exact."""
+        state = {k: getattr(self, k) for k in self.ONLINE_STATE}
+        return {k: list(v) if isinstance(v, list) else v for k, v in state.items()}
+
+    def set_extra_state(self, state: dict) -> None:
+        for k in self.ONLINE_STATE:
+            v = state[k]
+            setattr(self, k, list(v) if isinstance(v, list) else v)
 
     @classmethod
     def check_config(cls, cfg) -> None:
@@ -57,10 +83,15 @@ class PHSIC(Rule):
         r = cfg.rule
         if r.grouped and cfg.model.kind != "phsic-mlp":
             raise ConfigError("rule.grouped = true needs model.kind = 'phsic-mlp' (the model holds the grouping)")
-        if r.form == "running-mean" and (r.kernel != "gaussian" or r.grouped or cfg.model.kind != "phsic-mlp"):
+        if r.form == "running-mean" and (r.kernel != "gaussian" or cfg.model.kind != "phsic-mlp"):
             raise ConfigError(
-                "rule.form = 'running-mean' (eq 20) is the plain Gaussian rule: it needs rule.kernel = 'gaussian', "
-                "rule.grouped = false and model.kind = 'phsic-mlp'"
+                "rule.form = 'running-mean' (eqs 20, 21) is a Gaussian-kernel rule: it needs rule.kernel = 'gaussian' "
+                "and model.kind = 'phsic-mlp'"
+            )
+        if r.form == "split" and (r.kernel != "gaussian" or not r.grouped or cfg.model.kind != "phsic-mlp"):
+            raise ConfigError(
+                "rule.form = 'split' (eq 22) is the grouped Gaussian rule: it needs rule.kernel = 'gaussian', "
+                "rule.grouped = true and model.kind = 'phsic-mlp'"
             )
 
     # -- the kernel on a layer -------------------------------------------------------------
@@ -107,10 +138,12 @@ class PHSIC(Rule):
                     kz = self.layer_kernel(torch.cat([z, z_prev], -2))[..., 0, 1]
                     pair_objective(kz, ky, self.mean_kz[i], self.mean_ky, self.gamma).sum().backward()
             z = z.detach()
+            if self.grouped and self.form != "pair":
+                kz = self.grouped_step(i, layer, h, z, ky, ready)
+            elif ready and self.form == "running-mean":
+                kz = self.layer_kernel(torch.cat([z, self.prev_z[i]], -2))[..., 0, 1]
+                self.running_mean_grad(i, layer, h, z, kz, ky)
             if ready:
-                if self.form == "running-mean":
-                    kz = self.layer_kernel(torch.cat([z, self.prev_z[i]], -2))[..., 0, 1]
-                    self.running_mean_grad(i, layer, h, z, kz, ky)
                 self.mean_kz[i] = self.mean_kz[i] + self.rate * (kz.detach() - self.mean_kz[i])
             self.track(i, h, z)
             h = out
@@ -125,16 +158,74 @@ class PHSIC(Rule):
         return -(self.gamma * ky_c - 2.0 * kz_c) * kz / self.sigma**2
 
     @torch.no_grad()
+    def slope(self, layer, h: Tensor) -> Tensor:
+        """``f'(a)`` of the LeakyReLU at the layer's preactivation ``a = W h``."""
+        a = layer.preactivation(h)
+        return torch.where(a > 0, torch.ones_like(a), torch.full_like(a, self.model.negative_slope))
+
+    @torch.no_grad()
     def running_mean_grad(self, i: int, layer, h: Tensor, z: Tensor, kz: Tensor, ky: Tensor) -> None:
         """Eq 20 written as a gradient: ``-M (f'(a_t) ∘ (z_t - μ_z)) (h_t - μ_h)ᵀ``."""
-        a = layer.preactivation(h)
-        slope = torch.where(a > 0, torch.ones_like(a), torch.full_like(a, self.model.negative_slope))
         M = self.third_factor(i, kz, ky).reshape(-1, 1, 1)
-        layer.accumulate_grad(h - self.mean_h[i], -M * slope * (z - self.mean_z[i]))
+        layer.accumulate_grad(h - self.mean_h[i], -M * self.slope(layer, h) * (z - self.mean_z[i]))
+
+    @torch.no_grad()
+    def grouped_step(self, i: int, layer, h: Tensor, z: Tensor, ky: Tensor | None, ready: bool) -> Tensor | None:
+        """Grouped Gaussian kernel, online: eq 21 (``running-mean``) or eq 22 (``split``); returns ``k_z``.
+
+        With ``e = f'(a) ∘ ∂w/∂z`` (:func:`~ibhebb.phsic.group_code_derivative`,
+        ``∝ r`` of eq 17) and ``M_α,t,t-Δt`` of eq 18
+        (:func:`~ibhebb.phsic.grouped_third_factor`), the gradient of the
+        two-point objective ``ℓ_t = ℓ(t, t-Δt)`` (:func:`~ibhebb.phsic.pair_objective`,
+        running means of the kernels held fixed) is
+        ``∂ℓ_t/∂W_αnm = -M_α,t,t-Δt (e_αn,t h_m,t - e_αn,t-Δt h_m,t-Δt)`` (eq 18).
+
+        - eq 21 writes ``-M_α,t,t-Δt f'(a_t) ∘ (e_t h_tᵀ - μ_e μ_hᵀ)`` with running
+          means ``μ_e`` (of ``∂w/∂z``) and ``μ_h`` (of the input) standing in for
+          the previous point: it is exactly ``∂ℓ_t/∂W`` when the means equal
+          that point (and ``f'`` is the same at both points, e.g. a linear
+          layer), a biased estimate otherwise (``μ_e μ_hᵀ`` is not the mean of
+          ``e hᵀ``).
+        - eq 22 writes ``-(M_α,t,t-Δt - M_α,t+Δt,t) e_t h_tᵀ``, which is the
+          gradient of ``ℓ_t + ℓ_{t+Δt}`` through sample ``t``'s activity alone
+          (its neighbours held fixed). Summed over a stream with fixed weights
+          it equals the sum of eq 18's updates, i.e. the gradient of
+          ``Σ_t ℓ_t``, up to the two end terms. It needs ``M_{t+Δt,t}``, so the
+          update for sample ``t`` is written when ``t + Δt`` arrives (one-step
+          delay) from ``t``'s stored input ``h_t``, factor ``e_t`` and ``M_{t,t-Δt}``.
+        """
+        g = self.model.grouping
+        size = z.shape[-1] // g.groups
+        slope = self.slope(layer, h)
+        post = slope * group_code_derivative(z, g.groups, g.delta, g.p)
+        kz = None
+        if ready:
+            v, v_prev = g.code(z), g.code(self.prev_z[i])
+            kz = layer_kernel_matrix(torch.cat([v, v_prev], -2), "gaussian", self.sigma)[..., 0, 1]
+            M = grouped_third_factor(kz, ky, self.mean_kz[i], self.mean_ky, v[..., 0, :], v_prev[..., 0, :],
+                                     self.gamma, self.sigma)  # (R, groups)
+            if self.form == "running-mean":  # eq 21
+                Mn = per_neuron(M, size).unsqueeze(-2)
+                layer.accumulate_grad(h, -Mn * post)
+                layer.accumulate_grad(self.mean_h[i], Mn * slope * self.mean_z[i])
+            else:  # eq 22, for the previous sample
+                if self.prev_M[i] is not None:
+                    Mn = per_neuron(self.prev_M[i] - M, size).unsqueeze(-2)
+                    layer.accumulate_grad(self.prev_h[i], -Mn * self.prev_post[i])
+                self.prev_M[i] = M
+        self.prev_post[i] = post
+        return kz
 
     def track(self, i: int, h: Tensor, z: Tensor) -> None:
-        """Keep sample ``t`` for the next step and update the running means of activity."""
+        """Keep sample ``t`` for the next step and update the running means of activity.
+
+        The postsynaptic mean is of ``z`` (eq 20) or, for the grouped rules,
+        of ``∂w/∂z ∝ r`` (eq 21).
+        """
         self.prev_h[i], self.prev_z[i] = h, z
+        if self.grouped:
+            g = self.model.grouping
+            z = group_code_derivative(z, g.groups, g.delta, g.p)
         if self.mean_h[i] is None:
             self.mean_h[i], self.mean_z[i] = h.clone(), z.clone()
         else:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -238,6 +239,8 @@ class Trainer:
                 try:
                     mode = compile_mode(self.cfg, len(self.data.x_train))
                     self._engine = make_engine(self.model, self.rule, self.optimizer, mode=mode)
+                    if mode != "eager" and self.progress:
+                        print("compiling the fast engine's step (once per run; a minute or more on a CPU) ...", file=sys.stderr, flush=True)
                 except ValueError as e:
                     if self.cfg.engine == "fast":
                         raise ConfigError(f"engine = 'fast' cannot run this config: {e}") from None
