@@ -6,6 +6,7 @@ from ibhebb.config import RuleConfig
 from ibhebb.models.phsic_mlp import Grouping, PHSICMLP
 from ibhebb.phsic import divisive_normalise, group_code, label_kernel_matrix, phsic_objective
 from ibhebb.rules import make_rule
+from streaming import stream_on_blobs
 
 GAMMA, SIGMA, N_CLASSES = 2.0, 1.5, 3
 
@@ -169,13 +170,6 @@ def test_running_mean_rule_with_the_previous_point_as_mean_is_the_pair_rule_on_l
         assert a.abs().max() > 1e-8
 
 
-def blobs(n, seed):
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 2, (n,), generator=g)
-    centres = torch.tensor([[2.0, 0, 0, 0, 0], [-2.0, 0, 0, 0, 0]])
-    return centres[y] + 0.7 * torch.randn(n, 5, generator=g), y
-
-
 @pytest.mark.parametrize("form,rate,lr", [("pair", 0.05, 0.2), ("running-mean", 0.5, 0.05)])
 def test_online_rules_learn_a_tiny_problem(form, rate, lr):
     """Streaming one sample at a time lowers the layer objective on held-out data.
@@ -186,23 +180,6 @@ def test_online_rules_learn_a_tiny_problem(form, rate, lr):
     torch.manual_seed(0)
     model = PHSICMLP(5, [16], 2, replicas=2, seed=3, negative_slope=0.1)
     cfg = RuleConfig(name="phsic", kernel="gaussian", form=form, gamma=GAMMA, sigmas=[1.0, 1.0, 1.0], mean_rate=rate)
-    rule = make_rule("phsic", model, cfg)
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
-    xt, yt = blobs(200, 1)
-    Ky = label_kernel_matrix(yt, 2)
-
-    def objective():
-        with torch.no_grad():
-            return phsic_objective(rule.layer_kernel(model.local_forward(0, xt)[0]), Ky, GAMMA)
-
-    before = objective()
-    x, y = blobs(300, 2)
-    for i in range(len(x)):
-        for _ in rule.updates(x[i : i + 1], y[i : i + 1]):
-            opt.step()
-            opt.zero_grad()
-    after = objective()
+    before, after, acc = stream_on_blobs(model, cfg, lr, GAMMA)
     assert (after < before - 0.01).all(), (before, after)
-    with torch.no_grad():
-        acc = (model(xt).argmax(-1) == yt).double().mean(-1)
     assert (acc > 0.9).all()

@@ -33,7 +33,9 @@ def _band(ax, epochs, per_seed, label, color=None):
 
     a = np.asarray(per_seed, dtype=float) * 100
     mean = a.mean(1)
-    (line,) = ax.plot(epochs, mean, marker="o", ms=3, label=f"{label} ({a.shape[1]} seeds)", color=color)
+    seeds = f"{a.shape[1]} seed{'s' if a.shape[1] > 1 else ''}"
+    (line,) = ax.plot(epochs, mean, marker="o", ms=3, label=f"{label} ({seeds})", color=color)
+    ax.xaxis.get_major_locator().set_params(integer=True)
     if a.shape[1] > 1:
         ax.fill_between(epochs, a.min(1), a.max(1), alpha=0.2, color=line.get_color())
     return line
@@ -72,6 +74,7 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
         axes[0, 2].set(xlabel="epoch", ylabel="HSIC", title="the two terms")
         for a in axes[0, 1:]:
             a.grid(alpha=0.3)
+            a.xaxis.get_major_locator().set_params(integer=True)
             a.legend(fontsize=8)
     fig.tight_layout()
     out = Path(out) if out else run_dir / "plot.png"

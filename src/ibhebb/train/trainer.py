@@ -272,7 +272,8 @@ class Trainer:
             self._save(epoch)
             if self.progress:
                 m, s = _mean_std(record["test_accuracy"])
-                print(f"epoch {epoch + 1}/{cfg.epochs}: test accuracy {m:.4f} ± {s:.4f} ({train_seconds:.1f} s)", flush=True)
+                spread = f" ± {s:.4f}" if cfg.seeds > 1 else ""
+                print(f"epoch {epoch + 1}/{cfg.epochs}: test accuracy {m:.4f}{spread} ({train_seconds:.1f} s)", flush=True)
         if record is None:
             record = json.loads((self.out / METRICS).read_text().splitlines()[-1])
         return self._summarise(record)
