@@ -215,20 +215,39 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> Config:
     """Read a TOML (or the JSON a run directory holds), apply overrides, validate."""
     cfg = Config()
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {str(path)!r} does not exist")
-        try:
-            text = path.read_text()
-            data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-        except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ConfigError(f"cannot parse {path}: {e}") from None
-        _fill(cfg, data)
-    if overrides:
-        _fill(cfg, parse_overrides(overrides) if isinstance(overrides, list) else overrides)
+    fill_from(cfg, path, overrides)
     validate(cfg)
     return cfg
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The tables of a TOML config (or of the JSON a run directory holds); a one-line error if unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        text = path.read_text()
+        return json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot parse {path}: {e}") from None
+
+
+def fill_from(cfg: Any, path: str | Path | None, overrides: list[str] | dict | None) -> None:
+    """Fill a config dataclass from a file, then from overrides (``key=value`` strings or a nested dict)."""
+    if path is not None:
+        _fill(cfg, read_config_file(path))
+    if overrides:
+        _fill(cfg, parse_overrides(overrides) if isinstance(overrides, list) else overrides)
+
+
+def check_device_and_dtype(cfg: Any) -> None:
+    """``cfg.dtype`` is float32/float64 and ``cfg.device`` is the CPU or an available CUDA device."""
+    _choice(cfg.dtype, ("float32", "float64"), "dtype")
+    _check(cfg.device == "cpu" or cfg.device.startswith("cuda"), f"device must be 'cpu' or 'cuda[:i]', got {cfg.device!r}")
+    if cfg.device.startswith("cuda"):
+        import torch
+
+        _check(torch.cuda.is_available(), f"device {cfg.device!r} asked for, but CUDA is not available here")
 
 
 def _check(cond: bool, message: str) -> None:
@@ -251,13 +270,8 @@ def validate(cfg: Config) -> None:
 
     _check(cfg.seeds >= 1, f"seeds must be >= 1, got {cfg.seeds}")
     _check(cfg.epochs >= 1, f"epochs must be >= 1, got {cfg.epochs}")
-    _choice(cfg.dtype, ("float32", "float64"), "dtype")
+    check_device_and_dtype(cfg)
     _choice(cfg.engine, ("auto", "eager", "fast"), "engine")
-    _check(cfg.device == "cpu" or cfg.device.startswith("cuda"), f"device must be 'cpu' or 'cuda[:i]', got {cfg.device!r}")
-    if cfg.device.startswith("cuda"):
-        import torch
-
-        _check(torch.cuda.is_available(), f"device {cfg.device!r} asked for, but CUDA is not available here")
     _choice(cfg.data.name, DATASETS, "data.name")
     _check(cfg.data.n_train >= 0 and cfg.data.n_test >= 0, "data.n_train and data.n_test must be >= 0")
     m = cfg.model

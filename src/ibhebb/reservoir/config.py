@@ -7,17 +7,9 @@ TOML with the tables ``[reservoir]`` and ``[readout]`` shared by both, then
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
-from ..config import _fill, parse_overrides
-from ..errors import ConfigError
+from ..config import _check, check_device_and_dtype, fill_from
 
 
 @dataclass
@@ -128,21 +120,11 @@ class PretrainConfig:
         return asdict(self)
 
 
-def _check(cond: bool, message: str) -> None:
-    if not cond:
-        raise ConfigError(message)
-
-
 def _validate_common(cfg) -> None:
     from ..signals import VARIANTS
 
     r, o = cfg.reservoir, cfg.readout
-    _check(cfg.dtype in ("float32", "float64"), f"dtype must be float32 or float64, got {cfg.dtype!r}")
-    _check(cfg.device == "cpu" or cfg.device.startswith("cuda"), f"device must be 'cpu' or 'cuda[:i]', got {cfg.device!r}")
-    if cfg.device.startswith("cuda"):
-        import torch
-
-        _check(torch.cuda.is_available(), f"device {cfg.device!r} asked for, but CUDA is not available here")
+    check_device_and_dtype(cfg)
     _check(r.units >= 1, f"reservoir.units must be >= 1, got {r.units}")
     _check(0 < r.lr <= 1, f"reservoir.lr (Δt/τ_r) must be in (0, 1], got {r.lr}")
     _check(0 < r.connectivity <= 1, f"reservoir.connectivity must be in (0, 1], got {r.connectivity}")
@@ -168,16 +150,7 @@ def _validate_xi(t, where: str, variants) -> None:
 def load(cls, path, overrides=None):
     """Read a TOML into ``cls`` (:class:`Fig3Config` or :class:`PretrainConfig`), apply overrides, validate."""
     cfg = cls()
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
-    try:
-        data = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot parse {path}: {e}") from None
-    _fill(cfg, data)
-    if overrides:
-        _fill(cfg, parse_overrides(overrides))
+    fill_from(cfg, path, overrides)
     variants = _validate_common(cfg)
     if isinstance(cfg, Fig3Config):
         t = cfg.task
