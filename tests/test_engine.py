@@ -109,6 +109,19 @@ def test_compiled_chunk_equals_eager_chunk_float32():
     assert not eb.compile_failed
 
 
+def test_compiled_leaky_update_equals_eager_float32():
+    """A leaky network compiles one update and calls it T times per sample: same weights as the eager loop."""
+    pytest.importorskip("torch._inductor")
+    a, b = (build("lif", "buffer", "paper", 2, dtype=torch.float32, lr=1e-3) for _ in range(2))
+    ea, eb = make_engine(*a, mode="eager"), make_engine(*b, mode="compile")
+    x, y = stream(12, torch.float32)
+    y1 = torch.nn.functional.one_hot(y, C).float()
+    order = torch.randperm(12, generator=torch.Generator().manual_seed(0))
+    assert ea.train_epoch(x, y1, order) == eb.train_epoch(x, y1, order) == 9 * 3
+    assert_same(a, b, rtol=1e-5, atol=1e-6)
+    assert not eb.compile_failed
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("variant,memory", [("paper", "buffer"), ("exact", "recompute")])

@@ -143,8 +143,7 @@ def bench_online(kind, memory, engine, replicas, device, samples, rates, lif_ste
         run(0, WINDOW + 2)
         t = _timed(run, device, 1)
     else:
-        # a leaky sample unrolls T updates: compiling T = 20 takes minutes on a CPU, so those rows run uncompiled
-        eng = make_engine(model, rule, opt, mode="eager" if engine == "fast-uncompiled" else "compile")
+        eng = make_engine(model, rule, opt, mode="compile")
         order = torch.arange(len(x), device=device)
         warm = max(eng.graph_samples if device.type == "cuda" else eng.chunk, WINDOW - 1 + eng.chunk)
         eng.train_epoch(x, y1, order[:warm])  # fills the window, compiles (and captures)
@@ -194,7 +193,7 @@ def run_bench(device: str = "cpu", steps: int = 0, replicas=(1, 30), lif_steps: 
             ("mlp", "recompute", "eager", eager_n),
             ("mlp", "recompute", "fast", base),
             ("lif", "buffer", "eager", max(8, base // (4 * lif_steps))),
-            ("lif", "buffer", "fast" if cuda else "fast-uncompiled", max(16, base // lif_steps)),
+            ("lif", "buffer", "fast", max(16, base // lif_steps)),
         ]
         plan = [p for p in plan if (p[0] if p[0] == "lif" else p[1]) in groups]
         for kind, memory, engine, n in plan:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from .optim import OPTIMIZERS, OptimSpec, optimizer_update_
 from .runner import MODES, OnlineEngine
 from .state import bind, unbind
-from .step import EngineState, StepSpec, chunk_step_, fill_step_, sample_step_
+from .step import EngineState, StepSpec, chunk_step_, fill_step_, leaky_update_, sample_step_
 
 ENGINES = ("auto", "eager", "fast")
 MEMORIES = ("buffer", "recompute")
@@ -73,15 +73,8 @@ COMPILE_MIN_UPDATES = 100_000
 
 
 def compile_mode(cfg, n_train: int) -> str:
-    """``auto`` (compile) for a run long enough to amortise compiling, else ``eager``.
-
-    A leaky network with more than 4 steps per sample also runs eagerly: its
-    compiled sample unrolls ``T`` updates, and compiling ``T = 20`` took
-    minutes on a 2-core CPU.
-    """
+    """``auto`` (compile) for a run long enough to amortise compiling, else ``eager``."""
     steps = cfg.model.steps if cfg.model.kind == "lif-mlp" else 1
-    if steps > 4:
-        return "eager"
     return "auto" if cfg.epochs * n_train * steps >= COMPILE_MIN_UPDATES else "eager"
 
 
@@ -92,5 +85,5 @@ def make_engine(model, rule, optimizer, *, mode: str = "auto", **kwargs) -> Onli
 
 __all__ = [
     "COMPILE_MIN_UPDATES", "ENGINES", "EngineState", "compile_mode", "MODES", "OnlineEngine", "OptimSpec", "StepSpec", "bind", "chunk_step_",
-    "fill_step_", "make_engine", "optimizer_update_", "sample_step_", "step_spec", "unbind", "unsupported",
+    "fill_step_", "leaky_update_", "make_engine", "optimizer_update_", "sample_step_", "step_spec", "unbind", "unsupported",
 ]

@@ -9,6 +9,9 @@ time over a shuffled order of a data set that stays on the device:
   :func:`~.step.chunk_step_` (CPU), or through one replay of a CUDA graph
   that captured ``G`` such calls (CUDA), with the sample indices in a
   device buffer, so there is no host synchronisation inside a chunk;
+- a leaky network instead calls the compiled single update
+  :func:`~.step.leaky_update_` ``T`` times per sample (compiling a sample
+  that unrolls ``T = 20`` updates took minutes);
 - the samples left over at the end of an epoch run eagerly.
 
 Compiled functions are cached per (spec, shapes, device) for the whole
@@ -24,22 +27,32 @@ import torch
 from torch import Tensor
 
 from .state import bind, unbind
-from .step import EngineState, StepSpec, chunk_step_, clone_state, fill_step_, sample_step_
+from .step import EngineState, StepSpec, chunk_step_, clone_state, fill_step_, leaky_update_, push_, sample_step_, window_kernels
 
 MODES = ("auto", "compile", "eager")
 _COMPILED: dict = {}
 
 
-def _compiled_chunk(spec: StepSpec) -> Callable:
-    if spec not in _COMPILED:
-        _COMPILED[spec] = torch.compile(functools.partial(chunk_step_, spec), dynamic=False, fullgraph=True)
-    return _COMPILED[spec]
+def _compiled(step: Callable, spec: StepSpec) -> Callable:
+    key = (step.__name__, spec)
+    if key not in _COMPILED:
+        _COMPILED[key] = torch.compile(functools.partial(step, spec), dynamic=False, fullgraph=True)
+    return _COMPILED[key]
 
 
-def default_chunk(spec: StepSpec, device: torch.device) -> int:
-    """Samples per compiled call: about 8 updates on the CPU, 1 sample (``T`` updates) on CUDA."""
+def default_chunk(spec: StepSpec, device: torch.device, replicas: int = 1) -> int:
+    """Samples per compiled call: on the CPU about 8 updates for one replica, 1 sample for several; 4 on CUDA.
+
+    Within a chunk the compiler never stores the intermediate optimiser moments:
+    it recomputes sample ``k``'s from the chunk's start (``O(k²)`` passes over
+    the moments). That is cheap while one replica's moments sit in cache and
+    saves the per-call overhead, but with several replicas the step is bound by
+    memory traffic and one sample per call was 2.8× faster (R = 30, CPU).
+    """
     if device.type == "cuda":
         return 1 if spec.steps > 1 else 4
+    if replicas > 1:
+        return 1
     return max(1, 8 // spec.steps)
 
 
@@ -65,7 +78,7 @@ class OnlineEngine:
             raise ValueError(f"unknown engine mode {mode!r}; choose one of {', '.join(MODES)}")
         self.spec, self.model, self.memory, self.optimizer, self.mode = spec, model, memory, optimizer, mode
         device = model.layers()[0].weight.device
-        self.chunk = chunk or default_chunk(spec, device)
+        self.chunk = chunk or default_chunk(spec, device, model.layers()[0].weight.shape[0])
         self.graph_samples = max(self.chunk, graph_samples // self.chunk * self.chunk)
         self._graph = None
         self._graph_key = None
@@ -91,21 +104,41 @@ class OnlineEngine:
         return old
 
     # -- compiled chunk ------------------------------------------------------------------------
-    def _chunk_fn(self) -> Callable | None:
+    def _compiled_fn(self, step: Callable) -> Callable | None:
         if self.mode == "eager" or self.compile_failed:
             return None
-        return _compiled_chunk(self.spec)
+        return _compiled(step, self.spec)
 
-    def _run_chunk(self, fn: Callable, st: EngineState, x: Tensor, y: Tensor, idx: Tensor) -> None:
+    def _run(self, fn: Callable, step: Callable, *args) -> None:
+        """``fn(*args)``; if compiling fails, warn once and run ``step`` eagerly from now on."""
         try:
-            fn(st, x, y, idx)
+            fn(*args)
         except Exception as e:  # noqa: BLE001 - any compiler failure: fall back, once
             if self.mode == "compile":
                 raise
             self.compile_failed = True
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             warnings.warn(f"ibhebb engine: torch.compile failed ({first[:200]}); running the step eagerly", stacklevel=2)
-            chunk_step_(self.spec, st, x, y, idx)
+            step(self.spec, *args)
+
+    def _leaky_sample(self, st: EngineState, x: Tensor, y: Tensor) -> None:
+        """One sample of a leaky network through ``T`` calls of the compiled update (same result as :func:`sample_step_`)."""
+        fn = self._compiled_fn(leaky_update_)
+        if fn is None:
+            sample_step_(self.spec, st, x, y)
+            return
+        spec = self.spec
+        kx, ky = window_kernels(spec, st, x, y)
+        yw = torch.cat([st.past_y, y], 0)
+        replicas = st.weights[0].shape[0]
+        us = [x.new_zeros(replicas, 1, w.shape[-2]) for w in st.weights[:-1]]
+        zs = [u.clone() for u in us]
+        for _ in range(spec.steps):
+            if self.compile_failed:
+                leaky_update_(spec, st, x, yw, kx, ky, us, zs)
+            else:
+                self._run(fn, leaky_update_, st, x, yw, kx, ky, us, zs)
+        push_(spec, st, x, y, zs, kx, ky)
 
     def _cuda_graph(self, fn: Callable, st: EngineState, x: Tensor, y: Tensor) -> tuple:
         key = tuple(t.data_ptr() for t in st.tensors()) + (x.data_ptr(), y.data_ptr())
@@ -143,7 +176,8 @@ class OnlineEngine:
                 pos, count = pos + 1, count + 1
             if progress and pos:
                 progress(pos)
-            fn = self._chunk_fn()
+            leaky = spec.steps > 1
+            fn = None if leaky else self._compiled_fn(chunk_step_)
             if fn is not None and x.device.type == "cuda":
                 try:
                     graph, idx = self._cuda_graph(fn, st, x, y1)
@@ -163,13 +197,17 @@ class OnlineEngine:
             k = self.chunk
             cur = torch.empty(k, dtype=torch.long, device=x.device)
             while fn is not None and not self.compile_failed and pos + k <= n:
-                self._run_chunk(fn, st, x, y1, cur.copy_(order[pos : pos + k]))
+                self._run(fn, chunk_step_, st, x, y1, cur.copy_(order[pos : pos + k]))
                 pos, count, updates = pos + k, count + k, updates + k * spec.steps
                 if progress:
                     progress(k)
             while pos < n:
                 j = order[pos : pos + 1]
-                sample_step_(spec, st, x.index_select(0, j), y1.index_select(0, j))
+                xj, yj = x.index_select(0, j), y1.index_select(0, j)
+                if leaky:
+                    self._leaky_sample(st, xj, yj)
+                else:
+                    sample_step_(spec, st, xj, yj)
                 pos, count, updates = pos + 1, count + 1, updates + spec.steps
                 if progress:
                     progress(1)

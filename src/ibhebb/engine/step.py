@@ -182,6 +182,56 @@ def fill_step_(spec: StepSpec, st: EngineState, x: Tensor, y: Tensor) -> None:
     push_(spec, st, x, y, represent(spec, st, x) if st.past_z else [], kx, ky)
 
 
+def update_(spec: StepSpec, st: EngineState, x: Tensor, yw: Tensor, kx: Tensor, ky: Tensor, us: list[Tensor] | None):
+    """One update (one Euler step of a leaky network) from potentials ``us`` (``None``: at rest).
+
+    ``yw`` are the window's one-hot labels with the current one last, ``kx``/``ky``
+    its kernel matrices. Returns the hidden layers' traces and the new potentials.
+    """
+    n = spec.window
+    scale = 1.0 if spec.leak is None else spec.leak
+    traces, us = hidden_step(spec, st, x, us)
+    past = list(st.past_z) if st.past_z else represent(spec, st, st.past_x)
+    grads = []
+    for i, ((h, a, r, z), zp) in enumerate(zip(traces, past)):
+        zw = torch.cat([zp, z], -2)
+        xi = signal_from_kernels(kx, ky, zw, gamma=spec.gamma, sigma_z=spec.sigmas[2], variant=spec.variant)
+        cot = xi.unsqueeze(-2)
+        if spec.layernorm:
+            cot = layernorm_vjp(r, z, cot)
+        cot = activation_vjp(a, r, cot, spec.activation)
+        grads.append((cot.transpose(-1, -2) * h) * scale)
+        if st.biases:
+            grads.append(cot.squeeze(-2) * scale)
+        if i == spec.n_hidden - 1:
+            hw = zw
+    readout = spec.n_hidden
+    logits = affine(hw, st.weights[readout], _bias(st, readout))
+    delta = (torch.softmax(logits, -1) - yw) / n
+    grads.append(torch.bmm(delta.transpose(-1, -2), hw))
+    if st.biases:
+        grads.append(delta.sum(-2))
+    st.step.add_(1)
+    st.powers.mul_(st.powers.new_tensor(spec.optim.betas))
+    powers = (st.powers[0], st.powers[1])
+    for p, g, ms, lr, wd in zip(st.params(), grads, st.moments, st.lr, st.wd):
+        optimizer_update_(spec.optim, p, g, ms, lr, wd, powers)
+    return traces, us
+
+
+def leaky_update_(spec: StepSpec, st: EngineState, x: Tensor, yw: Tensor, kx: Tensor, ky: Tensor, us: list[Tensor], zs: list[Tensor]) -> None:
+    """:func:`update_` with the potentials ``us`` (zeros at rest) and the hidden outputs ``zs`` kept in place.
+
+    The unit the engine compiles for a leaky network: one update, called ``T``
+    times per sample, instead of a sample that unrolls all ``T``. With ``u = 0``
+    the Euler step ``u + (Δt/τ)(drive - u)`` is exactly the step from rest.
+    """
+    traces, new = update_(spec, st, x, yw, kx, ky, list(us))
+    for u, a, z, t in zip(us, new, zs, traces):
+        u.copy_(a)
+        z.copy_(t[3])
+
+
 def sample_step_(spec: StepSpec, st: EngineState, x: Tensor, y: Tensor) -> None:
     """Learn from one sample ``x`` ``(1, d_x)`` with one-hot label ``y`` ``(1, C)``: ``T`` updates, then the push.
 
@@ -190,39 +240,9 @@ def sample_step_(spec: StepSpec, st: EngineState, x: Tensor, y: Tensor) -> None:
     """
     kx, ky = window_kernels(spec, st, x, y)
     yw = torch.cat([st.past_y, y], 0)
-    n = spec.window
-    scale = 1.0 if spec.leak is None else spec.leak
     us = None
     for _ in range(spec.steps):
-        traces, us = hidden_step(spec, st, x, us)
-        if st.past_z:
-            past = list(st.past_z)
-        else:
-            past = represent(spec, st, st.past_x)
-        grads = []
-        for i, ((h, a, r, z), zp) in enumerate(zip(traces, past)):
-            zw = torch.cat([zp, z], -2)
-            xi = signal_from_kernels(kx, ky, zw, gamma=spec.gamma, sigma_z=spec.sigmas[2], variant=spec.variant)
-            cot = xi.unsqueeze(-2)
-            if spec.layernorm:
-                cot = layernorm_vjp(r, z, cot)
-            cot = activation_vjp(a, r, cot, spec.activation)
-            grads.append((cot.transpose(-1, -2) * h) * scale)
-            if st.biases:
-                grads.append(cot.squeeze(-2) * scale)
-            if i == spec.n_hidden - 1:
-                hw = zw
-        readout = spec.n_hidden
-        logits = affine(hw, st.weights[readout], _bias(st, readout))
-        delta = (torch.softmax(logits, -1) - yw) / n
-        grads.append(torch.bmm(delta.transpose(-1, -2), hw))
-        if st.biases:
-            grads.append(delta.sum(-2))
-        st.step.add_(1)
-        st.powers.mul_(st.powers.new_tensor(spec.optim.betas))
-        powers = (st.powers[0], st.powers[1])
-        for p, g, ms, lr, wd in zip(st.params(), grads, st.moments, st.lr, st.wd):
-            optimizer_update_(spec.optim, p, g, ms, lr, wd, powers)
+        traces, us = update_(spec, st, x, yw, kx, ky, us)
     push_(spec, st, x, y, [t[3] for t in traces], kx, ky)
 
 
