@@ -13,8 +13,6 @@ from ibhebb.errors import ConfigError
 from ibhebb.kernels import hsic_bottleneck
 from ibhebb.models import build_model
 from ibhebb.models.cnn import CNN
-from ibhebb.models.conv import Conv2dLayer
-from ibhebb.models.layers import replica_generators
 from ibhebb.rules import make_rule
 
 SIGMAS = [0.8, 0.4, 0.9]

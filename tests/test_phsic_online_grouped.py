@@ -10,7 +10,7 @@ from ibhebb.errors import ConfigError
 from ibhebb.models.phsic_mlp import Grouping, PHSICMLP
 from ibhebb.phsic import (
     channel_divisive_normalise, channel_group_code, divisive_normalise, group_code, group_code_derivative,
-    label_kernel_matrix, phsic_objective,
+    label_kernel_matrix,
 )
 from ibhebb.rules import make_rule
 from ibhebb.train import Trainer

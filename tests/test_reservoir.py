@@ -159,7 +159,7 @@ def test_reservoir_xi_differs_from_buffer_xi_but_starts_at_the_same_sample(tmp_p
     a = Trainer(load_config("configs/fig4-xor.toml", XOR_TINY + ["epochs=1"]), tmp_path / "a", progress=False)
     b = Trainer(load_config("configs/fig4-xor.toml", XOR_TINY + ["epochs=1", "rule.memory=reservoir", f"rule.reservoir='{path}'"]),
                 tmp_path / "b", progress=False)
-    ra, rb = a.run(), b.run()
+    a.run(), b.run()
     ua = json.loads((tmp_path / "a" / "metrics.jsonl").read_text())["updates"]
     ub = json.loads((tmp_path / "b" / "metrics.jsonl").read_text())["updates"]
     assert ua == ub > 0

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import math
 
-from torch import nn
-
 from .conv import Conv2dLayer, PooledDense
 from .layers import replica_generators
-from .networks import MLP
+from .networks import FeedForward
 
 
-class CNN(MLP):
+class CNN(FeedForward):
     """Stack of 3×3 convolutions, each followed by 2×2 average pooling, then a linear readout.
 
     It presents itself to the rules exactly as :class:`~ibhebb.models.MLP`
@@ -66,7 +64,6 @@ class CNN(MLP):
         kernel_size: int = 3,
         pool_size: int = 2,
     ):
-        nn.Module.__init__(self)  # MLP's constructor builds dense layers; only its methods are shared
         gens = replica_generators(seed, replicas)
         shape, pending = tuple(in_shape), 1
         layers = []
@@ -78,9 +75,8 @@ class CNN(MLP):
             layers.append(layer)
             shape = layer.out_shape
             pending = 1 if z_after_pool else pool_size
-        self.hidden = nn.ModuleList(layers)
-        self.readout = PooledDense(
+        readout = PooledDense(
             shape, n_classes, pool_in=pending, generators=gens, activation="identity", layernorm=False, bias=bias
         )
+        super().__init__(layers, readout, in_features=math.prod(in_shape), n_classes=n_classes, replicas=replicas)
         self.in_shape, self.z_after_pool = tuple(in_shape), z_after_pool
-        self.in_features, self.n_classes, self.replicas = math.prod(in_shape), n_classes, replicas

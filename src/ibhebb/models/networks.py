@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator
 
-import torch
 from torch import Tensor, nn
 
 from .layers import Dense, replica_generators
@@ -35,7 +34,48 @@ class LayerTrace:
     scale: float = 1.0
 
 
-class MLP(nn.Module):
+class FeedForward(nn.Module):
+    """Rule-trained hidden layers then a linear readout, ``R`` replicas: what every network here shares.
+
+    Subclasses build the layers and pass them in; ``forward``, ``represent``
+    and ``present`` run them in order (a subclass overrides what differs).
+    """
+
+    def __init__(self, hidden: list[nn.Module], readout: nn.Module, *, in_features: int, n_classes: int, replicas: int):
+        super().__init__()
+        self.hidden = nn.ModuleList(hidden)
+        self.readout = readout
+        self.in_features, self.n_classes, self.replicas = in_features, n_classes, replicas
+
+    def flatten(self, x: Tensor) -> Tensor:
+        return x.reshape(x.shape[0], -1) if x.dim() != 2 else x
+
+    def layers(self) -> list[nn.Module]:
+        return [*self.hidden, self.readout]
+
+    def present(self, x: Tensor) -> Iterator[list[LayerTrace]]:
+        h = self.flatten(x)
+        traces = []
+        for layer in self.layers():
+            a = layer.preactivation(h)
+            r, z = layer.output(a)
+            traces.append(LayerTrace(h, a, r, z))
+            h = z
+        yield traces
+
+    def represent(self, x: Tensor) -> list[Tensor]:
+        h, zs = self.flatten(x), []
+        for layer in self.hidden:
+            h = layer(h)
+            zs.append(h)
+        return zs
+
+    def forward(self, x: Tensor) -> Tensor:
+        zs = self.represent(x)
+        return self.readout(zs[-1] if zs else self.flatten(x))
+
+
+class MLP(FeedForward):
     """``Dense(hidden[0]) → … → Dense(n_classes)`` with ``R`` replicas.
 
     Hidden layers are ``LN(act(W h + b))``; the readout is linear (logits).
@@ -61,42 +101,14 @@ class MLP(nn.Module):
         layernorm: bool = True,
         bias: bool = True,
     ):
-        super().__init__()
         gens = replica_generators(seed, replicas)
         sizes = [in_features, *hidden]
-        self.hidden = nn.ModuleList(
+        layers = [
             Dense(i, o, generators=gens, activation=activation, layernorm=layernorm, bias=bias)
             for i, o in zip(sizes[:-1], sizes[1:])
-        )
-        self.readout = Dense(sizes[-1], n_classes, generators=gens, activation="identity", layernorm=False, bias=bias)
-        self.in_features, self.n_classes, self.replicas = in_features, n_classes, replicas
-
-    def flatten(self, x: Tensor) -> Tensor:
-        return x.reshape(x.shape[0], -1) if x.dim() != 2 else x
-
-    def layers(self) -> list[Dense]:
-        return [*self.hidden, self.readout]
-
-    def present(self, x: Tensor) -> Iterator[list[LayerTrace]]:
-        h = self.flatten(x)
-        traces = []
-        for layer in self.layers():
-            a = layer.preactivation(h)
-            r, z = layer.output(a)
-            traces.append(LayerTrace(h, a, r, z))
-            h = z
-        yield traces
-
-    def represent(self, x: Tensor) -> list[Tensor]:
-        h, zs = self.flatten(x), []
-        for layer in self.hidden:
-            h = layer(h)
-            zs.append(h)
-        return zs
-
-    def forward(self, x: Tensor) -> Tensor:
-        zs = self.represent(x)
-        return self.readout(zs[-1] if zs else self.flatten(x))
+        ]
+        readout = Dense(sizes[-1], n_classes, generators=gens, activation="identity", layernorm=False, bias=bias)
+        super().__init__(layers, readout, in_features=in_features, n_classes=n_classes, replicas=replicas)
 
 
 class LeakyMLP(MLP):

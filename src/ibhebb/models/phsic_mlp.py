@@ -11,10 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..phsic import divisive_normalise, group_code
 from .layers import Dense, replica_generators
+from .networks import FeedForward
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class Grouping:
         return divisive_normalise(z, self.groups, self.delta, self.p)
 
 
-class PHSICMLP(nn.Module):
+class PHSICMLP(FeedForward):
     """``[Dense → LeakyReLU → (divisive norm) → dropout] × L → Dense`` for ``R`` replicas.
 
     Parameters
@@ -70,21 +71,13 @@ class PHSICMLP(nn.Module):
         grouping: Grouping = Grouping(),
         divisive_norm: bool = False,
     ):
-        super().__init__()
         gens = replica_generators(seed, replicas)
         sizes = [in_features, *hidden]
         dense = dict(generators=gens, activation="identity", layernorm=False, bias=False)
-        self.hidden = nn.ModuleList(Dense(i, o, **dense) for i, o in zip(sizes[:-1], sizes[1:]))
-        self.readout = Dense(sizes[-1], n_classes, **dense)
-        self.in_features, self.n_classes, self.replicas = in_features, n_classes, replicas
+        layers = [Dense(i, o, **dense) for i, o in zip(sizes[:-1], sizes[1:])]
+        super().__init__(layers, Dense(sizes[-1], n_classes, **dense), in_features=in_features, n_classes=n_classes, replicas=replicas)
         self.negative_slope, self.dropout = negative_slope, dropout
         self.grouping, self.divisive_norm = grouping, divisive_norm
-
-    def flatten(self, x: Tensor) -> Tensor:
-        return x.reshape(x.shape[0], -1) if x.dim() != 2 else x
-
-    def layers(self) -> list[Dense]:
-        return [*self.hidden, self.readout]
 
     def activate(self, a: Tensor) -> Tensor:
         """``z = LeakyReLU(a)``: what a local objective sees."""
@@ -107,7 +100,3 @@ class PHSICMLP(nn.Module):
             h = self.local_forward(i, h)[1]
             outs.append(h)
         return outs
-
-    def forward(self, x: Tensor) -> Tensor:
-        zs = self.represent(x)
-        return self.readout(zs[-1] if zs else self.flatten(x))
