@@ -48,6 +48,8 @@ class Row:
     limit_us_per_step: float
     limit_ratio: float
     steps_per_sample: int = 1
+    chunk: int = 0
+    """Samples per compiled call of the fast engine (0: not the fast engine)."""
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -129,7 +131,7 @@ def _online(kind: str, memory: str, replicas: int, device: torch.device, steps: 
     return model, rule, opt
 
 
-def bench_online(kind, memory, engine, replicas, device, samples, rates, lif_steps=20) -> Row:
+def bench_online(kind, memory, engine, replicas, device, samples, rates, lif_steps=20, chunk=0) -> Row:
     T = lif_steps if kind == "lif" else 1
     model, rule, opt = _online(kind, memory, replicas, device, T)
     x, y, y1 = _data(max(samples, 64), device)
@@ -143,17 +145,18 @@ def bench_online(kind, memory, engine, replicas, device, samples, rates, lif_ste
         run(0, WINDOW + 2)
         t = _timed(run, device, 1)
     else:
-        eng = make_engine(model, rule, opt, mode="compile")
+        eng = make_engine(model, rule, opt, mode="compile", chunk=chunk or None)
         order = torch.arange(len(x), device=device)
         warm = max(eng.graph_samples if device.type == "cuda" else eng.chunk, WINDOW - 1 + eng.chunk)
         eng.train_epoch(x, y1, order[:warm])  # fills the window, compiles (and captures)
         body = order[:samples]
         t = _timed(lambda: eng.train_epoch(x, y1, body), device, 2)
     per_sample = t / samples
+    used_chunk = 0 if engine == "eager" else (1 if T > 1 else eng.chunk)
     name = "biohsic (LIF, T=%d)" % T if kind == "lif" else "biohsic"
     limit = _limit(rates, "biohsic", memory, replicas, T)
     return Row(name, memory, engine, replicas, 1e6 * per_sample / T,
-               1 / per_sample, replicas / per_sample, 1e6 * limit, limit * T / per_sample, T)
+               1 / per_sample, replicas / per_sample, 1e6 * limit, limit * T / per_sample, T, used_chunk)
 
 
 def bench_backprop(replicas, device, samples, rates, batch=6) -> Row:
@@ -178,7 +181,7 @@ ROW_GROUPS = ("buffer", "recompute", "lif", "backprop")
 
 
 def run_bench(device: str = "cpu", steps: int = 0, replicas=(1, 30), lif_steps: int = 20, progress: bool = True,
-              groups=ROW_GROUPS) -> dict:
+              groups=ROW_GROUPS, chunk: int = 0) -> dict:
     """Time the rows of ``groups``; ``steps`` samples per timed run (0: defaults that keep the CPU bench short)."""
     dev = torch.device(device)
     cuda = dev.type == "cuda"
@@ -199,7 +202,7 @@ def run_bench(device: str = "cpu", steps: int = 0, replicas=(1, 30), lif_steps: 
         for kind, memory, engine, n in plan:
             if cuda and engine == "fast":
                 n = max(n, 256) // 256 * 256
-            row = bench_online(kind, memory, engine, r, dev, n, rates, lif_steps)
+            row = bench_online(kind, memory, engine, r, dev, n, rates, lif_steps, chunk)
             rows.append(row)
             if progress:
                 print(f"  {row.rule} {row.memory} {row.engine} R={r}: {row.samples_per_s_per_seed:,.0f} samples/s per seed", flush=True)

@@ -18,6 +18,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--lif-steps", type=int, default=20, help="T, Euler steps per sample of the LIF rows (default 20)")
     p.add_argument("--rows", default="buffer,recompute,lif,backprop", help="which rows (default all): buffer,recompute,lif,backprop")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: torch's default)")
+    p.add_argument("--chunk", type=int, default=0, help="samples per compiled call of the fast engine (default 0: the engine's choice)")
     p.add_argument("--json", metavar="FILE", help="also write the result as JSON")
     return p
 
@@ -37,15 +38,15 @@ def run(args) -> int:
         raise UserError(f"--replicas must be comma-separated integers, got {args.replicas!r}") from None
     if args.steps < 0 or args.lif_steps < 1 or any(r < 1 for r in replicas):
         raise UserError("--steps must be >= 0, --lif-steps >= 1 and every replica count >= 1")
-    if args.threads < 0:
-        raise UserError(f"--threads must be >= 0, got {args.threads}")
+    if args.threads < 0 or args.chunk < 0:
+        raise UserError(f"--threads and --chunk must be >= 0, got {args.threads} and {args.chunk}")
     if args.threads:
         torch.set_num_threads(args.threads)
     groups = tuple(g.strip() for g in args.rows.split(",") if g.strip())
     unknown = [g for g in groups if g not in ROW_GROUPS]
     if unknown or not groups:
         raise UserError(f"--rows takes some of {','.join(ROW_GROUPS)}, got {args.rows!r}")
-    result = run_bench(args.device, args.steps, replicas, args.lif_steps, groups=groups)
+    result = run_bench(args.device, args.steps, replicas, args.lif_steps, groups=groups, chunk=args.chunk)
     print(markdown(result))
     if args.json:
         write_json(result, args.json)

@@ -1,0 +1,43 @@
+"""``ibhebb bench``: the table and JSON it writes, and its argument errors (no timing is asserted)."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from ibhebb.bench import markdown, run_bench, update_cost
+
+
+def test_bench_rows_table_and_json(tmp_path):
+    result = run_bench("cpu", steps=12, replicas=(2,), progress=False, groups=("backprop",))
+    (row,) = result["rows"]
+    assert row["rule"].startswith("backprop") and row["replicas"] == 2
+    assert row["samples_per_s_total"] == pytest.approx(2 * row["samples_per_s_per_seed"])
+    assert row["us_per_step"] > 0 and row["limit_ratio"] > 0
+    table = markdown(result)
+    assert "| backprop (batch 6) | - | eager | 2 |" in table and result["gemm_gflops"] > 0
+
+
+def test_update_cost_counts_replicas_and_recompute():
+    f1, b1 = update_cost("biohsic", "buffer", 1)
+    f30, b30 = update_cost("biohsic", "buffer", 30)
+    assert (f30, b30) == (30 * f1, 30 * b1)
+    assert update_cost("biohsic", "recompute", 1)[0] > f1
+    assert b1 == 6 * 4 * (784 * 128 + 128 + 128 * 64 + 64 + 64 * 10 + 10)
+
+
+@pytest.mark.parametrize("args", [["--rows", "nope"], ["--replicas", "1,x"], ["--chunk", "-1"], ["--device", "tpu"]])
+def test_bench_cli_refuses_bad_arguments(args):
+    out = subprocess.run([sys.executable, "-m", "ibhebb", "bench", *args], capture_output=True, text=True)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().count("\n") == 0
+
+
+def test_bench_cli_writes_json(tmp_path):
+    path = tmp_path / "bench.json"
+    out = subprocess.run([sys.executable, "-m", "ibhebb", "bench", "--rows", "backprop", "--replicas", "1", "--steps", "12",
+                          "--json", str(path)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(path.read_text())
+    assert set(data) >= {"device", "rows"} and data["rows"][0]["replicas"] == 1
+    assert {"rule", "memory", "replicas", "samples_per_s_per_seed", "samples_per_s_total", "us_per_step", "limit_ratio"} <= set(data["rows"][0])
