@@ -18,8 +18,9 @@ class CNN(FeedForward):
 
     It presents itself to the rules exactly as :class:`~ibhebb.models.MLP`
     does (``present``, ``represent``, ``forward``, ``flatten``, ``hidden``,
-    ``readout``), whose methods it inherits: those only walk ``hidden`` then
-    ``readout``, each layer taking and giving flattened activity.
+    ``readout``): both inherit them from :class:`~ibhebb.models.networks.FeedForward`,
+    which only walks ``hidden`` then ``readout``, each layer taking and giving
+    flattened activity.
 
     Parameters
     ----------
@@ -38,6 +39,8 @@ class CNN(FeedForward):
         the working memory see — after its pooling (``True``: the pooling ends
         the layer) or before it (``False``: the pooling starts the next layer,
         or the readout). The function the network computes is the same.
+        The default is after: the layer is "convolution then pooling" as MATH §7
+        lists it, and the kernels and the window's stored outputs are 4× smaller.
     kernel_size, pool_size : int
 
     Examples
