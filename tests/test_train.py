@@ -161,3 +161,21 @@ def test_cli_user_errors_are_one_line(tmp_path, capsys, argv, message):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_eval_batches_are_cache_sized_on_the_cpu_and_give_the_same_accuracy():
+    import torch
+
+    from ibhebb.models import MLP
+    from ibhebb.models.cnn import CNN
+    from ibhebb.train.trainer import accuracy, eval_batch_size, widest_activation
+
+    cnn = CNN((1, 28, 28), [128, 256], 10, replicas=3)
+    assert widest_activation(cnn) == 128 * 28 * 28
+    assert eval_batch_size(cnn, 2000, torch.device("cpu")) == 2**21 // (3 * 128 * 28 * 28)
+    assert eval_batch_size(cnn, 2000, torch.device("cuda")) == 2000
+    assert eval_batch_size(MLP(784, [128, 64], 10), 2000, torch.device("cpu")) == 2000
+    small = CNN((1, 8, 8), [4, 8], 3, replicas=2)
+    x, y = torch.randn(50, 1, 8, 8), torch.randint(0, 3, (50,))
+    expected = ((small(x).argmax(-1) == y).double().mean(-1)).tolist()
+    assert accuracy(small, x, y, 7) == expected
