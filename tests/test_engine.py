@@ -171,3 +171,13 @@ def test_fast_engine_refuses_what_it_cannot_run():
     with pytest.raises(ConfigError, match="engine = 'fast'"):
         load_config("configs/fig5-mnist-backprop.toml", ["engine=fast"])
     assert load_config("configs/fig5-mnist-backprop.toml", ["engine=auto"]).engine == "auto"
+
+
+def test_trainer_passes_engine_chunk(tmp_path):
+    from ibhebb.config import load_config
+    from ibhebb.train import Trainer
+
+    base = ["data.n_train=20", "epochs=1", "eval.hsic_samples=0", "engine=fast"]
+    own = Trainer(load_config("configs/fig4-xor.toml", base), tmp_path / "own", progress=False)._fast_engine()
+    set_ = Trainer(load_config("configs/fig4-xor.toml", base + ["engine_chunk=3"]), tmp_path / "set", progress=False)._fast_engine()
+    assert own.chunk != 3 and set_.chunk == 3

@@ -107,6 +107,7 @@ def test_existing_run_is_never_overwritten_silently(tmp_path):
         (["device=cuda:0"] if not torch.cuda.is_available() else ["device=tpu"], "device"),
         (["model.dt=10"], "dt"),
         (["nonsense"], "key=value"),
+        (["engine_chunk=-2"], "engine_chunk"),
     ],
 )
 def test_invalid_configs_are_refused_before_training(overrides, message):

@@ -127,6 +127,8 @@ class Config:
     """Torch CPU threads (0: torch's default)."""
     engine: str = "auto"
     """Online training loop: ``fast`` (:mod:`ibhebb.engine`), ``eager`` (the rule's own loop), ``auto`` (fast where it can)."""
+    engine_chunk: int = 0
+    """Samples per compiled call of the fast engine (0: its own choice, see :func:`ibhebb.engine.runner.default_chunk`)."""
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     rule: RuleConfig = field(default_factory=RuleConfig)
@@ -272,6 +274,7 @@ def validate(cfg: Config) -> None:
     _check(cfg.epochs >= 1, f"epochs must be >= 1, got {cfg.epochs}")
     check_device_and_dtype(cfg)
     _choice(cfg.engine, ("auto", "eager", "fast"), "engine")
+    _check(cfg.engine_chunk >= 0, "engine_chunk must be >= 0 (0: the engine's own choice)")
     _choice(cfg.data.name, DATASETS, "data.name")
     _check(cfg.data.n_train >= 0 and cfg.data.n_test >= 0, "data.n_train and data.n_test must be >= 0")
     m = cfg.model

@@ -261,7 +261,7 @@ class Trainer:
             if self.cfg.engine != "eager" and unsupported(self.cfg) is None:
                 try:
                     mode = compile_mode(self.cfg, len(self.data.x_train))
-                    self._engine = make_engine(self.model, self.rule, self.optimizer, mode=mode)
+                    self._engine = make_engine(self.model, self.rule, self.optimizer, mode=mode, chunk=self.cfg.engine_chunk or None)
                     if mode != "eager" and self.progress:
                         print("compiling the fast engine's step (once per run; a minute or more on a CPU) ...", file=sys.stderr, flush=True)
                 except ValueError as e:
