@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers import ACTIVATIONS, Dense, _add_grad, activate, activation_vjp, uniform_init
+from .layers import ACTIVATIONS, Dense, _add_grad, activate, activation_vjp, centred_variance, uniform_init
 
 LAYERNORM_EPS = 1e-5
 
@@ -61,15 +61,14 @@ def pool_vjp(cot: Tensor, size: int, height: int, width: int) -> Tensor:
 
 def map_layernorm(r: Tensor) -> Tensor:
     """Parameter-free LayerNorm of each feature map ``(..., C, H, W)`` over ``(C, H, W)``."""
-    mu = r.mean((-3, -2, -1), keepdim=True)
-    var = r.var((-3, -2, -1), unbiased=False, keepdim=True)
-    return (r - mu) * torch.rsqrt(var + LAYERNORM_EPS)
+    d, var = centred_variance(r, (-3, -2, -1))
+    return d * torch.rsqrt(var + LAYERNORM_EPS)
 
 
 def map_layernorm_vjp(r: Tensor, n: Tensor, cot: Tensor) -> Tensor:
     """Pull ``cot`` back through ``n = map_layernorm(r)``."""
     dims = (-3, -2, -1)
-    inv = torch.rsqrt(r.var(dims, unbiased=False, keepdim=True) + LAYERNORM_EPS)
+    inv = torch.rsqrt(centred_variance(r, dims)[1] + LAYERNORM_EPS)
     return inv * (cot - cot.mean(dims, keepdim=True) - n * (cot * n).mean(dims, keepdim=True))
 
 
