@@ -40,20 +40,19 @@ def _compiled(step: Callable, spec: StepSpec) -> Callable:
     return _COMPILED[key]
 
 
-def default_chunk(spec: StepSpec, device: torch.device, replicas: int = 1) -> int:
-    """Samples per compiled call: on the CPU about 8 updates for one replica, 1 sample for several; 4 on CUDA.
+def default_chunk(device: torch.device, replicas: int = 1) -> int:
+    """Samples per compiled call: on the CPU 8 for one replica, 1 for several; 4 on CUDA.
 
     Within a chunk the compiler never stores the intermediate optimiser moments:
     it recomputes sample ``k``'s from the chunk's start (``O(k²)`` passes over
     the moments). That is cheap while one replica's moments sit in cache and
     saves the per-call overhead, but with several replicas the step is bound by
     memory traffic and one sample per call was 2.8× faster (R = 30, CPU).
+    A network with ``T > 1`` updates per sample does not chunk: it compiles one update.
     """
     if device.type == "cuda":
-        return 1 if spec.steps > 1 else 4
-    if replicas > 1:
-        return 1
-    return max(1, 8 // spec.steps)
+        return 4
+    return 1 if replicas > 1 else 8
 
 
 class OnlineEngine:
@@ -78,7 +77,7 @@ class OnlineEngine:
             raise ValueError(f"unknown engine mode {mode!r}; choose one of {', '.join(MODES)}")
         self.spec, self.model, self.memory, self.optimizer, self.mode = spec, model, memory, optimizer, mode
         device = model.layers()[0].weight.device
-        self.chunk = chunk or default_chunk(spec, device, model.layers()[0].weight.shape[0])
+        self.chunk = chunk or default_chunk(device, model.layers()[0].weight.shape[0])
         self.graph_samples = max(self.chunk, graph_samples // self.chunk * self.chunk)
         self._graph = None
         self._graph_key = None
@@ -176,8 +175,8 @@ class OnlineEngine:
                 pos, count = pos + 1, count + 1
             if progress and pos:
                 progress(pos)
-            leaky = spec.steps > 1
-            fn = None if leaky else self._compiled_fn(chunk_step_)
+            per_update = spec.steps > 1
+            fn = None if per_update else self._compiled_fn(chunk_step_)
             if fn is not None and x.device.type == "cuda":
                 try:
                     graph, idx = self._cuda_graph(fn, st, x, y1)
@@ -204,7 +203,7 @@ class OnlineEngine:
             while pos < n:
                 j = order[pos : pos + 1]
                 xj, yj = x.index_select(0, j), y1.index_select(0, j)
-                if leaky:
+                if per_update:
                     self._leaky_sample(st, xj, yj)
                 else:
                     sample_step_(spec, st, xj, yj)
