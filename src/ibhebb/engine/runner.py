@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from .state import bind, unbind
-from .step import EngineState, StepSpec, chunk_step_, clone_state, fill_step_, leaky_update_, push_, sample_step_, window_kernels
+from .step import EngineState, StepSpec, chunk_step_, clone_state, fill_step_, leaky_sample_, leaky_update_, sample_step_
 
 MODES = ("auto", "compile", "eager")
 _COMPILED: dict = {}
@@ -126,18 +126,14 @@ class OnlineEngine:
         if fn is None:
             sample_step_(self.spec, st, x, y)
             return
-        spec = self.spec
-        kx, ky = window_kernels(spec, st, x, y)
-        yw = torch.cat([st.past_y, y], 0)
-        replicas = st.weights[0].shape[0]
-        us = [x.new_zeros(replicas, 1, w.shape[-2]) for w in st.weights[:-1]]
-        zs = [u.clone() for u in us]
-        for _ in range(spec.steps):
+
+        def update(*args):
             if self.compile_failed:
-                leaky_update_(spec, st, x, yw, kx, ky, us, zs)
+                leaky_update_(self.spec, *args)
             else:
-                self._run(fn, leaky_update_, st, x, yw, kx, ky, us, zs)
-        push_(spec, st, x, y, zs, kx, ky)
+                self._run(fn, leaky_update_, *args)
+
+        leaky_sample_(self.spec, st, x, y, update)
 
     def _cuda_graph(self, fn: Callable, st: EngineState, x: Tensor, y: Tensor) -> tuple:
         key = tuple(t.data_ptr() for t in st.tensors()) + (x.data_ptr(), y.data_ptr())

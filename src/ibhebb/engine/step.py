@@ -232,6 +232,17 @@ def leaky_update_(spec: StepSpec, st: EngineState, x: Tensor, yw: Tensor, kx: Te
         z.copy_(t[3])
 
 
+def leaky_sample_(spec: StepSpec, st: EngineState, x: Tensor, y: Tensor, update) -> None:
+    """:func:`sample_step_` as ``T`` calls of ``update(st, x, yw, kx, ky, us, zs)`` (a compiled :func:`leaky_update_`)."""
+    kx, ky = window_kernels(spec, st, x, y)
+    yw = torch.cat([st.past_y, y], 0)
+    us = [x.new_zeros(st.weights[0].shape[0], 1, w.shape[-2]) for w in st.weights[:-1]]
+    zs = [u.clone() for u in us]
+    for _ in range(spec.steps):
+        update(st, x, yw, kx, ky, us, zs)
+    push_(spec, st, x, y, zs, kx, ky)
+
+
 def sample_step_(spec: StepSpec, st: EngineState, x: Tensor, y: Tensor) -> None:
     """Learn from one sample ``x`` ``(1, d_x)`` with one-hot label ``y`` ``(1, C)``: ``T`` updates, then the push.
 
