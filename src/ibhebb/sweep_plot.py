@@ -75,6 +75,7 @@ def plot_sweep(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
             curves.plot([r["epoch"] for r in m], acc.mean(1), marker="o", ms=3,
                         color=cmap(i / max(len(members) - 1, 1)), label=f"{x_key.split('.')[-1]}={c['values'][x_key]}")
         curves.set(xlabel="epoch", ylabel="test accuracy (%)", title=label)
+        curves.xaxis.get_major_locator().set_params(integer=True)
         curves.grid(alpha=0.3)
         curves.legend(fontsize=8)
     data = cells[0]["config"]["data"]["name"]
@@ -83,6 +84,9 @@ def plot_sweep(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
             ax.plot(PUBLISHED_FIG6["window"], PUBLISHED_FIG6[split], ls=style, color="k", alpha=0.5, label=f"{split}, seed 000 (30 seeds)")
     if numeric and x_key == "rule.window":
         ax.set_xscale("log", base=2)
+        values = sorted({c["values"][x_key] for c in cells})
+        ax.set_xticks(values, [str(v) for v in values])
+        ax.minorticks_off()
     epochs = sorted({c["metrics"][-1]["epoch"] for c in cells})
     seeds = cells[0]["config"]["seeds"]
     ax.set(xlabel=x_key, ylabel="final accuracy (%)",
