@@ -28,6 +28,16 @@ def _label(run_dir: Path) -> str:
     return run_dir.name
 
 
+def save_figure(fig, out: str | Path) -> Path:
+    """Lay out, write (110 dpi) and close ``fig``; returns ``out`` as a path."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return Path(out)
+
+
 def _band(ax, epochs, per_seed, label, color=None):
     import numpy as np
 
@@ -76,11 +86,7 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
             a.grid(alpha=0.3)
             a.xaxis.get_major_locator().set_params(integer=True)
             a.legend(fontsize=8)
-    fig.tight_layout()
-    out = Path(out) if out else run_dir / "plot.png"
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out or run_dir / "plot.png")
 
 
 def plot_runs(run_dirs: list[str | Path], out: str | Path) -> Path:
@@ -97,7 +103,4 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path) -> Path:
     ax.set(xlabel="epoch", ylabel="test accuracy (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return Path(out)
+    return save_figure(fig, out)

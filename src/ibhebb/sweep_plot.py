@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from .errors import UserError
-from .plot import read_metrics
+from .plot import read_metrics, save_figure
 from .sweep import SWEEP_FILE
 
 #: Seed 000 Fig 6 (CIFAR-10, 30 seeds): final accuracy (%) by memory capacity N.
@@ -93,8 +93,4 @@ def plot_sweep(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
            title=f"{data}: after {'/'.join(map(str, epochs))} epoch(s), {seeds} seed(s)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    out = Path(out) if out else sweep_dir / "fig6.png"
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out or sweep_dir / "fig6.png")
