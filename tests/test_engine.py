@@ -56,16 +56,18 @@ def assert_same(a, b, rtol=1e-10, atol=1e-12):
         torch.testing.assert_close(za, zb, rtol=rtol, atol=atol)
 
 
-def run_both(kind, memory, variant, replicas, optim="adamw", epochs=(7, 5)):
-    """Two epochs (the first shorter than the window-filling plus a few updates), eager vs engine."""
+def run_both(kind, memory, variant, replicas, optim="adamw", epochs=(7, 5), mode="eager", **engine_kwargs):
+    """Two epochs (the first shorter than the window-filling plus a few updates), the rule's loop vs the engine's step."""
     ref, fast = build(kind, memory, variant, replicas, optim), build(kind, memory, variant, replicas, optim)
-    engine = make_engine(*fast, mode="eager")
+    engine = make_engine(*fast, mode=mode, **engine_kwargs)
     x, y = stream(max(epochs))
     y1 = torch.nn.functional.one_hot(y, C).double()
     for e, n in enumerate(epochs):
         order = torch.randperm(n, generator=torch.Generator().manual_seed(e))
         n_ref = eager_epoch(ref[1], ref[2], x, y, order)
         assert engine.train_epoch(x, y1, order) == n_ref
+    if mode == "native":
+        assert engine.backend == "native"
     return ref, fast
 
 
@@ -78,22 +80,29 @@ CASES = [
 ]
 
 
+STEPS = ["eager", "native"]
+"""The engine's step written with torch ops (run eagerly here; compiled below) and its C twin (:mod:`ibhebb.engine.native`)."""
+
+
+@pytest.mark.parametrize("mode", STEPS)
 @pytest.mark.parametrize("kind,variant,memory,replicas", CASES)
-def test_engine_equals_eager_rule(kind, variant, memory, replicas):
-    ref, fast = run_both(kind, memory, variant, replicas)
+def test_engine_equals_eager_rule(kind, variant, memory, replicas, mode):
+    ref, fast = run_both(kind, memory, variant, replicas, mode=mode)
     assert_same(ref, fast)
     w0 = build(kind, memory, variant, replicas)[0].hidden[0].weight
     assert (ref[0].hidden[0].weight - w0).abs().max() > 1e-4  # it did learn something
 
 
+@pytest.mark.parametrize("mode", STEPS)
 @pytest.mark.parametrize("optim", ["adam", "sgd"])
-def test_engine_equals_eager_rule_other_optimisers(optim):
-    assert_same(*run_both("mlp", "buffer", "paper", 2, optim))
+def test_engine_equals_eager_rule_other_optimisers(optim, mode):
+    assert_same(*run_both("mlp", "buffer", "paper", 2, optim, mode=mode))
 
 
-def test_engine_resumes_from_a_half_filled_window():
+@pytest.mark.parametrize("mode", STEPS)
+def test_engine_resumes_from_a_half_filled_window(mode):
     """Epochs shorter than the window: the engine hands a partly filled memory back and picks it up."""
-    assert_same(*run_both("mlp", "buffer", "exact", 2, epochs=(2, 1, 6)))
+    assert_same(*run_both("mlp", "buffer", "exact", 2, epochs=(2, 1, 6), mode=mode))
 
 
 def test_compiled_chunk_equals_eager_chunk_float32():

@@ -126,9 +126,11 @@ class Config:
     threads: int = 0
     """Torch CPU threads (0: torch's default)."""
     engine: str = "auto"
-    """Online training loop: ``fast`` (:mod:`ibhebb.engine`), ``eager`` (the rule's own loop), ``auto`` (fast where it can)."""
+    """Online training loop: ``auto`` (the fast engine of :mod:`ibhebb.engine` where it can run, else the rule's own
+    loop), ``fast`` (the engine or an error), ``native`` (its C step, CPU), ``compile`` (its ``torch.compile`` step),
+    ``eager`` (the rule's own loop)."""
     engine_chunk: int = 0
-    """Samples per compiled call of the fast engine (0: its own choice, see :func:`ibhebb.engine.runner.default_chunk`)."""
+    """Samples per call of the fast engine's C or compiled step (0: its own choice, see :mod:`ibhebb.engine.runner`)."""
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     rule: RuleConfig = field(default_factory=RuleConfig)
@@ -273,7 +275,9 @@ def validate(cfg: Config) -> None:
     _check(cfg.seeds >= 1, f"seeds must be >= 1, got {cfg.seeds}")
     _check(cfg.epochs >= 1, f"epochs must be >= 1, got {cfg.epochs}")
     check_device_and_dtype(cfg)
-    _choice(cfg.engine, ("auto", "eager", "fast"), "engine")
+    from .engine import ENGINES
+
+    _choice(cfg.engine, ENGINES, "engine")
     _check(cfg.engine_chunk >= 0, "engine_chunk must be >= 0 (0: the engine's own choice)")
     _choice(cfg.data.name, DATASETS, "data.name")
     _check(cfg.data.n_train >= 0 and cfg.data.n_test >= 0, "data.n_train and data.n_test must be >= 0")
@@ -307,11 +311,13 @@ def validate(cfg: Config) -> None:
     _choice(r.form, ("batch", "pair", "running-mean", "split"), "rule.form")
     _check(0 < r.mean_rate <= 1, f"rule.mean_rate must be in (0, 1], got {r.mean_rate}")
     RULES[r.name].check_config(cfg)
-    if cfg.engine == "fast":
+    if cfg.engine not in ("auto", "eager"):
         from .engine import unsupported
 
         reason = unsupported(cfg)
-        _check(reason is None, f"engine = 'fast' cannot run this config: {reason} (use engine = 'auto' or 'eager')")
+        _check(reason is None, f"engine = {cfg.engine!r} cannot run this config: {reason} (use engine = 'auto' or 'eager')")
+        _check(cfg.engine != "native" or not str(cfg.device).startswith("cuda"),
+               "engine = 'native' is the C step, which runs on the CPU (use engine = 'fast' or 'compile' on a GPU)")
     o = cfg.optim
     _choice(o.name, ("adamw", "adam", "sgd"), "optim.name")
     _check(o.lr > 0 and math.isfinite(o.lr), f"optim.lr must be > 0, got {o.lr}")

@@ -18,7 +18,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--lif-steps", type=int, default=20, help="T, Euler steps per sample of the LIF rows (default 20)")
     p.add_argument("--rows", default="buffer,recompute,lif,backprop", help="which rows (default all): buffer,recompute,lif,backprop")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: torch's default)")
-    p.add_argument("--chunk", type=int, default=0, help="samples per compiled call of the fast engine (default 0: the engine's choice)")
+    p.add_argument("--chunk", type=int, default=0, help="samples per call of the engine's C or compiled step (default 0: the engine's choice)")
+    p.add_argument("--engines", default="", help="which engines (default: eager,native,compile on the CPU, eager,compile on CUDA)")
     p.add_argument("--json", metavar="FILE", help="also write the result as JSON")
     return p
 
@@ -46,7 +47,22 @@ def run(args) -> int:
     unknown = [g for g in groups if g not in ROW_GROUPS]
     if unknown or not groups:
         raise UserError(f"--rows takes some of {','.join(ROW_GROUPS)}, got {args.rows!r}")
-    result = run_bench(args.device, args.steps, replicas, args.lif_steps, groups=groups, chunk=args.chunk)
+    from ..bench import ENGINES
+    from ..engine import native
+
+    engines = tuple(e.strip() for e in args.engines.split(",") if e.strip()) or None
+    if engines is not None and (not set(engines) <= set(ENGINES)):
+        raise UserError(f"--engines takes some of {','.join(ENGINES)}, got {args.engines!r}")
+    if engines and "native" in engines and args.device != "cpu":
+        raise UserError("--engines native: the C step runs on the CPU only")
+    if (engines is None and args.device == "cpu") or (engines and "native" in engines):
+        reason = native.unavailable(torch.float32)
+        if reason is not None:
+            if engines:
+                raise UserError(f"--engines native: the C step cannot run here ({reason})")
+            print(f"note: no native rows, the C step cannot run here ({reason})", flush=True)
+            engines = ("eager", "compile")
+    result = run_bench(args.device, args.steps, replicas, args.lif_steps, groups=groups, chunk=args.chunk, engines=engines)
     print(markdown(result))
     if args.json:
         write_json(result, args.json)

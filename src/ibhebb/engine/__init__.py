@@ -1,9 +1,11 @@
 """A fast path for online ``biohsic`` training that gives the eager loop's weights.
 
-``make_engine(cfg, model, rule, optimizer)`` returns an :class:`OnlineEngine`
+``make_engine(model, rule, optimizer)`` returns an :class:`OnlineEngine`
 for what it can run (``biohsic`` with the ``buffer`` or ``recompute`` memory,
-an ``MLP`` or ``LeakyMLP``, AdamW / Adam / SGD) and ``None`` otherwise;
-:func:`unsupported` says why not.
+an ``MLP`` or ``LeakyMLP``, AdamW / Adam / SGD); :func:`unsupported` says
+why a config cannot use it. On the CPU the engine runs a hand-written C step
+(:mod:`.native`), elsewhere (or without a C compiler) the step of
+:mod:`.step` under ``torch.compile`` and CUDA graphs.
 
 Examples
 --------
@@ -19,7 +21,8 @@ from .runner import MODES, OnlineEngine
 from .state import bind, unbind
 from .step import EngineState, StepSpec, chunk_step_, fill_step_, leaky_update_, sample_step_
 
-ENGINES = ("auto", "eager", "fast")
+ENGINES = ("auto", "fast", "native", "compile", "eager")
+"""``cfg.engine``: ``fast`` is the engine by whatever path works, ``native``/``compile`` one path only."""
 MEMORIES = ("buffer", "recompute")
 MODELS = ("mlp", "lif-mlp")
 
@@ -69,13 +72,18 @@ def step_spec(model, rule, optimizer) -> StepSpec:
 
 
 COMPILE_MIN_UPDATES = 100_000
-"""Below this many updates in a run, compiling costs more than it saves: the engine runs eagerly."""
+"""Below this many updates in a run, ``torch.compile`` costs more than it saves (the C step is always worth it)."""
 
 
-def compile_mode(cfg, n_train: int) -> str:
-    """``auto`` (compile) for a run long enough to amortise compiling, else ``eager``."""
+def worth_compiling(cfg, n_train: int) -> bool:
+    """Whether a run is long enough to amortise ``torch.compile`` (a minute or more on a CPU)."""
     steps = cfg.model.steps if cfg.model.kind == "lif-mlp" else 1
-    return "auto" if cfg.epochs * n_train * steps >= COMPILE_MIN_UPDATES else "eager"
+    return cfg.epochs * n_train * steps >= COMPILE_MIN_UPDATES
+
+
+def engine_mode(engine: str) -> str:
+    """The :class:`OnlineEngine` mode of a config's ``engine`` value (not ``eager``, which skips the engine)."""
+    return {"auto": "auto", "fast": "auto", "native": "native", "compile": "compile"}[engine]
 
 
 def make_engine(model, rule, optimizer, *, mode: str = "auto", **kwargs) -> OnlineEngine:
@@ -84,6 +92,6 @@ def make_engine(model, rule, optimizer, *, mode: str = "auto", **kwargs) -> Onli
 
 
 __all__ = [
-    "COMPILE_MIN_UPDATES", "ENGINES", "EngineState", "compile_mode", "MODES", "OnlineEngine", "OptimSpec", "StepSpec", "bind", "chunk_step_",
+    "COMPILE_MIN_UPDATES", "ENGINES", "EngineState", "engine_mode", "worth_compiling", "MODES", "OnlineEngine", "OptimSpec", "StepSpec", "bind", "chunk_step_",
     "fill_step_", "leaky_update_", "make_engine", "optimizer_update_", "sample_step_", "step_spec", "unbind", "unsupported",
 ]

@@ -1,11 +1,15 @@
-"""Drive the online step over an epoch: eager, ``torch.compile``d in chunks, or replayed from a CUDA graph.
+"""Drive the online step over an epoch: in C, eager, ``torch.compile``d in chunks, or replayed from a CUDA graph.
 
 :class:`OnlineEngine` trains a model with ``biohsic`` exactly as the eager
 loop ``for _ in rule.updates(x, y): optimizer.step()`` would, one sample at a
 time over a shuffled order of a data set that stays on the device:
 
 - the first ``N - 1`` samples of a run only fill the window (eager);
-- then chunks of ``k`` samples go through one call of the compiled
+- on the CPU, chunks of samples go through one call of the C step
+  (:mod:`.native`), which trains each replica over the whole chunk while its
+  weights and moments sit in cache; if it cannot run (no C compiler, an
+  unsupported layout), the engine falls back to the rest of this list;
+- otherwise chunks of ``k`` samples go through one call of the compiled
   :func:`~.step.chunk_step_` (CPU), or through one replay of a CUDA graph
   that captured ``G`` such calls (CUDA), with the sample indices in a
   device buffer, so there is no host synchronisation inside a chunk;
@@ -16,6 +20,7 @@ time over a shuffled order of a data set that stays on the device:
 
 Compiled functions are cached per (spec, shapes, device) for the whole
 process; if compiling fails the engine warns once and runs eagerly.
+:attr:`OnlineEngine.backend` says which path ran the last epoch.
 """
 from __future__ import annotations
 
@@ -26,10 +31,13 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from . import native
 from .state import bind, unbind
 from .step import EngineState, StepSpec, chunk_step_, clone_state, fill_step_, leaky_sample_, leaky_update_, sample_step_
 
-MODES = ("auto", "compile", "eager")
+MODES = ("auto", "native", "compile", "eager")
+NATIVE_CHUNK = 256
+"""Samples per call of the C step: long enough to amortise the call, short enough for a lively progress bar."""
 _COMPILED: dict = {}
 
 
@@ -64,25 +72,41 @@ class OnlineEngine:
     model, memory, optimizer
         The model (an ``MLP`` or ``LeakyMLP``), the rule's window memory and
         the optimiser; they stay the source of truth between epochs.
-    mode : {"auto", "compile", "eager"}
-        ``auto`` compiles, falling back to eager with a warning if that fails.
+    mode : {"auto", "native", "compile", "eager"}
+        ``auto``: the C step on the CPU where it can run, else ``torch.compile``
+        (if ``torch_compile``), falling back to eager with a warning if that
+        fails; ``native``, ``compile`` and ``eager`` insist on one path.
     chunk : int, optional
-        Samples per compiled call (default :func:`default_chunk`).
+        Samples per call of the C step (default :data:`NATIVE_CHUNK`) or per
+        compiled call (default :func:`default_chunk`).
     graph_samples : int
         On CUDA, samples per captured graph (a multiple of ``chunk``).
+    torch_compile : bool
+        Whether ``auto`` may use ``torch.compile`` (not worth it for a short run).
     """
 
-    def __init__(self, spec: StepSpec, model, memory, optimizer, *, mode: str = "auto", chunk: int | None = None, graph_samples: int = 256):
+    def __init__(self, spec: StepSpec, model, memory, optimizer, *, mode: str = "auto", chunk: int | None = None, graph_samples: int = 256,
+                 torch_compile: bool = True):
         if mode not in MODES:
             raise ValueError(f"unknown engine mode {mode!r}; choose one of {', '.join(MODES)}")
         self.spec, self.model, self.memory, self.optimizer, self.mode = spec, model, memory, optimizer, mode
-        device = model.layers()[0].weight.device
-        self.chunk = chunk or default_chunk(device, model.layers()[0].weight.shape[0])
+        weight = model.layers()[0].weight
+        self.native_chunk = chunk or NATIVE_CHUNK
+        self.chunk = chunk or default_chunk(weight.device, weight.shape[0])
         self.graph_samples = max(self.chunk, graph_samples // self.chunk * self.chunk)
+        self.torch_compile = torch_compile or mode == "compile"
         self._graph = None
         self._graph_key = None
         self._state: EngineState | None = None
+        self._native: native.NativeStep | None = None
+        self._native_key = None
         self.compile_failed = False
+        self.backend: str | None = None
+        """``native``, ``compile``, ``cuda-graph`` or ``eager``: what ran the last epoch's updates."""
+        if mode == "native":
+            reason = native.unavailable(weight.dtype) if weight.device.type == "cpu" else "the C step runs on the CPU only"
+            if reason is not None:
+                raise ValueError(f"no C step: {reason}")
 
     def _keep(self, st: EngineState) -> EngineState:
         """Reuse the last epoch's state tensors (copying the fresh values in), so a captured graph stays valid.
@@ -104,9 +128,27 @@ class OnlineEngine:
 
     # -- compiled chunk ------------------------------------------------------------------------
     def _compiled_fn(self, step: Callable) -> Callable | None:
-        if self.mode == "eager" or self.compile_failed:
+        if self.mode in ("eager", "native") or self.compile_failed or not self.torch_compile:
             return None
         return _compiled(step, self.spec)
+
+    def _native_step(self, st: EngineState) -> native.NativeStep | None:
+        """The C step bound to ``st`` when the mode allows it and it can run, else ``None``."""
+        if self.mode not in ("auto", "native"):
+            return None
+        key = tuple(t.data_ptr() for t in st.tensors())
+        if self._native is not None and self._native_key == (key, torch.get_num_threads()):
+            return self._native
+        if self._native is not None:
+            self._native.close()
+            self._native = None
+        reason = native.unsupported(self.spec, st)
+        if reason is not None:
+            if self.mode == "native":
+                raise ValueError(f"no C step: {reason}")
+            return None
+        self._native, self._native_key = native.NativeStep(self.spec, st), (key, torch.get_num_threads())
+        return self._native
 
     def _run(self, fn: Callable, step: Callable, *args) -> None:
         """``fn(*args)``; if compiling fails, warn once and run ``step`` eagerly from now on."""
@@ -161,6 +203,7 @@ class OnlineEngine:
     def train_epoch(self, x: Tensor, y1: Tensor, order: Tensor, progress: Callable[[int], None] | None = None) -> int:
         """Learn from ``x[order[0]], x[order[1]], …`` (``x`` ``(n, d_x)``, one-hot ``y1`` ``(n, C)``); returns the updates made."""
         spec = self.spec
+        self.backend = None
         with torch.no_grad():
             st, count = bind(spec, self.model, self.memory, self.optimizer)
             st = self._keep(st)
@@ -171,6 +214,16 @@ class OnlineEngine:
                 pos, count = pos + 1, count + 1
             if progress and pos:
                 progress(pos)
+            step = self._native_step(st) if pos < n else None
+            if step is not None:
+                self.backend = "native"
+                xc, yc = x.contiguous(), y1.contiguous()
+                while pos < n:
+                    k = min(self.native_chunk, n - pos)
+                    step(xc, yc, order[pos : pos + k])
+                    pos, count, updates = pos + k, count + k, updates + k * spec.steps
+                    if progress:
+                        progress(k)
             per_update = spec.steps > 1
             fn = None if per_update else self._compiled_fn(chunk_step_)
             if fn is not None and x.device.type == "cuda":
@@ -183,6 +236,8 @@ class OnlineEngine:
                     warnings.warn(f"ibhebb engine: CUDA graph capture failed ({str(e).splitlines()[0][:200]}); running eagerly", stacklevel=2)
                 else:
                     g = self.graph_samples
+                    if pos + g <= n:
+                        self.backend = "cuda-graph"
                     while pos + g <= n:
                         idx.copy_(order[pos : pos + g])
                         graph.replay()
@@ -192,10 +247,13 @@ class OnlineEngine:
             k = self.chunk
             cur = torch.empty(k, dtype=torch.long, device=x.device)
             while fn is not None and not self.compile_failed and pos + k <= n:
+                self.backend = "compile"
                 self._run(fn, chunk_step_, st, x, y1, cur.copy_(order[pos : pos + k]))
                 pos, count, updates = pos + k, count + k, updates + k * spec.steps
                 if progress:
                     progress(k)
+            if pos < n and self.backend is None:
+                self.backend = "compile" if per_update and self._compiled_fn(leaky_update_) is not None else "eager"
             while pos < n:
                 j = order[pos : pos + 1]
                 xj, yj = x.index_select(0, j), y1.index_select(0, j)

@@ -254,20 +254,30 @@ class Trainer:
     def _fast_engine(self):
         """The online engine of :mod:`ibhebb.engine` when ``cfg.engine`` allows it and it can run this run, else ``None``."""
         if not hasattr(self, "_engine"):
-            from ..engine import compile_mode, make_engine, unsupported
+            from ..engine import engine_mode, make_engine, unsupported, worth_compiling
             from ..errors import ConfigError
 
             self._engine = None
-            if self.cfg.engine != "eager" and unsupported(self.cfg) is None:
+            cfg = self.cfg
+            if cfg.engine != "eager" and unsupported(cfg) is None:
                 try:
-                    mode = compile_mode(self.cfg, len(self.data.x_train))
-                    self._engine = make_engine(self.model, self.rule, self.optimizer, mode=mode, chunk=self.cfg.engine_chunk or None)
-                    if mode != "eager" and self.progress:
-                        print("compiling the fast engine's step (once per run; a minute or more on a CPU) ...", file=sys.stderr, flush=True)
+                    compile_ok = cfg.engine == "compile" or worth_compiling(cfg, len(self.data.x_train))
+                    self._engine = make_engine(self.model, self.rule, self.optimizer, mode=engine_mode(cfg.engine),
+                                               chunk=cfg.engine_chunk or None, torch_compile=compile_ok)
                 except ValueError as e:
-                    if self.cfg.engine == "fast":
-                        raise ConfigError(f"engine = 'fast' cannot run this config: {e}") from None
+                    if cfg.engine != "auto":
+                        raise ConfigError(f"engine = {cfg.engine!r} cannot run this config: {e}") from None
+                else:
+                    if compile_ok and not self._engine_native_ok() and self.progress:
+                        print("compiling the fast engine's step (once per run; a minute or more on a CPU) ...", file=sys.stderr, flush=True)
         return self._engine
+
+    def _engine_native_ok(self) -> bool:
+        """Whether the engine will run the C step (nothing to compile with ``torch.compile``)."""
+        from ..engine import native
+
+        w = self.model.layers()[0].weight
+        return self._engine.mode in ("auto", "native") and w.device.type == "cpu" and native.unavailable(w.dtype) is None
 
     def run(self) -> dict[str, Any]:
         cfg = self.cfg

@@ -1,0 +1,248 @@
+"""The online step in C (``native/step.c``), built with the system's C compiler on first use.
+
+:func:`chunk_native_` trains an :class:`~.step.EngineState` on a chunk of
+samples exactly as ``for j in order: sample_step_(spec, st, x[j], y[j])``
+would, in one call of a small C library per chunk and thread, with no Python
+per sample. The replicas of a chunk are split between threads; each thread
+trains its replicas one after the other over the whole chunk, so a replica's
+weights and moments stay in cache while it learns from the chunk.
+
+The library is compiled once per machine, dtype and source version with
+``cc -O3 -march=native`` into ``$IBHEBB_CACHE/native`` (default
+``~/.cache/ibhebb/native``); :func:`library` returns ``None`` (and
+:func:`unavailable` says why) when there is no working compiler, so callers
+fall back to :mod:`torch.compile` or the eager step.
+
+Examples
+--------
+>>> import torch
+>>> from ibhebb.engine.native import library, unavailable
+>>> lib = library(torch.float32)
+>>> (lib is None) == (unavailable(torch.float32) is not None)
+True
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from .step import EngineState, StepSpec
+
+MAX_LAYERS = 8
+"""Hidden layers plus the readout that the C step supports (``MAXL`` in ``step.c``)."""
+
+SOURCE = Path(__file__).with_name("native") / "step.c"
+_REAL = {torch.float32: "float", torch.float64: "double"}
+_ACTIVATIONS = {"relu": 0, "tanh": 1, "sigmoid": 2, "identity": 3}
+_VARIANTS = {"paper": 0, "first-term": 1, "exact": 2}
+_OPTIMS = {"adamw": 0, "adam": 1, "sgd": 2}
+
+_i64, _f64, _ptr = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
+
+
+class _Problem(ctypes.Structure):
+    _fields_ = [
+        ("n_hidden", _i64), ("replicas", _i64), ("window", _i64), ("steps", _i64), ("n_samples", _i64),
+        ("dims", _i64 * (MAX_LAYERS + 1)),
+        ("activation", _i64), ("layernorm", _i64), ("has_bias", _i64), ("variant", _i64), ("recompute", _i64), ("optim", _i64),
+        ("leak", _f64), ("gamma", _f64), ("sigma_x", _f64), ("sigma_y", _f64), ("sigma_z", _f64),
+        ("beta1", _f64), ("beta2", _f64), ("eps", _f64), ("momentum", _f64),
+        ("lr", _f64 * (2 * MAX_LAYERS)), ("wd", _f64 * (2 * MAX_LAYERS)),
+        ("step", _f64), ("power1", _f64), ("power2", _f64),
+        ("weight", _ptr * MAX_LAYERS), ("bias", _ptr * MAX_LAYERS),
+        ("moment1", _ptr * (2 * MAX_LAYERS)), ("moment2", _ptr * (2 * MAX_LAYERS)),
+        ("past_x", _ptr), ("past_y", _ptr), ("past_z", _ptr * MAX_LAYERS), ("kx", _ptr), ("ky", _ptr),
+        ("x_all", _ptr), ("y_all", _ptr), ("order", _ptr), ("work", _ptr),
+    ]
+
+
+_LIBS: dict = {}
+_ERRORS: dict = {}
+_LOCK = threading.Lock()
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("IBHEBB_CACHE")
+    return Path(root) / "native" if root else Path.home() / ".cache" / "ibhebb" / "native"
+
+
+def _cpu_id() -> str:
+    """What ``-march=native`` depends on: the CPU's model and flags (``/proc/cpuinfo`` where there is one)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return "\n".join(sorted({l for l in lines if l.startswith(("model name", "flags"))}))
+    except OSError:
+        return platform.processor()
+
+
+def _compile(real: str) -> Path:
+    cc = os.environ.get("CC", "cc")
+    if shutil.which(cc) is None:
+        raise RuntimeError(f"no C compiler ({cc!r} not found; set CC)")
+    flags = ["-O3", "-march=native", "-fno-math-errno", "-fopenmp-simd", "-shared", "-fPIC", f"-DREAL={real}"]
+    src = SOURCE.read_bytes()
+    key = hashlib.sha256(src + " ".join([cc, *flags, platform.machine(), _cpu_id()]).encode()).hexdigest()[:16]
+    out = cache_dir() / f"ibhebb_step_{real}_{key}.so"
+    if out.exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
+    os.close(fd)
+    try:
+        res = subprocess.run([cc, *flags, str(SOURCE), "-o", tmp, "-lm"], capture_output=True, text=True, timeout=300)
+        if res.returncode != 0:
+            raise RuntimeError(f"{cc} failed: {(res.stderr or res.stdout).strip()[:300]}")
+        os.replace(tmp, out)  # atomic: concurrent processes (a sweep) may compile at once
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out
+
+
+def library(dtype: torch.dtype):
+    """The C step for ``dtype`` (float32 or float64) as a ``ctypes`` library, or ``None`` if it cannot be built."""
+    if dtype not in _REAL:
+        return None
+    with _LOCK:
+        if dtype in _LIBS or dtype in _ERRORS:
+            return _LIBS.get(dtype)
+        try:
+            lib = ctypes.CDLL(str(_compile(_REAL[dtype])))
+            for name in ("ibhebb_begin", "ibhebb_end"):
+                getattr(lib, name).argtypes = [ctypes.POINTER(_Problem)]
+                getattr(lib, name).restype = ctypes.c_int
+            lib.ibhebb_replicas.argtypes = [ctypes.POINTER(_Problem), _i64, _i64]
+            lib.ibhebb_replicas.restype = ctypes.c_int
+            lib.ibhebb_abi.restype = _i64
+            if lib.ibhebb_abi() != 1000 * MAX_LAYERS + torch.finfo(dtype).bits // 8:
+                raise RuntimeError("the compiled step does not match this module")
+            _LIBS[dtype] = lib
+        except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+            _ERRORS[dtype] = str(e) or type(e).__name__
+        return _LIBS.get(dtype)
+
+
+def unavailable(dtype: torch.dtype) -> str | None:
+    """Why the C step cannot run in ``dtype`` here (``None`` if it can)."""
+    if dtype not in _REAL:
+        return f"no C step for {dtype}"
+    library(dtype)
+    return _ERRORS.get(dtype)
+
+
+def unsupported(spec: StepSpec, st: EngineState) -> str | None:
+    """Why :func:`chunk_native_` cannot train this state (``None`` if it can)."""
+    if spec.n_hidden + 1 > MAX_LAYERS:
+        return f"more than {MAX_LAYERS - 1} hidden layers"
+    if spec.memory not in ("buffer", "recompute"):
+        return f"memory {spec.memory!r}"
+    tensors = st.tensors()
+    if any(t.device.type != "cpu" for t in tensors):
+        return "tensors not on the CPU"
+    dtype = st.weights[0].dtype
+    if any(t.dtype != dtype for t in [*st.weights, *st.biases, *(m for ms in st.moments for m in ms), st.past_x, st.past_y, *st.past_z, st.kx, st.ky]):
+        return "mixed dtypes"
+    if not all(t.is_contiguous() for t in tensors):
+        return "non-contiguous tensors"
+    return unavailable(dtype)
+
+
+def _addr(t: Tensor) -> int:
+    return t.data_ptr()
+
+
+class NativeStep:
+    """The C step bound to one :class:`EngineState` (its tensors are used in place).
+
+    ``threads`` workers split the replicas (at most one worker per replica).
+    """
+
+    def __init__(self, spec: StepSpec, st: EngineState, threads: int | None = None):
+        reason = unsupported(spec, st)
+        if reason is not None:
+            raise ValueError(f"no C step: {reason}")
+        self.spec, self.st = spec, st
+        self.lib = library(st.weights[0].dtype)
+        replicas = st.weights[0].shape[0]
+        self.threads = max(1, min(threads or torch.get_num_threads(), replicas))
+        self._pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
+        p = _Problem()
+        p.n_hidden, p.replicas, p.window, p.steps = spec.n_hidden, replicas, spec.window, spec.steps
+        dims = [st.weights[0].shape[-1], *(w.shape[-2] for w in st.weights)]
+        for i, d in enumerate(dims):
+            p.dims[i] = d
+        p.activation, p.layernorm, p.has_bias = _ACTIVATIONS[spec.activation], int(spec.layernorm), int(bool(st.biases))
+        p.variant, p.recompute, p.optim = _VARIANTS[spec.variant], int(spec.memory == "recompute"), _OPTIMS[spec.optim.name]
+        p.leak = spec.leak or 0.0
+        p.gamma = spec.gamma
+        p.sigma_x, p.sigma_y, p.sigma_z = spec.sigmas
+        p.beta1, p.beta2 = spec.optim.betas
+        p.eps, p.momentum = spec.optim.eps, spec.optim.momentum
+        for i, w in enumerate(st.weights):
+            p.weight[i] = _addr(w)
+            if st.biases:
+                p.bias[i] = _addr(st.biases[i])
+        for j, ms in enumerate(st.moments):
+            if len(ms) > 0:
+                p.moment1[j] = _addr(ms[0])
+            if len(ms) > 1:
+                p.moment2[j] = _addr(ms[1])
+        p.past_x, p.past_y, p.kx, p.ky = _addr(st.past_x), _addr(st.past_y), _addr(st.kx), _addr(st.ky)
+        for i, z in enumerate(st.past_z):
+            p.past_z[i] = _addr(z)
+        self.problem = p
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def __call__(self, x_all: Tensor, y_all: Tensor, order: Tensor) -> None:
+        """Learn from ``x_all[order[0]], x_all[order[1]], …`` (``x_all`` ``(n, d_x)``, one-hot ``y_all``, ``order`` int64)."""
+        st, p, lib = self.st, self.problem, self.lib
+        dtype = st.weights[0].dtype
+        if x_all.dtype != dtype or y_all.dtype != dtype or not x_all.is_contiguous() or not y_all.is_contiguous():
+            raise ValueError("x_all and y_all must be contiguous and of the weights' dtype")
+        if x_all.device.type != "cpu" or order.device.type != "cpu":
+            raise ValueError("the C step runs on CPU tensors only")
+        order = order.to(torch.int64).contiguous()
+        if len(order) == 0:
+            return
+        for i, (lr, wd) in enumerate(zip(st.lr, st.wd)):
+            p.lr[i], p.wd[i] = float(lr), float(wd)
+        p.step, (p.power1, p.power2) = float(st.step), st.powers.tolist()
+        p.x_all, p.y_all, p.order, p.n_samples = _addr(x_all), _addr(y_all), _addr(order), len(order)
+        ref = ctypes.byref(p)
+        if lib.ibhebb_begin(ref) != 0:
+            raise MemoryError("the C step could not allocate its chunk")
+        replicas = int(p.replicas)
+        if self._pool is None:
+            fails = [lib.ibhebb_replicas(ref, 0, replicas)]
+        else:
+            bounds = [replicas * i // self.threads for i in range(self.threads + 1)]
+            fails = list(self._pool.map(lambda i: lib.ibhebb_replicas(ref, bounds[i], bounds[i + 1]), range(self.threads)))
+        lib.ibhebb_end(ref)
+        if any(fails):
+            raise MemoryError("the C step could not allocate its scratch memory")
+        st.step.fill_(p.step)
+        st.powers.copy_(torch.tensor([p.power1, p.power2], dtype=st.powers.dtype))
+
+
+def chunk_native_(spec: StepSpec, st: EngineState, x_all: Tensor, y_all: Tensor, order: Tensor) -> None:
+    """:func:`~.step.chunk_step_` in C (builds a :class:`NativeStep` for this call; keep one to call it often)."""
+    step = NativeStep(spec, st)
+    try:
+        step(x_all, y_all, order)
+    finally:
+        step.close()

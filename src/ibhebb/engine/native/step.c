@@ -1,0 +1,515 @@
+/*
+ * The online biohsic step of ibhebb.engine.step, hand-written in C.
+ *
+ * One call of ibhebb_replicas() trains replicas [r0, r1) on the K samples of
+ * a chunk, one replica after the other: each replica's weights and moments
+ * (about 1.3 MB for the paper's MNIST network) stay in cache for the whole
+ * chunk instead of being streamed from memory once per sample.  Everything
+ * the replicas share (the window's inputs and labels, their kernel matrices
+ * and the optimiser's bias corrections) is prepared once per chunk by
+ * ibhebb_begin() and written back by ibhebb_end().  Several threads may run
+ * ibhebb_replicas() on disjoint replica ranges between the two.
+ *
+ * Same arithmetic as step.py (MATH §3-§5): per update, the forward pass, the
+ * global factor xi of each hidden layer from its window, its pull-back through
+ * LayerNorm and the activation (the local factor), the readout's softmax
+ * gradient over the window, then one AdamW / Adam / SGD step of every
+ * parameter.  A hidden layer's weight gradient is the outer product
+ * delta h^T: it is formed element by element inside the optimiser's loop and
+ * never stored.  REAL is float or double (one library per dtype).
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <tgmath.h> /* sqrt, exp, tanh of a float stay float */
+
+#ifndef REAL
+#define REAL float
+#endif
+typedef REAL real;
+
+#define MAXL 8
+#define LN_EPS 1e-5
+
+enum { ACT_RELU, ACT_TANH, ACT_SIGMOID, ACT_IDENTITY };
+enum { XI_PAPER, XI_FIRST_TERM, XI_EXACT };
+enum { OPT_ADAMW, OPT_ADAM, OPT_SGD };
+
+typedef struct {
+    int64_t n_hidden, replicas, window, steps, n_samples;
+    int64_t dims[MAXL + 1]; /* d_x, d_1 .. d_L, C */
+    int64_t activation, layernorm, has_bias, variant, recompute, optim;
+    double leak; /* dt / tau_m of a leaky network, 0 for the static one */
+    double gamma, sigma_x, sigma_y, sigma_z;
+    double beta1, beta2, eps, momentum;
+    double lr[2 * MAXL], wd[2 * MAXL]; /* per parameter, params() order */
+    double step, power1, power2;       /* in and out */
+    real *weight[MAXL], *bias[MAXL];
+    real *moment1[2 * MAXL], *moment2[2 * MAXL];
+    real *past_x, *past_y, *past_z[MAXL], *kx, *ky;
+    const real *x_all, *y_all;
+    const int64_t *order;
+    void *work;
+} Problem;
+
+typedef struct {
+    int64_t M, S, K, U;
+    const real **xrow, **yrow; /* S rows: the M past samples, then the chunk's */
+    real *kxb, *kyb;           /* K x M: kernel of sample M+k with the M before it */
+    real *sig;                 /* K x N: s (paper, first-term) or row N-1 of H(Kx - gamma Ky)H (exact) */
+    double *p1, *p2;           /* U: (beta1^t, beta2^t) after each update */
+} Work;
+
+/* -- small vector helpers ------------------------------------------------------------------ */
+
+static inline real dot(const real *restrict a, const real *restrict b, int64_t n) {
+    real acc = 0;
+#pragma omp simd reduction(+ : acc)
+    for (int64_t j = 0; j < n; j++) acc += a[j] * b[j];
+    return acc;
+}
+
+static inline real sqdist(const real *restrict a, const real *restrict b, int64_t n) {
+    real acc = 0;
+#pragma omp simd reduction(+ : acc)
+    for (int64_t j = 0; j < n; j++) {
+        real d = a[j] - b[j];
+        acc += d * d;
+    }
+    return acc;
+}
+
+static inline real gauss(real sq, double sigma, int64_t d) {
+    return (real)exp(-(double)(sq / (real)(2.0 * sigma * sigma * (double)d)));
+}
+
+/* -- the shared part of a chunk ------------------------------------------------------------ */
+
+/* k(v_hi, v_lo) of two window entries (sequence positions), hi > lo. */
+static inline real kval(const Work *w, const real *band, const real *past, int64_t hi, int64_t lo) {
+    int64_t M = w->M;
+    if (hi == lo) return 1;
+    if (hi < lo) { int64_t t = hi; hi = lo; lo = t; }
+    if (hi >= M) return band[(hi - M) * M + (lo - hi + M)];
+    return past[hi * M + lo];
+}
+
+int ibhebb_begin(Problem *P) {
+    int64_t N = P->window, M = N - 1, K = P->n_samples, S = M + K, U = K * P->steps;
+    int64_t dx = P->dims[0], C = P->dims[P->n_hidden + 1];
+    Work *w = calloc(1, sizeof(Work));
+    if (!w) return 1;
+    w->M = M; w->S = S; w->K = K; w->U = U;
+    w->xrow = malloc(sizeof(real *) * S);
+    w->yrow = malloc(sizeof(real *) * S);
+    w->kxb = malloc(sizeof(real) * (K * M + 1));
+    w->kyb = malloc(sizeof(real) * (K * M + 1));
+    w->sig = malloc(sizeof(real) * (K * N + 1));
+    w->p1 = malloc(sizeof(double) * (U + 1));
+    w->p2 = malloc(sizeof(double) * (U + 1));
+    if (!w->xrow || !w->yrow || !w->kxb || !w->kyb || !w->sig || !w->p1 || !w->p2) return 1;
+    for (int64_t q = 0; q < M; q++) {
+        w->xrow[q] = P->past_x + q * dx;
+        w->yrow[q] = P->past_y + q * C;
+    }
+    for (int64_t k = 0; k < K; k++) {
+        w->xrow[M + k] = P->x_all + P->order[k] * dx;
+        w->yrow[M + k] = P->y_all + P->order[k] * C;
+    }
+    for (int64_t k = 0; k < K; k++) {
+        int64_t t = M + k;
+        for (int64_t q = 0; q < M; q++) {
+            int64_t p = t - M + q;
+            w->kxb[k * M + q] = gauss(sqdist(w->xrow[p], w->xrow[t], dx), P->sigma_x, dx);
+            w->kyb[k * M + q] = gauss(sqdist(w->yrow[p], w->yrow[t], C), P->sigma_y, C);
+        }
+    }
+    real *kx = malloc(sizeof(real) * N * N), *ky = malloc(sizeof(real) * N * N);
+    if (!kx || !ky) return 1;
+    real g = (real)P->gamma;
+    for (int64_t k = 0; k < K; k++) {
+        int64_t t0 = k; /* the window of sample M+k starts at position k */
+        for (int64_t i = 0; i < N; i++)
+            for (int64_t j = 0; j < N; j++) {
+                kx[i * N + j] = kval(w, w->kxb, P->kx, t0 + i, t0 + j);
+                ky[i * N + j] = kval(w, w->kyb, P->ky, t0 + i, t0 + j);
+            }
+        real *s = w->sig + k * N;
+        if (P->variant == XI_EXACT) {
+            real total = 0, last = 0;
+            for (int64_t i = 0; i < N; i++) {
+                real rowsum = 0;
+                for (int64_t j = 0; j < N; j++) rowsum += kx[i * N + j] - g * ky[i * N + j];
+                total += rowsum;
+                if (i == N - 1) last = rowsum / (real)N;
+            }
+            total = total / (real)(N * N);
+            for (int64_t j = 0; j < N; j++) {
+                real colsum = 0;
+                for (int64_t i = 0; i < N; i++) colsum += kx[i * N + j] - g * ky[i * N + j];
+                real d = kx[(N - 1) * N + j] - g * ky[(N - 1) * N + j];
+                s[j] = d - last - colsum / (real)N + total;
+            }
+        } else {
+            for (int64_t i = 0; i < N; i++) {
+                real sx = 0, sy = 0;
+                for (int64_t j = 0; j < N; j++) { sx += kx[i * N + j]; sy += ky[i * N + j]; }
+                s[i] = (1 - sx / (real)N) - g * (1 - sy / (real)N);
+            }
+        }
+    }
+    free(kx);
+    free(ky);
+    double p1 = P->power1, p2 = P->power2;
+    for (int64_t u = 0; u < U; u++) {
+        p1 *= P->beta1;
+        p2 *= P->beta2;
+        w->p1[u] = p1;
+        w->p2[u] = p2;
+    }
+    P->work = w;
+    return 0;
+}
+
+/* Write the window (last M samples, their kernels) and the step count back; free the chunk's data. */
+int ibhebb_end(Problem *P) {
+    Work *w = P->work;
+    int64_t M = w->M, S = w->S, dx = P->dims[0], C = P->dims[P->n_hidden + 1];
+    if (M > 0) {
+        real *nx = malloc(sizeof(real) * M * dx), *ny = malloc(sizeof(real) * M * C);
+        real *nkx = malloc(sizeof(real) * M * M), *nky = malloc(sizeof(real) * M * M);
+        if (!nx || !ny || !nkx || !nky) return 1;
+        for (int64_t q = 0; q < M; q++) {
+            memcpy(nx + q * dx, w->xrow[S - M + q], sizeof(real) * dx);
+            memcpy(ny + q * C, w->yrow[S - M + q], sizeof(real) * C);
+            for (int64_t j = 0; j < M; j++) {
+                nkx[q * M + j] = kval(w, w->kxb, P->kx, S - M + q, S - M + j);
+                nky[q * M + j] = kval(w, w->kyb, P->ky, S - M + q, S - M + j);
+            }
+        }
+        memcpy(P->past_x, nx, sizeof(real) * M * dx);
+        memcpy(P->past_y, ny, sizeof(real) * M * C);
+        memcpy(P->kx, nkx, sizeof(real) * M * M);
+        memcpy(P->ky, nky, sizeof(real) * M * M);
+        free(nx); free(ny); free(nkx); free(nky);
+    }
+    if (w->U > 0) {
+        P->power1 = w->p1[w->U - 1];
+        P->power2 = w->p2[w->U - 1];
+    }
+    P->step += (double)w->U;
+    free(w->xrow); free(w->yrow); free(w->kxb); free(w->kyb); free(w->sig); free(w->p1); free(w->p2);
+    free(w);
+    P->work = NULL;
+    return 0;
+}
+
+/* -- one replica ----------------------------------------------------------------------------- */
+
+typedef struct {
+    real *a[MAXL], *r[MAXL], *z[MAXL], *u[MAXL], *delta[MAXL];
+    real *zseq[MAXL];       /* buffer: S x d_l, the window's outputs then the chunk's */
+    real *pz[MAXL], *pu[MAXL], *pa[MAXL], *pr[MAXL]; /* recompute: M x d_l past outputs; potentials, scratch */
+    real *alpha, *xi, *logits, *dout, *gw, *gb;
+} Scratch;
+
+typedef struct {
+    real decay, one_m_b1, b2, one_m_b2, inv_bias2_sqrt, step_size, eps, lr, wd, momentum;
+} OptConst;
+
+static OptConst opt_const(const Problem *P, const Work *w, int64_t pi, int64_t u) {
+    OptConst c;
+    double lr = P->lr[pi], wd = P->wd[pi];
+    c.decay = (real)(1.0 - lr * wd);
+    c.one_m_b1 = (real)(1.0 - P->beta1);
+    c.b2 = (real)P->beta2;
+    c.one_m_b2 = (real)(1.0 - P->beta2);
+    c.inv_bias2_sqrt = (real)(1.0 / sqrt(1.0 - w->p2[u]));
+    c.step_size = (real)(lr / (1.0 - w->p1[u]));
+    c.eps = (real)P->eps;
+    c.lr = (real)lr;
+    c.wd = (real)wd;
+    c.momentum = (real)P->momentum;
+    return c;
+}
+
+/* One optimiser step of n elements; the gradient is g[j], or (d * h[j]) * sc when g is NULL. */
+static void opt_step(int64_t kind, const OptConst *c, real *restrict p, real *restrict m, real *restrict v,
+                     const real *restrict g, real d, const real *restrict h, real sc, int64_t n) {
+    if (kind == OPT_ADAMW || kind == OPT_ADAM) {
+        int adamw = kind == OPT_ADAMW;
+#pragma omp simd
+        for (int64_t j = 0; j < n; j++) {
+            real gj = g ? g[j] : (d * h[j]) * sc;
+            real pj = p[j];
+            if (adamw) pj = pj * c->decay;
+            else gj = gj + c->wd * pj;
+            real mj = m[j] + c->one_m_b1 * (gj - m[j]);
+            real vj = v[j] * c->b2 + c->one_m_b2 * gj * gj;
+            m[j] = mj;
+            v[j] = vj;
+            p[j] = pj - mj / (sqrt(vj) * c->inv_bias2_sqrt + c->eps) * c->step_size;
+        }
+    } else if (m) {
+#pragma omp simd
+        for (int64_t j = 0; j < n; j++) {
+            real gj = g ? g[j] : (d * h[j]) * sc;
+            real bj = m[j] * c->momentum + (gj + c->wd * p[j]);
+            m[j] = bj;
+            p[j] = p[j] - c->lr * bj;
+        }
+    } else {
+#pragma omp simd
+        for (int64_t j = 0; j < n; j++) {
+            real gj = g ? g[j] : (d * h[j]) * sc;
+            p[j] = p[j] - c->lr * (gj + c->wd * p[j]);
+        }
+    }
+}
+
+static inline real act(real a, int64_t kind) {
+    switch (kind) {
+    case ACT_RELU: return a > 0 ? a : 0;
+    case ACT_TANH: return (real)tanh(a);
+    case ACT_SIGMOID: return (real)(1.0 / (1.0 + exp(-(double)a)));
+    default: return a;
+    }
+}
+
+/* z = LN(act(a)) of one layer, a = u + leak (W h + b - u) (leaky) or W h + b. */
+static void layer_forward(const Problem *P, int64_t l, int64_t rep, const real *h, const real *u, real *a, real *r, real *z) {
+    int64_t din = P->dims[l], dout = P->dims[l + 1];
+    const real *W = P->weight[l] + rep * dout * din;
+    const real *b = P->has_bias ? P->bias[l] + rep * dout : NULL;
+    real leak = (real)P->leak;
+    for (int64_t i = 0; i < dout; i++) {
+        real drive = dot(W + i * din, h, din);
+        if (b) drive = drive + b[i];
+        a[i] = P->leak > 0 ? u[i] + leak * (drive - u[i]) : drive;
+        r[i] = act(a[i], P->activation);
+    }
+    if (!P->layernorm) {
+        memcpy(z, r, sizeof(real) * dout);
+        return;
+    }
+    real mean = 0, var = 0;
+    for (int64_t i = 0; i < dout; i++) mean += r[i];
+    mean = mean / (real)dout;
+    for (int64_t i = 0; i < dout; i++) { real d = r[i] - mean; z[i] = d; var += d * d; }
+    var = var / (real)dout;
+    real inv = (real)(1.0 / sqrt((double)(var + (real)LN_EPS)));
+    for (int64_t i = 0; i < dout; i++) z[i] = z[i] * inv;
+}
+
+/* The hidden outputs of past inputs with the current weights, T steps from rest (the recompute memory). */
+static void represent_past(const Problem *P, const Work *w, Scratch *s, int64_t rep, int64_t t) {
+    int64_t M = w->M, T = P->steps;
+    for (int64_t q = 0; q < M; q++) {
+        const real *x = w->xrow[t - M + q];
+        for (int64_t l = 0; l < P->n_hidden; l++) memset(s->pu[l], 0, sizeof(real) * P->dims[l + 1]);
+        for (int64_t step = 0; step < T; step++) {
+            const real *h = x;
+            for (int64_t l = 0; l < P->n_hidden; l++) {
+                int64_t d = P->dims[l + 1];
+                real *zq = s->pz[l] + q * d;
+                layer_forward(P, l, rep, h, s->pu[l], s->pa[l], s->pr[l], zq);
+                memcpy(s->pu[l], s->pa[l], sizeof(real) * d);
+                h = zq;
+            }
+        }
+    }
+}
+
+static inline const real *past_row(const Problem *P, const Scratch *s, int64_t l, int64_t t, int64_t M, int64_t q) {
+    int64_t d = P->dims[l + 1];
+    return P->recompute ? s->pz[l] + q * d : s->zseq[l] + (t - M + q) * d;
+}
+
+/* One update of replica rep for the sample at sequence position t (its u-th update of the chunk). */
+static void update(const Problem *P, const Work *w, Scratch *s, int64_t rep, int64_t t, int64_t u) {
+    int64_t L = P->n_hidden, N = P->window, M = w->M, k = t - M, C = P->dims[L + 1];
+    const real *x = w->xrow[t];
+    real sc = P->leak > 0 ? (real)P->leak : 1;
+    for (int64_t l = 0; l < L; l++)
+        layer_forward(P, l, rep, l ? s->z[l - 1] : x, s->u[l], s->a[l], s->r[l], s->z[l]);
+    if (P->recompute) represent_past(P, w, s, rep, t);
+
+    /* xi of each hidden layer, pulled back to its preactivation */
+    const real *sig = w->sig + k * N;
+    real norm = (real)(1.0 / (double)((N - 1) * (N - 1)));
+    for (int64_t l = 0; l < L; l++) {
+        int64_t d = P->dims[l + 1];
+        const real *z0 = s->z[l];
+        real coef = (real)(2.0 / (P->sigma_z * P->sigma_z * (double)d));
+        real *xi = s->xi;
+        memset(xi, 0, sizeof(real) * d);
+        if (P->variant == XI_EXACT) {
+            for (int64_t q = 0; q < M; q++) {
+                const real *zp = past_row(P, s, l, t, M, q);
+                real kz = coef * gauss(sqdist(z0, zp, d), P->sigma_z, d);
+                for (int64_t i = 0; i < d; i++) xi[i] += sig[q] * (kz * (z0[i] - zp[i]));
+            }
+            for (int64_t i = 0; i < d; i++) xi[i] = -norm * xi[i];
+        } else {
+            real *abar = s->alpha; /* sum over p of alpha_p, then the s-weighted sum */
+            memset(abar, 0, sizeof(real) * d);
+            for (int64_t q = 0; q < M; q++) {
+                const real *zp = past_row(P, s, l, t, M, q);
+                real kz = coef * gauss(sqdist(z0, zp, d), P->sigma_z, d);
+                for (int64_t i = 0; i < d; i++) {
+                    real al = kz * (z0[i] - zp[i]);
+                    abar[i] += al;
+                    xi[i] += sig[q] * al;
+                }
+            }
+            real s0 = sig[N - 1];
+            for (int64_t i = 0; i < d; i++) {
+                real v = s0 * (abar[i] / (real)N);
+                if (P->variant == XI_PAPER) v = v + xi[i] / (real)N;
+                xi[i] = norm * v;
+            }
+        }
+        real *cot = s->delta[l];
+        const real *a = s->a[l], *r = s->r[l];
+        if (P->layernorm) {
+            real mean = 0, var = 0, mc = 0, mcz = 0;
+            for (int64_t i = 0; i < d; i++) mean += r[i];
+            mean = mean / (real)d;
+            for (int64_t i = 0; i < d; i++) { real dd = r[i] - mean; var += dd * dd; }
+            var = var / (real)d;
+            real inv = (real)(1.0 / sqrt((double)(var + (real)LN_EPS)));
+            for (int64_t i = 0; i < d; i++) { mc += xi[i]; mcz += xi[i] * z0[i]; }
+            mc = mc / (real)d;
+            mcz = mcz / (real)d;
+            for (int64_t i = 0; i < d; i++) cot[i] = inv * (xi[i] - mc - z0[i] * mcz);
+        } else {
+            memcpy(cot, xi, sizeof(real) * d);
+        }
+        for (int64_t i = 0; i < d; i++) {
+            switch (P->activation) {
+            case ACT_RELU: cot[i] = cot[i] * (real)(a[i] > 0); break;
+            case ACT_TANH: cot[i] = cot[i] * (1 - r[i] * r[i]); break;
+            case ACT_SIGMOID: cot[i] = cot[i] * r[i] * (1 - r[i]); break;
+            default: break;
+            }
+        }
+    }
+
+    /* readout: softmax cross-entropy over the window of the last hidden layer */
+    int64_t dL = P->dims[L];
+    const real *Wo = P->weight[L] + rep * C * dL;
+    const real *bo = P->has_bias ? P->bias[L] + rep * C : NULL;
+    memset(s->gw, 0, sizeof(real) * C * dL);
+    memset(s->gb, 0, sizeof(real) * C);
+    for (int64_t p = 0; p < N; p++) {
+        const real *hp = p < M ? past_row(P, s, L - 1, t, M, p) : s->z[L - 1];
+        const real *yp = w->yrow[t - M + p];
+        real *lg = s->logits, mx = -INFINITY, sum = 0;
+        for (int64_t c = 0; c < C; c++) {
+            lg[c] = dot(Wo + c * dL, hp, dL);
+            if (bo) lg[c] = lg[c] + bo[c];
+            if (lg[c] > mx) mx = lg[c];
+        }
+        for (int64_t c = 0; c < C; c++) { lg[c] = (real)exp((double)(lg[c] - mx)); sum += lg[c]; }
+        for (int64_t c = 0; c < C; c++) {
+            real dc = (lg[c] / sum - yp[c]) / (real)N;
+            s->gb[c] += dc;
+            real *row = s->gw + c * dL;
+            for (int64_t j = 0; j < dL; j++) row[j] += dc * hp[j];
+        }
+    }
+
+    /* one optimiser step of every parameter */
+    for (int64_t l = 0; l <= L; l++) {
+        int64_t din = P->dims[l], dout = P->dims[l + 1];
+        int64_t pw = P->has_bias ? 2 * l : l, pb = 2 * l + 1;
+        OptConst cw = opt_const(P, w, pw, u);
+        real *W = P->weight[l] + rep * dout * din;
+        real *m1 = P->moment1[pw] ? P->moment1[pw] + rep * dout * din : NULL;
+        real *m2 = P->moment2[pw] ? P->moment2[pw] + rep * dout * din : NULL;
+        if (l < L) {
+            const real *h = l ? s->z[l - 1] : x;
+            for (int64_t i = 0; i < dout; i++)
+                opt_step(P->optim, &cw, W + i * din, m1 ? m1 + i * din : NULL, m2 ? m2 + i * din : NULL, NULL,
+                         s->delta[l][i], h, sc, din);
+        } else {
+            opt_step(P->optim, &cw, W, m1, m2, s->gw, 0, NULL, 1, dout * din);
+        }
+        if (P->has_bias) {
+            OptConst cb = opt_const(P, w, pb, u);
+            real *b = P->bias[l] + rep * dout;
+            real *b1 = P->moment1[pb] ? P->moment1[pb] + rep * dout : NULL;
+            real *b2 = P->moment2[pb] ? P->moment2[pb] + rep * dout : NULL;
+            if (l < L) {
+                real *g = s->xi; /* free again: delta scaled like the weight gradient */
+                for (int64_t i = 0; i < dout; i++) g[i] = s->delta[l][i] * sc;
+                opt_step(P->optim, &cb, b, b1, b2, g, 0, NULL, 1, dout);
+            } else {
+                opt_step(P->optim, &cb, b, b1, b2, s->gb, 0, NULL, 1, dout);
+            }
+        }
+    }
+}
+
+/* Zeroed and 64-byte aligned: a vectorised sum's order depends on its operands' alignment, so
+ * scratch memory must not land wherever a thread's allocator puts it (that broke reproducibility). */
+static void *alloc_real(int64_t n) {
+    size_t bytes = ((size_t)(n > 0 ? n : 1) * sizeof(real) + 63) / 64 * 64;
+    void *p = aligned_alloc(64, bytes);
+    if (p) memset(p, 0, bytes);
+    return p;
+}
+
+int ibhebb_replicas(Problem *P, int64_t r0, int64_t r1) {
+    const Work *w = P->work;
+    int64_t L = P->n_hidden, M = w->M, S = w->S, K = w->K, T = P->steps, N = P->window;
+    int64_t dmax = 1;
+    for (int64_t l = 1; l <= L + 1; l++) if (P->dims[l] > dmax) dmax = P->dims[l];
+    Scratch s;
+    memset(&s, 0, sizeof s);
+    int fail = 0;
+    for (int64_t l = 0; l < L; l++) {
+        int64_t d = P->dims[l + 1];
+        fail |= !(s.a[l] = alloc_real(d)) | !(s.r[l] = alloc_real(d)) | !(s.z[l] = alloc_real(d));
+        fail |= !(s.u[l] = alloc_real(d)) | !(s.delta[l] = alloc_real(d));
+        if (P->recompute) {
+            fail |= !(s.pz[l] = alloc_real(M * d)) | !(s.pu[l] = alloc_real(d)) | !(s.pa[l] = alloc_real(d)) | !(s.pr[l] = alloc_real(d));
+        } else {
+            fail |= !(s.zseq[l] = alloc_real(S * d));
+        }
+    }
+    int64_t C = P->dims[L + 1];
+    fail |= !(s.alpha = alloc_real(dmax)) | !(s.xi = alloc_real(dmax)) | !(s.logits = alloc_real(C));
+    fail |= !(s.dout = alloc_real(N * C)) | !(s.gw = alloc_real(C * P->dims[L])) | !(s.gb = alloc_real(C));
+    if (!fail) {
+        for (int64_t rep = r0; rep < r1; rep++) {
+            if (!P->recompute)
+                for (int64_t l = 0; l < L; l++)
+                    memcpy(s.zseq[l], P->past_z[l] + rep * M * P->dims[l + 1], sizeof(real) * M * P->dims[l + 1]);
+            for (int64_t k = 0; k < K; k++) {
+                int64_t t = M + k;
+                for (int64_t l = 0; l < L; l++) memset(s.u[l], 0, sizeof(real) * P->dims[l + 1]);
+                for (int64_t step = 0; step < T; step++) {
+                    update(P, w, &s, rep, t, k * T + step);
+                    if (T > 1)
+                        for (int64_t l = 0; l < L; l++) memcpy(s.u[l], s.a[l], sizeof(real) * P->dims[l + 1]);
+                }
+                if (!P->recompute)
+                    for (int64_t l = 0; l < L; l++)
+                        memcpy(s.zseq[l] + t * P->dims[l + 1], s.z[l], sizeof(real) * P->dims[l + 1]);
+            }
+            if (!P->recompute)
+                for (int64_t l = 0; l < L; l++)
+                    memcpy(P->past_z[l] + rep * M * P->dims[l + 1], s.zseq[l] + (S - M) * P->dims[l + 1],
+                           sizeof(real) * M * P->dims[l + 1]);
+        }
+    }
+    for (int64_t l = 0; l < L; l++) {
+        free(s.a[l]); free(s.r[l]); free(s.z[l]); free(s.u[l]); free(s.delta[l]);
+        free(s.zseq[l]); free(s.pz[l]); free(s.pu[l]); free(s.pa[l]); free(s.pr[l]);
+    }
+    free(s.alpha); free(s.xi); free(s.logits); free(s.dout); free(s.gw); free(s.gb);
+    return fail;
+}
+
+int64_t ibhebb_abi(void) { return 1000 * MAXL + (int64_t)sizeof(real); }
