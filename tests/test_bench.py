@@ -18,6 +18,17 @@ def test_bench_rows_table_and_json(tmp_path):
     assert "| backprop (batch 6) | - | eager | 2 |" in table and result["gemm_gflops"] > 0
 
 
+def test_bench_native_rows():
+    result = run_bench("cpu", steps=24, replicas=(1, 3), progress=False, groups=("buffer", "lif"), engines=("native",), lif_steps=2)
+    rows = result["rows"]
+    assert [(r["rule"], r["engine"], r["replicas"]) for r in rows] == [
+        ("biohsic", "native", 1), ("biohsic (LIF, T=2)", "native", 1), ("biohsic", "native", 3), ("biohsic (LIF, T=2)", "native", 3)]
+    for r in rows:
+        assert r["chunk"] == 256 and r["limit_ratio"] > 0 and r["cache_limit_ratio"] > 0
+    assert result["cache_bandwidth_gb_s"] > 0
+    assert "| biohsic | buffer | native | 3 |" in markdown(result)
+
+
 def test_update_cost_counts_replicas_and_recompute():
     f1, b1 = update_cost("biohsic", "buffer", 1)
     f30, b30 = update_cost("biohsic", "buffer", 30)
@@ -26,7 +37,8 @@ def test_update_cost_counts_replicas_and_recompute():
     assert b1 == 6 * 4 * (784 * 128 + 128 + 128 * 64 + 64 + 64 * 10 + 10)
 
 
-@pytest.mark.parametrize("args", [["--rows", "nope"], ["--replicas", "1,x"], ["--chunk", "-1"], ["--device", "tpu"]])
+@pytest.mark.parametrize("args", [["--rows", "nope"], ["--replicas", "1,x"], ["--chunk", "-1"], ["--device", "tpu"],
+                                  ["--engines", "fast"], ["--engines", "native", "--device", "cuda"]])
 def test_bench_cli_refuses_bad_arguments(args):
     out = subprocess.run([sys.executable, "-m", "ibhebb", "bench", *args], capture_output=True, text=True)
     assert out.returncode == 2 and "Traceback" not in out.stderr

@@ -129,3 +129,113 @@ def test_trainer_uses_the_native_step_and_config_names_it(tmp_path):
         assert t._fast_engine().backend == "native"
     with pytest.raises(ConfigError, match="engine = 'native' cannot run"):
         load_config("configs/fig5-mnist-backprop.toml", ["engine=native"])
+
+
+def reservoir_file(path, dtype="float64", hidden=(5, 4), steps=4, feedback=True, x_dim=6, classes=3):
+    """A small pre-trained reservoir bank for the test network of ``test_engine`` (6 inputs, 3 classes)."""
+    from ibhebb.reservoir.pretrain import PretrainConfig, pretrain
+
+    cfg = PretrainConfig()
+    cfg.dtype = dtype
+    cfg.reservoir.units, cfg.reservoir.steps, cfg.reservoir.feedback = 30, steps, feedback
+    cfg.target.x_dim, cfg.target.classes, cfg.target.hidden = x_dim, classes, list(hidden)
+    cfg.target.window, cfg.target.gamma, cfg.target.sigmas = 4, 2.0, [0.6, 0.4, 0.9]
+    cfg.stream.x, cfg.stream.samples, cfg.stream.test_samples = "uniform", 40, 10
+    pretrain(cfg, path, progress=False)
+    return path
+
+
+def build_reservoir(kind, path, replicas=3, dtype=torch.float64, reservoir_dtype=None):
+    from ibhebb.config import RuleConfig
+    from ibhebb.models import MLP, LeakyMLP
+    from ibhebb.rules import make_rule
+
+    cls = LeakyMLP if kind == "lif" else MLP
+    extra = dict(tau_m=4.0, dt=1.0, steps=3) if kind == "lif" else {}
+    model = cls(6, [5, 4], 3, replicas=replicas, seed=0, **extra).to(dtype)
+    cfg = RuleConfig(variant="paper", memory="reservoir", window=4, gamma=2.0, sigmas=[0.6, 0.4, 0.9], reservoir=str(path))
+    rule = make_rule("biohsic", model, cfg)
+    rule.memory.to(reservoir_dtype or dtype)  # the memory loads a file into float32; the test runs in float64
+    opt = torch.optim.AdamW(rule.trainable(), lr=3e-2, betas=(0.9, 0.99), weight_decay=1e-2)
+    return model, rule, opt
+
+
+@pytest.mark.parametrize("kind", ["mlp", "lif"])
+def test_native_reservoir_memory_equals_its_own_loop(tmp_path, kind):
+    """ξ from the frozen reservoirs, in C: same weights, reservoir state and diagnostics as the memory's own loop (float64)."""
+    path = reservoir_file(tmp_path / "res.pt")
+    ref, fast = build_reservoir(kind, path), build_reservoir(kind, path)
+    engine = make_engine(*fast, mode="native")
+    x, y = stream(30)
+    y1 = torch.nn.functional.one_hot(y, C).double()
+    for e, n in enumerate((9, 30)):
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(e))
+        assert engine.train_epoch(x, y1, order) == eager_epoch(ref[1], ref[2], x, y, order)
+        assert engine.backend == "native"
+        da, db = ref[1].memory.diagnostics(), fast[1].memory.diagnostics()
+        assert da["xi_samples"] == db["xi_samples"]
+        for k in ("xi_correlation", "xi_nmse"):
+            assert db[k] == pytest.approx(da[k], rel=1e-9)
+    for pa, pb in zip(ref[0].parameters(), fast[0].parameters()):
+        torch.testing.assert_close(pa, pb, rtol=1e-10, atol=1e-12)
+    for sa, sb in zip(ref[1].memory.state, fast[1].memory.state):
+        torch.testing.assert_close(sa, sb, rtol=1e-10, atol=1e-12)
+    moved = (ref[0].hidden[0].weight - build_reservoir(kind, path)[0].hidden[0].weight).abs().max()
+    assert moved > 1e-3
+    # the reservoir's ξ is not the buffer's: the same network with the buffer memory ends elsewhere
+    buf = build("mlp" if kind == "mlp" else "lif", "buffer", "paper", 3)
+    assert (buf[0].hidden[0].weight - ref[0].hidden[0].weight).abs().max() > 1e-3 or kind == "lif"
+
+
+def test_reservoir_memory_without_the_c_step_is_refused_by_the_engine(tmp_path):
+    path = reservoir_file(tmp_path / "res.pt")
+    for mode in ("compile", "eager"):
+        with pytest.raises(ValueError, match="C step only"):
+            make_engine(*build_reservoir("mlp", path), mode=mode)
+    noisy = build_reservoir("mlp", path)
+    noisy[1].memory.noise_out = 0.1
+    with pytest.raises(ValueError, match="noisy reservoir"):
+        make_engine(*noisy, mode="auto").train_epoch(*[t for t in (stream(8)[0], torch.eye(3)[stream(8)[1]].double())],
+                                                      torch.arange(8))
+    engine = make_engine(*build_reservoir("mlp", path, reservoir_dtype=torch.float32), mode="auto")
+    with pytest.raises(ValueError, match="float32 reservoir"):
+        engine.train_epoch(stream(8)[0], torch.eye(3)[stream(8)[1]].double(), torch.arange(8))
+
+
+def test_trainer_runs_the_reservoir_memory_in_c_and_falls_back_when_it_cannot(tmp_path):
+    from ibhebb.config import load_config
+    from ibhebb.train import Trainer
+
+    path = reservoir_file(tmp_path / "res.pt", dtype="float32", hidden=(4,), x_dim=2, classes=2)
+    base = ["data.name=xor", "data.n_train=40", "data.n_test=20", "model.hidden=[4]", "model.steps=4", "rule.window=4",
+            "seeds=2", "eval.hsic_samples=0", "eval.train_samples=0", "rule.memory=reservoir", f"rule.reservoir='{path}'",
+            "rule.sigmas=[0.6,0.4,0.9]", "rule.gamma=2.0", "epochs=1"]
+    t = Trainer(load_config("configs/fig4-xor.toml", base), tmp_path / "a", progress=False)
+    t.run()
+    assert t._fast_engine() is not None and t._fast_engine().backend == "native"
+    t = Trainer(load_config("configs/fig4-xor.toml", base + ["engine=eager"]), tmp_path / "b", progress=False)
+    t.run()
+    assert t._fast_engine() is None
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "identity"])
+@pytest.mark.parametrize("layernorm,bias", [(True, False), (False, True)])
+def test_native_activations_layernorm_and_no_bias(activation, layernorm, bias):
+    """The network options the rule's loop supports, through the C step (float64, against that loop)."""
+    from ibhebb.config import RuleConfig
+    from ibhebb.models import MLP
+    from ibhebb.rules import make_rule
+    from test_engine import SIGMAS
+
+    def built():
+        m = MLP(6, [5, 4], 3, replicas=2, seed=0, bias=bias, activation=activation, layernorm=layernorm).double()
+        r = make_rule("biohsic", m, RuleConfig(variant="exact", memory="buffer", window=4, gamma=2.0, sigmas=SIGMAS))
+        return m, r, torch.optim.AdamW(r.trainable(), lr=3e-2, weight_decay=1e-2)
+
+    ref, fast = built(), built()
+    engine = make_engine(*fast, mode="native")
+    x, y = stream(20)
+    order = torch.randperm(20, generator=torch.Generator().manual_seed(0))
+    eager_epoch(ref[1], ref[2], x, y, order)
+    engine.train_epoch(x, torch.nn.functional.one_hot(y, C).double(), order)
+    assert_same(ref, fast)

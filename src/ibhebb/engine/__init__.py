@@ -23,7 +23,8 @@ from .step import EngineState, StepSpec, chunk_step_, fill_step_, leaky_update_,
 
 ENGINES = ("auto", "fast", "native", "compile", "eager")
 """``cfg.engine``: ``fast`` is the engine by whatever path works, ``native``/``compile`` one path only."""
-MEMORIES = ("buffer", "recompute")
+MEMORIES = ("buffer", "recompute", "reservoir")
+"""The reservoir memory runs in the C step only (on the CPU)."""
 MODELS = ("mlp", "lif-mlp")
 
 
@@ -34,6 +35,8 @@ def unsupported(cfg) -> str | None:
         return f"rule {r.name!r} is not the online rule biohsic"
     if r.memory not in MEMORIES:
         return f"memory {r.memory!r} is not one of {', '.join(MEMORIES)}"
+    if r.memory == "reservoir" and (cfg.engine == "compile" or str(cfg.device).startswith("cuda")):
+        return "the reservoir memory runs in the C step only, on the CPU"
     if cfg.model.kind not in MODELS:
         return f"model.kind {cfg.model.kind!r} is not one of {', '.join(MODELS)}"
     if cfg.optim.name not in OPTIMIZERS:
@@ -43,13 +46,14 @@ def unsupported(cfg) -> str | None:
 
 def step_spec(model, rule, optimizer) -> StepSpec:
     """The :class:`StepSpec` of a built model, ``biohsic`` rule and optimiser."""
+    from ..memory.reservoir import ReservoirMemory
     from ..memory.window import WindowMemory
     from ..models.networks import MLP, LeakyMLP
     from ..rules.biohsic import BioHSIC
 
     if type(model) not in (MLP, LeakyMLP):
         raise ValueError(f"no fast step for {type(model).__name__}")
-    if type(rule) is not BioHSIC or type(getattr(rule, "memory", None)) is not WindowMemory:
+    if type(rule) is not BioHSIC or type(getattr(rule, "memory", None)) not in (WindowMemory, ReservoirMemory):
         raise ValueError(f"no fast step for rule {type(rule).__name__} with its memory")
     hidden = model.hidden
     first = hidden[0]
@@ -63,7 +67,7 @@ def step_spec(model, rule, optimizer) -> StepSpec:
         leak=float(model.leak) if leaky else None,
         steps=int(model.steps) if leaky else 1,
         window=int(rule.memory.window_size),
-        memory=rule.memory.mode,
+        memory=rule.memory.mode,  # "buffer", "recompute" or "reservoir"
         variant=rule.variant,
         gamma=float(rule.gamma),
         sigmas=tuple(float(s) for s in rule.sigmas),

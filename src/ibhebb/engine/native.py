@@ -64,6 +64,10 @@ class _Problem(ctypes.Structure):
         ("moment1", _ptr * (2 * MAX_LAYERS)), ("moment2", _ptr * (2 * MAX_LAYERS)),
         ("past_x", _ptr), ("past_y", _ptr), ("past_z", _ptr * MAX_LAYERS), ("kx", _ptr), ("ky", _ptr),
         ("x_all", _ptr), ("y_all", _ptr), ("order", _ptr), ("work", _ptr),
+        ("res_units", _i64), ("res_in", _i64), ("res_out", _i64), ("res_steps", _i64), ("res_feedback", _i64),
+        ("res_leak", _f64), ("res_gain", _f64),
+        ("res_w_rec", _ptr), ("res_w_in", _ptr), ("res_w_fb", _ptr), ("res_readout", _ptr), ("res_scale", _ptr),
+        ("res_u", _ptr), ("res_r", _ptr), ("res_ro", _ptr),
     ]
 
 
@@ -90,24 +94,27 @@ def _compile(real: str) -> Path:
     cc = os.environ.get("CC", "cc")
     if shutil.which(cc) is None:
         raise RuntimeError(f"no C compiler ({cc!r} not found; set CC)")
-    flags = ["-O3", "-march=native", "-fno-math-errno", "-fopenmp-simd", "-shared", "-fPIC", f"-DREAL={real}"]
-    src = SOURCE.read_bytes()
-    key = hashlib.sha256(src + " ".join([cc, *flags, platform.machine(), _cpu_id()]).encode()).hexdigest()[:16]
-    out = cache_dir() / f"ibhebb_step_{real}_{key}.so"
-    if out.exists():
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
-    os.close(fd)
-    try:
-        res = subprocess.run([cc, *flags, str(SOURCE), "-o", tmp, "-lm"], capture_output=True, text=True, timeout=300)
-        if res.returncode != 0:
-            raise RuntimeError(f"{cc} failed: {(res.stderr or res.stdout).strip()[:300]}")
-        os.replace(tmp, out)  # atomic: concurrent processes (a sweep) may compile at once
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return out
+    common = ["-O3", "-fno-math-errno", "-fopenmp-simd", "-shared", "-fPIC", f"-DREAL={real}"]
+    errors = []
+    for arch in (["-march=native"], []):  # some compilers (older clang on arm64) refuse -march=native
+        flags = arch + common
+        key = hashlib.sha256(SOURCE.read_bytes() + " ".join([cc, *flags, platform.machine(), _cpu_id()]).encode()).hexdigest()[:16]
+        out = cache_dir() / f"ibhebb_step_{real}_{key}.so"
+        if out.exists():
+            return out
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
+        os.close(fd)
+        try:
+            res = subprocess.run([cc, *flags, str(SOURCE), "-o", tmp, "-lm"], capture_output=True, text=True, timeout=300)
+            if res.returncode == 0:
+                os.replace(tmp, out)  # atomic: concurrent processes (a sweep) may compile at once
+                return out
+            errors.append((res.stderr or res.stdout).strip()[:300])
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    raise RuntimeError(f"{cc} failed: {errors[-1]}")
 
 
 def library(dtype: torch.dtype):
@@ -122,10 +129,10 @@ def library(dtype: torch.dtype):
             for name in ("ibhebb_begin", "ibhebb_end"):
                 getattr(lib, name).argtypes = [ctypes.POINTER(_Problem)]
                 getattr(lib, name).restype = ctypes.c_int
-            lib.ibhebb_replicas.argtypes = [ctypes.POINTER(_Problem), _i64, _i64]
+            lib.ibhebb_replicas.argtypes = [ctypes.POINTER(_Problem), _i64, _i64, _ptr]
             lib.ibhebb_replicas.restype = ctypes.c_int
             lib.ibhebb_abi.restype = _i64
-            if lib.ibhebb_abi() != 1000 * MAX_LAYERS + torch.finfo(dtype).bits // 8:
+            if lib.ibhebb_abi() != 2000 * MAX_LAYERS + torch.finfo(dtype).bits // 8:
                 raise RuntimeError("the compiled step does not match this module")
             _LIBS[dtype] = lib
         except (OSError, RuntimeError, subprocess.SubprocessError) as e:
@@ -141,12 +148,16 @@ def unavailable(dtype: torch.dtype) -> str | None:
     return _ERRORS.get(dtype)
 
 
-def unsupported(spec: StepSpec, st: EngineState) -> str | None:
-    """Why :func:`chunk_native_` cannot train this state (``None`` if it can)."""
+def unsupported(spec: StepSpec, st: EngineState, memory=None) -> str | None:
+    """Why :func:`chunk_native_` cannot train this state (with this ``ReservoirMemory``) (``None`` if it can)."""
     if spec.n_hidden + 1 > MAX_LAYERS:
         return f"more than {MAX_LAYERS - 1} hidden layers"
-    if spec.memory not in ("buffer", "recompute"):
+    if spec.memory not in ("buffer", "recompute", "reservoir"):
         return f"memory {spec.memory!r}"
+    if spec.memory == "reservoir":
+        reason = _reservoir_unsupported(memory, st)
+        if reason is not None:
+            return reason
     tensors = st.tensors()
     if any(t.device.type != "cpu" for t in tensors):
         return "tensors not on the CPU"
@@ -158,6 +169,20 @@ def unsupported(spec: StepSpec, st: EngineState) -> str | None:
     return unavailable(dtype)
 
 
+def _reservoir_unsupported(memory, st: EngineState) -> str | None:
+    if memory is None or not hasattr(memory, "reservoir"):
+        return "the reservoir memory needs its ReservoirMemory"
+    res = memory.reservoir
+    if res.noise_hidden > 0 or memory.noise_out > 0:
+        return "a noisy reservoir (its noise is drawn from torch's random stream)"
+    if res.w_rec.dtype != st.weights[0].dtype or res.w_rec.device.type != "cpu":
+        return f"a {res.w_rec.dtype} reservoir for {st.weights[0].dtype} weights"
+    dims = (st.weights[0].shape[-1], st.weights[-1].shape[-2], [w.shape[-2] for w in st.weights[:-1]])
+    if dims != (memory.x_dim, memory.classes, memory.hidden):
+        return f"a reservoir pre-trained for another network ({memory.x_dim}, {memory.classes}, {memory.hidden})"
+    return None
+
+
 def _addr(t: Tensor) -> int:
     return t.data_ptr()
 
@@ -166,13 +191,16 @@ class NativeStep:
     """The C step bound to one :class:`EngineState` (its tensors are used in place).
 
     ``threads`` workers split the replicas (at most one worker per replica).
+    With the reservoir memory, ``memory`` is the rule's ``ReservoirMemory``:
+    its state advances in place and its diagnostics accumulate as in its own loop.
     """
 
-    def __init__(self, spec: StepSpec, st: EngineState, threads: int | None = None):
-        reason = unsupported(spec, st)
+    def __init__(self, spec: StepSpec, st: EngineState, threads: int | None = None, memory=None):
+        reason = unsupported(spec, st, memory)
         if reason is not None:
             raise ValueError(f"no C step: {reason}")
         self.spec, self.st = spec, st
+        self.memory = memory if spec.memory == "reservoir" else None
         self.lib = library(st.weights[0].dtype)
         replicas = st.weights[0].shape[0]
         self.threads = max(1, min(threads or torch.get_num_threads(), replicas))
@@ -202,6 +230,27 @@ class NativeStep:
         for i, z in enumerate(st.past_z):
             p.past_z[i] = _addr(z)
         self.problem = p
+        if self.memory is not None:
+            self._bind_reservoir(replicas)
+
+    def _bind_reservoir(self, replicas: int) -> None:
+        mem, p = self.memory, self.problem
+        res = mem.reservoir
+        if mem.state is None or mem.state[0].shape[1] != replicas:
+            s0 = res.initial_state(replicas)  # what the memory's own loop starts from
+            mem.state = (s0.u, s0.r, res.w_rec.new_zeros(res.groups, replicas, mem.readout.shape[1]))
+        mem.state = tuple(t.contiguous() for t in mem.state)
+        self._res_weights = [t.contiguous() for t in (res.w_rec, res.w_in, res.w_fb, mem.readout, mem.target_scale)]
+        p.res_units, p.res_in, p.res_out = res.units, res.in_features, mem.readout.shape[1]
+        p.res_steps, p.res_feedback = max(1, mem.steps // self.spec.steps), int(mem.feedback)
+        p.res_leak, p.res_gain = res.lr, res.sr
+        p.res_w_rec, p.res_w_in, p.res_w_fb, p.res_readout, p.res_scale = (_addr(t) for t in self._res_weights)
+        p.res_u, p.res_r, p.res_ro = (_addr(t) for t in mem.state)
+
+    def key(self) -> tuple:
+        """The addresses this step is bound to (rebuild it when they change)."""
+        mem = () if self.memory is None else tuple(t.data_ptr() for t in self.memory.state)
+        return tuple(t.data_ptr() for t in self.st.tensors()) + mem
 
     def close(self) -> None:
         if self._pool is not None:
@@ -227,14 +276,19 @@ class NativeStep:
         if lib.ibhebb_begin(ref) != 0:
             raise MemoryError("the C step could not allocate its chunk")
         replicas = int(p.replicas)
-        if self._pool is None:
-            fails = [lib.ibhebb_replicas(ref, 0, replicas)]
-        else:
-            bounds = [replicas * i // self.threads for i in range(self.threads + 1)]
-            fails = list(self._pool.map(lambda i: lib.ibhebb_replicas(ref, bounds[i], bounds[i + 1]), range(self.threads)))
+        stats = torch.zeros(self.threads, self.spec.n_hidden, 6, dtype=torch.float64)
+        bounds = [replicas * i // self.threads for i in range(self.threads + 1)]
+
+        def work(i: int) -> int:
+            return lib.ibhebb_replicas(ref, bounds[i], bounds[i + 1], stats[i].data_ptr())
+
+        fails = [work(0)] if self._pool is None else list(self._pool.map(work, range(self.threads)))
         lib.ibhebb_end(ref)
         if any(fails):
             raise MemoryError("the C step could not allocate its scratch memory")
+        if self.memory is not None:
+            total = stats.sum(0)
+            self.memory._stats = total if self.memory._stats is None else self.memory._stats + total
         st.step.fill_(p.step)
         st.powers.copy_(torch.tensor([p.power1, p.power2], dtype=st.powers.dtype))
 

@@ -103,8 +103,10 @@ class OnlineEngine:
         self.compile_failed = False
         self.backend: str | None = None
         """``native``, ``compile``, ``cuda-graph`` or ``eager``: what ran the last epoch's updates."""
-        if mode == "native":
+        if mode == "native" or spec.memory == "reservoir":
             reason = native.unavailable(weight.dtype) if weight.device.type == "cpu" else "the C step runs on the CPU only"
+            if spec.memory == "reservoir" and mode in ("compile", "eager"):
+                reason = "the reservoir memory runs in the C step only"
             if reason is not None:
                 raise ValueError(f"no C step: {reason}")
 
@@ -136,18 +138,18 @@ class OnlineEngine:
         """The C step bound to ``st`` when the mode allows it and it can run, else ``None``."""
         if self.mode not in ("auto", "native"):
             return None
-        key = tuple(t.data_ptr() for t in st.tensors())
-        if self._native is not None and self._native_key == (key, torch.get_num_threads()):
+        if self._native is not None and self._native.st is st and self._native_key == (self._native.key(), torch.get_num_threads()):
             return self._native
         if self._native is not None:
             self._native.close()
             self._native = None
-        reason = native.unsupported(self.spec, st)
+        reason = native.unsupported(self.spec, st, self.memory)
         if reason is not None:
-            if self.mode == "native":
+            if self.mode == "native" or self.spec.memory == "reservoir":
                 raise ValueError(f"no C step: {reason}")
             return None
-        self._native, self._native_key = native.NativeStep(self.spec, st), (key, torch.get_num_threads())
+        self._native = native.NativeStep(self.spec, st, memory=self.memory)
+        self._native_key = (self._native.key(), torch.get_num_threads())
         return self._native
 
     def _run(self, fn: Callable, step: Callable, *args) -> None:

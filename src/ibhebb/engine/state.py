@@ -26,8 +26,14 @@ def _group_of(optimizer: torch.optim.Optimizer, p: Tensor) -> dict:
     raise ValueError("a model parameter is not in the optimiser")
 
 
+def _window(memory):
+    """The window that holds ``x, y, z``: the memory itself, or a ``ReservoirMemory``'s buffer."""
+    return getattr(memory, "buffer", memory)
+
+
 def bind(spec: StepSpec, model, memory, optimizer: torch.optim.Optimizer) -> tuple[EngineState, int]:
     """The state for training ``model`` from where ``memory`` and ``optimizer`` stand; also the memory's count."""
+    memory = _window(memory)
     layers = model.layers()
     weights = tuple(layer.weight.detach() for layer in layers)
     biases = tuple(layer.bias.detach() for layer in layers) if layers[0].bias is not None else ()
@@ -66,7 +72,7 @@ def bind(spec: StepSpec, model, memory, optimizer: torch.optim.Optimizer) -> tup
     else:
         past_x, past_y = memory.x.clone(), memory.y.clone()
     past_z = ()
-    if spec.memory == "buffer":
+    if spec.memory in ("buffer", "reservoir"):
         if memory.z:
             past_z = tuple(z.clone() for z in memory.z)
         else:
@@ -81,8 +87,9 @@ def bind(spec: StepSpec, model, memory, optimizer: torch.optim.Optimizer) -> tup
 
 def unbind(spec: StepSpec, st: EngineState, count: int, model, memory, optimizer: torch.optim.Optimizer) -> None:
     """Write the window, its count and the step count back to ``memory`` and ``optimizer``."""
+    memory = _window(memory)
     memory.x, memory.y = st.past_x.clone(), st.past_y.clone()
-    memory.z = [z.clone() for z in st.past_z] if spec.memory == "buffer" else []
+    memory.z = [z.clone() for z in st.past_z] if spec.memory in ("buffer", "reservoir") else []
     memory.count.fill_(count)
     optimizer._opt_called = True  # it did step (through the engine): no "scheduler before optimizer" warning
     if spec.optim.name != "sgd":

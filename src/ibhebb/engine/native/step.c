@@ -17,6 +17,11 @@
  * parameter.  A hidden layer's weight gradient is the outer product
  * delta h^T: it is formed element by element inside the optimiser's loop and
  * never stored.  REAL is float or double (one library per dtype).
+ *
+ * With the reservoir memory (MATH §4, eq 8) xi comes instead from the readout
+ * of a frozen reservoir per hidden layer, which every replica drives with its
+ * own state (memory/reservoir.py); the buffer's true xi is still computed,
+ * for the correlation and NMSE that the memory reports.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -50,6 +55,11 @@ typedef struct {
     const real *x_all, *y_all;
     const int64_t *order;
     void *work;
+    /* the reservoir memory (res_units > 0): a bank of L reservoirs, weights (L, n, .) shared by the replicas */
+    int64_t res_units, res_in, res_out, res_steps, res_feedback;
+    double res_leak, res_gain;
+    const real *res_w_rec, *res_w_in, *res_w_fb, *res_readout, *res_scale;
+    real *res_u, *res_r, *res_ro; /* (L, R, n), (L, R, n), (L, R, m): the state, carried from sample to sample */
 } Problem;
 
 typedef struct {
@@ -211,6 +221,8 @@ typedef struct {
     real *zseq[MAXL];       /* buffer: S x d_l, the window's outputs then the chunk's */
     real *pz[MAXL], *pu[MAXL], *pa[MAXL], *pr[MAXL]; /* recompute: M x d_l past outputs; potentials, scratch */
     real *alpha, *xi, *logits, *dout, *gw, *gb;
+    real *res_xi[MAXL], *res_in, *res_drive_in, *res_drive; /* reservoir: its xi per layer; input, drives (n) */
+    double *stats;                                          /* L x 6: n, sum a, sum b, sum a^2, sum b^2, sum ab */
 } Scratch;
 
 typedef struct {
@@ -325,6 +337,40 @@ static inline const real *past_row(const Problem *P, const Scratch *s, int64_t l
     return P->recompute ? s->pz[l] + q * d : s->zseq[l] + (t - M + q) * d;
 }
 
+/* The reservoir memory: advance replica rep's bank res_steps Euler steps with r_i = [x; y; z^l], read xi^l out.
+ *   u <- u + leak (gain W_r r + W_in r_i + W_fb r_o - u),  r = tanh(u),  r_o = W_out r,  xi^l = r_o[:d_l] / scale_l */
+static void reservoir_xi(const Problem *P, Scratch *s, int64_t rep, const real *x, const real *y) {
+    int64_t L = P->n_hidden, R = P->replicas, n = P->res_units, nin = P->res_in, m = P->res_out;
+    int64_t dx = P->dims[0], C = P->dims[L + 1];
+    real leak = (real)P->res_leak, gain = (real)P->res_gain;
+    for (int64_t g = 0; g < L; g++) {
+        int64_t d = P->dims[g + 1];
+        real *u = P->res_u + (g * R + rep) * n, *r = P->res_r + (g * R + rep) * n, *ro = P->res_ro + (g * R + rep) * m;
+        const real *Wr = P->res_w_rec + g * n * n, *Wi = P->res_w_in + g * n * nin;
+        const real *Wf = P->res_w_fb + g * n * m, *Wo = P->res_readout + g * m * n;
+        memset(s->res_in, 0, sizeof(real) * nin);
+        memcpy(s->res_in, x, sizeof(real) * dx);
+        memcpy(s->res_in + dx, y, sizeof(real) * C);
+        memcpy(s->res_in + dx + C, s->z[g], sizeof(real) * d);
+        for (int64_t i = 0; i < n; i++) s->res_drive_in[i] = dot(Wi + i * nin, s->res_in, nin);
+        for (int64_t step = 0; step < P->res_steps; step++) {
+            for (int64_t i = 0; i < n; i++) {
+                real v = dot(Wr + i * n, r, n);
+                if (gain != 1) v = v * gain;
+                v = v + s->res_drive_in[i];
+                if (P->res_feedback) v = v + dot(Wf + i * m, ro, m);
+                s->res_drive[i] = v;
+            }
+            for (int64_t i = 0; i < n; i++) {
+                u[i] = u[i] + leak * (s->res_drive[i] - u[i]);
+                r[i] = tanh(u[i]);
+            }
+            for (int64_t j = 0; j < m; j++) ro[j] = dot(Wo + j * n, r, n);
+        }
+        for (int64_t i = 0; i < d; i++) s->res_xi[g][i] = ro[i] / P->res_scale[g];
+    }
+}
+
 /* One update of replica rep for the sample at sequence position t (its u-th update of the chunk). */
 static void update(const Problem *P, const Work *w, Scratch *s, int64_t rep, int64_t t, int64_t u) {
     int64_t L = P->n_hidden, N = P->window, M = w->M, k = t - M, C = P->dims[L + 1];
@@ -333,6 +379,7 @@ static void update(const Problem *P, const Work *w, Scratch *s, int64_t rep, int
     for (int64_t l = 0; l < L; l++)
         layer_forward(P, l, rep, l ? s->z[l - 1] : x, s->u[l], s->a[l], s->r[l], s->z[l]);
     if (P->recompute) represent_past(P, w, s, rep, t);
+    if (P->res_units) reservoir_xi(P, s, rep, x, w->yrow[t]);
 
     /* xi of each hidden layer, pulled back to its preactivation */
     const real *sig = w->sig + k * N;
@@ -367,6 +414,15 @@ static void update(const Problem *P, const Work *w, Scratch *s, int64_t rep, int
                 real v = s0 * (abar[i] / (real)N);
                 if (P->variant == XI_PAPER) v = v + xi[i] / (real)N;
                 xi[i] = norm * v;
+            }
+        }
+        if (P->res_units) { /* use the reservoir's xi; keep score of how well it tracks the true one */
+            const real *rx = s->res_xi[l];
+            double *st = s->stats + 6 * l;
+            for (int64_t i = 0; i < d; i++) {
+                double ra = rx[i], tb = xi[i];
+                st[0] += 1; st[1] += ra; st[2] += tb; st[3] += ra * ra; st[4] += tb * tb; st[5] += ra * tb;
+                xi[i] = rx[i];
             }
         }
         real *cot = s->delta[l];
@@ -460,7 +516,7 @@ static void *alloc_real(int64_t n) {
     return p;
 }
 
-int ibhebb_replicas(Problem *P, int64_t r0, int64_t r1) {
+int ibhebb_replicas(Problem *P, int64_t r0, int64_t r1, double *stats) {
     const Work *w = P->work;
     int64_t L = P->n_hidden, M = w->M, S = w->S, K = w->K, T = P->steps, N = P->window;
     int64_t dmax = 1;
@@ -481,6 +537,11 @@ int ibhebb_replicas(Problem *P, int64_t r0, int64_t r1) {
     int64_t C = P->dims[L + 1];
     fail |= !(s.alpha = alloc_real(dmax)) | !(s.xi = alloc_real(dmax)) | !(s.logits = alloc_real(C));
     fail |= !(s.dout = alloc_real(N * C)) | !(s.gw = alloc_real(C * P->dims[L])) | !(s.gb = alloc_real(C));
+    s.stats = stats;
+    if (P->res_units) {
+        for (int64_t l = 0; l < L; l++) fail |= !(s.res_xi[l] = alloc_real(P->dims[l + 1]));
+        fail |= !(s.res_in = alloc_real(P->res_in)) | !(s.res_drive_in = alloc_real(P->res_units)) | !(s.res_drive = alloc_real(P->res_units));
+    }
     if (!fail) {
         for (int64_t rep = r0; rep < r1; rep++) {
             if (!P->recompute)
@@ -506,10 +567,11 @@ int ibhebb_replicas(Problem *P, int64_t r0, int64_t r1) {
     }
     for (int64_t l = 0; l < L; l++) {
         free(s.a[l]); free(s.r[l]); free(s.z[l]); free(s.u[l]); free(s.delta[l]);
-        free(s.zseq[l]); free(s.pz[l]); free(s.pu[l]); free(s.pa[l]); free(s.pr[l]);
+        free(s.zseq[l]); free(s.pz[l]); free(s.pu[l]); free(s.pa[l]); free(s.pr[l]); free(s.res_xi[l]);
     }
+    free(s.res_in); free(s.res_drive_in); free(s.res_drive);
     free(s.alpha); free(s.xi); free(s.logits); free(s.dout); free(s.gw); free(s.gb);
     return fail;
 }
 
-int64_t ibhebb_abi(void) { return 1000 * MAXL + (int64_t)sizeof(real); }
+int64_t ibhebb_abi(void) { return 2000 * MAXL + (int64_t)sizeof(real); }
