@@ -66,8 +66,9 @@ class _Problem(ctypes.Structure):
         ("x_all", _ptr), ("y_all", _ptr), ("order", _ptr), ("work", _ptr),
         ("res_units", _i64), ("res_in", _i64), ("res_out", _i64), ("res_steps", _i64), ("res_feedback", _i64),
         ("res_leak", _f64), ("res_gain", _f64),
-        ("res_w_rec", _ptr), ("res_w_in", _ptr), ("res_w_fb", _ptr), ("res_readout", _ptr), ("res_scale", _ptr),
+        ("res_w_in_t", _ptr), ("res_w_fb", _ptr), ("res_readout", _ptr), ("res_scale", _ptr),
         ("res_u", _ptr), ("res_r", _ptr), ("res_ro", _ptr),
+        ("res_rec_start", _ptr), ("res_rec_col", _ptr), ("res_rec_val", _ptr),
     ]
 
 
@@ -132,7 +133,7 @@ def library(dtype: torch.dtype):
             lib.ibhebb_replicas.argtypes = [ctypes.POINTER(_Problem), _i64, _i64, _ptr]
             lib.ibhebb_replicas.restype = ctypes.c_int
             lib.ibhebb_abi.restype = _i64
-            if lib.ibhebb_abi() != 2000 * MAX_LAYERS + torch.finfo(dtype).bits // 8:
+            if lib.ibhebb_abi() != 3000 * MAX_LAYERS + torch.finfo(dtype).bits // 8:
                 raise RuntimeError("the compiled step does not match this module")
             _LIBS[dtype] = lib
         except (OSError, RuntimeError, subprocess.SubprocessError) as e:
@@ -181,6 +182,20 @@ def _reservoir_unsupported(memory, st: EngineState) -> str | None:
     if dims != (memory.x_dim, memory.classes, memory.hidden):
         return f"a reservoir pre-trained for another network ({memory.x_dim}, {memory.classes}, {memory.hidden})"
     return None
+
+
+def compressed_rows(w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The nonzero entries of ``(G, n, n)`` matrices, row by row: row offsets ``(G, n+1)`` (int64, into the
+    flat arrays of all groups), column indices (int32) and values."""
+    flat = w.reshape(-1, w.shape[-1])
+    nonzero = flat != 0
+    counts = nonzero.sum(1)
+    start = torch.zeros(flat.shape[0] + 1, dtype=torch.int64)
+    start[1:] = counts.cumsum(0)
+    groups, n = w.shape[0], w.shape[1]
+    offsets = torch.stack([start[g * n : (g + 1) * n + 1] for g in range(groups)])
+    cols = nonzero.nonzero()[:, 1].to(torch.int32).contiguous()
+    return offsets.contiguous(), cols, flat[nonzero].contiguous()
 
 
 def _addr(t: Tensor) -> int:
@@ -240,11 +255,14 @@ class NativeStep:
             s0 = res.initial_state(replicas)  # what the memory's own loop starts from
             mem.state = (s0.u, s0.r, res.w_rec.new_zeros(res.groups, replicas, mem.readout.shape[1]))
         mem.state = tuple(t.contiguous() for t in mem.state)
-        self._res_weights = [t.contiguous() for t in (res.w_rec, res.w_in, res.w_fb, mem.readout, mem.target_scale)]
+        start, col, val = compressed_rows(res.w_rec)
+        w_in_t = res.w_in.transpose(1, 2).contiguous()
+        self._res_tensors = [w_in_t, *(t.contiguous() for t in (res.w_fb, mem.readout, mem.target_scale)), start, col, val]
         p.res_units, p.res_in, p.res_out = res.units, res.in_features, mem.readout.shape[1]
         p.res_steps, p.res_feedback = max(1, mem.steps // self.spec.steps), int(mem.feedback)
         p.res_leak, p.res_gain = res.lr, res.sr
-        p.res_w_rec, p.res_w_in, p.res_w_fb, p.res_readout, p.res_scale = (_addr(t) for t in self._res_weights)
+        (p.res_w_in_t, p.res_w_fb, p.res_readout, p.res_scale, p.res_rec_start, p.res_rec_col,
+         p.res_rec_val) = (_addr(t) for t in self._res_tensors)
         p.res_u, p.res_r, p.res_ro = (_addr(t) for t in mem.state)
 
     def key(self) -> tuple:

@@ -58,8 +58,11 @@ typedef struct {
     /* the reservoir memory (res_units > 0): a bank of L reservoirs, weights (L, n, .) shared by the replicas */
     int64_t res_units, res_in, res_out, res_steps, res_feedback;
     double res_leak, res_gain;
-    const real *res_w_rec, *res_w_in, *res_w_fb, *res_readout, *res_scale;
+    const real *res_w_in_t, *res_w_fb, *res_readout, *res_scale; /* W_in transposed: (L, in, n) */
     real *res_u, *res_r, *res_ro; /* (L, R, n), (L, R, n), (L, R, m): the state, carried from sample to sample */
+    const int64_t *res_rec_start; /* W_r in compressed rows (its connectivity is ~0.1): (L, n+1) offsets, */
+    const int32_t *res_rec_col;   /* column indices and values of the nonzero entries, rows of all L layers */
+    const real *res_rec_val;      /* one after the other */
 } Problem;
 
 typedef struct {
@@ -346,18 +349,32 @@ static void reservoir_xi(const Problem *P, Scratch *s, int64_t rep, const real *
     for (int64_t g = 0; g < L; g++) {
         int64_t d = P->dims[g + 1];
         real *u = P->res_u + (g * R + rep) * n, *r = P->res_r + (g * R + rep) * n, *ro = P->res_ro + (g * R + rep) * m;
-        const real *Wr = P->res_w_rec + g * n * n, *Wi = P->res_w_in + g * n * nin;
+        const real *WiT = P->res_w_in_t + g * nin * n;
         const real *Wf = P->res_w_fb + g * n * m, *Wo = P->res_readout + g * m * n;
+        const int64_t *start = P->res_rec_start + g * (n + 1);
+        const int32_t *col = P->res_rec_col;
+        const real *val = P->res_rec_val;
         memset(s->res_in, 0, sizeof(real) * nin);
         memcpy(s->res_in, x, sizeof(real) * dx);
         memcpy(s->res_in + dx, y, sizeof(real) * C);
         memcpy(s->res_in + dx + C, s->z[g], sizeof(real) * d);
-        for (int64_t i = 0; i < n; i++) s->res_drive_in[i] = dot(Wi + i * nin, s->res_in, nin);
+        real *din = s->res_drive_in; /* W_in r_i as a sum over the nonzero inputs (most of an image is 0) */
+        memset(din, 0, sizeof(real) * n);
+        for (int64_t j = 0; j < nin; j++) {
+            real v = s->res_in[j];
+            if (v == 0) continue;
+            const real *column = WiT + j * n;
+#pragma omp simd
+            for (int64_t i = 0; i < n; i++) din[i] += column[i] * v;
+        }
         for (int64_t step = 0; step < P->res_steps; step++) {
             for (int64_t i = 0; i < n; i++) {
-                real v = dot(Wr + i * n, r, n);
+                real v = 0;
+                int64_t k1 = start[i + 1];
+#pragma omp simd reduction(+ : v)
+                for (int64_t k = start[i]; k < k1; k++) v += val[k] * r[col[k]];
                 if (gain != 1) v = v * gain;
-                v = v + s->res_drive_in[i];
+                v = v + din[i];
                 if (P->res_feedback) v = v + dot(Wf + i * m, ro, m);
                 s->res_drive[i] = v;
             }
@@ -574,4 +591,4 @@ int ibhebb_replicas(Problem *P, int64_t r0, int64_t r1, double *stats) {
     return fail;
 }
 
-int64_t ibhebb_abi(void) { return 2000 * MAXL + (int64_t)sizeof(real); }
+int64_t ibhebb_abi(void) { return 3000 * MAXL + (int64_t)sizeof(real); }
