@@ -227,7 +227,7 @@ class OnlineEngine:
                     if progress:
                         progress(k)
             per_update = spec.steps > 1
-            fn = None if per_update else self._compiled_fn(chunk_step_)
+            fn = None if per_update or pos >= n else self._compiled_fn(chunk_step_)
             if fn is not None and x.device.type == "cuda":
                 try:
                     graph, idx = self._cuda_graph(fn, st, x, y1)
