@@ -55,11 +55,33 @@ def test_native_is_reproducible_across_threads_and_chunks():
         assert_same(runs[0], other, rtol=0, atol=0)
 
 
-def test_native_threads_split_replicas():
+def test_native_threads_split_replicas_or_one_replica():
     _, engine = train("native", threads=2)
-    assert engine._native.threads == 2
-    _, engine = train("native", threads=2, replicas=1)
-    assert engine._native.threads == 1  # one worker per replica at most
+    assert (engine._native.threads, engine._native.parts) == (2, 1)
+    _, engine = train("native", threads=4)  # one worker per replica at most
+    assert (engine._native.threads, engine._native.parts) == (3, 1)
+
+
+@pytest.mark.parametrize("kind,memory", [("mlp", "buffer"), ("mlp", "recompute"), ("lif", "buffer")])
+def test_one_replica_split_over_threads_is_bit_for_bit_one_thread(kind, memory):
+    """Two or three threads sharing one replica (each its rows of the first layer) give one thread's weights exactly."""
+    runs = []
+    for threads in (1, 2, 3):
+        built = build(kind, memory, "paper", 1, dtype=torch.float32, lr=1e-3)
+        engine = make_engine(*built, mode="native")
+        x, y = stream(30)
+        x, y1 = x.float(), torch.nn.functional.one_hot(y, C).float()
+        old = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            for e in range(2):
+                engine.train_epoch(x, y1, torch.randperm(30, generator=torch.Generator().manual_seed(e)))
+        finally:
+            torch.set_num_threads(old)
+        assert engine._native.parts == threads
+        runs.append(built)
+    for other in runs[1:]:
+        assert_same(runs[0], other, rtol=0, atol=0)
 
 
 def test_one_native_call_equals_the_eager_rule_over_many_samples():

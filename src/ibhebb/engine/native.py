@@ -69,6 +69,7 @@ class _Problem(ctypes.Structure):
         ("res_w_in_t", _ptr), ("res_w_fb", _ptr), ("res_readout", _ptr), ("res_scale", _ptr),
         ("res_u", _ptr), ("res_r", _ptr), ("res_ro", _ptr),
         ("res_rec_start", _ptr), ("res_rec_col", _ptr), ("res_rec_val", _ptr),
+        ("parts", _i64),
     ]
 
 
@@ -132,8 +133,10 @@ def library(dtype: torch.dtype):
                 getattr(lib, name).restype = ctypes.c_int
             lib.ibhebb_replicas.argtypes = [ctypes.POINTER(_Problem), _i64, _i64, _ptr]
             lib.ibhebb_replicas.restype = ctypes.c_int
+            lib.ibhebb_part.argtypes = [ctypes.POINTER(_Problem), _i64, _i64, _ptr]
+            lib.ibhebb_part.restype = ctypes.c_int
             lib.ibhebb_abi.restype = _i64
-            if lib.ibhebb_abi() != 3000 * MAX_LAYERS + torch.finfo(dtype).bits // 8:
+            if lib.ibhebb_abi() != 4000 * MAX_LAYERS + torch.finfo(dtype).bits // 8:
                 raise RuntimeError("the compiled step does not match this module")
             _LIBS[dtype] = lib
         except (OSError, RuntimeError, subprocess.SubprocessError) as e:
@@ -205,7 +208,9 @@ def _addr(t: Tensor) -> int:
 class NativeStep:
     """The C step bound to one :class:`EngineState` (its tensors are used in place).
 
-    ``threads`` workers split the replicas (at most one worker per replica).
+    ``threads`` workers split the replicas (at most one worker per replica);
+    a single replica is split instead: each worker owns a slice of the first
+    layer's rows (except with the reservoir memory, whose state it would share).
     With the reservoir memory, ``memory`` is the rule's ``ReservoirMemory``:
     its state advances in place and its diagnostics accumulate as in its own loop.
     """
@@ -218,10 +223,15 @@ class NativeStep:
         self.memory = memory if spec.memory == "reservoir" else None
         self.lib = library(st.weights[0].dtype)
         replicas = st.weights[0].shape[0]
-        self.threads = max(1, min(threads or torch.get_num_threads(), replicas))
+        threads = max(1, threads or torch.get_num_threads())
+        split = replicas == 1 and spec.memory != "reservoir" and st.weights[0].shape[1] >= threads > 1
+        self.parts = threads if split else 1
+        """Threads that share the one replica (1: the threads split the replicas)."""
+        self.threads = threads if split else min(threads, replicas)
         self._pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
         p = _Problem()
         p.n_hidden, p.replicas, p.window, p.steps = spec.n_hidden, replicas, spec.window, spec.steps
+        p.parts = self.parts
         dims = [st.weights[0].shape[-1], *(w.shape[-2] for w in st.weights)]
         for i, d in enumerate(dims):
             p.dims[i] = d
@@ -298,6 +308,8 @@ class NativeStep:
         bounds = [replicas * i // self.threads for i in range(self.threads + 1)]
 
         def work(i: int) -> int:
+            if self.parts > 1:
+                return lib.ibhebb_part(ref, 0, i, stats[i].data_ptr())
             return lib.ibhebb_replicas(ref, bounds[i], bounds[i + 1], stats[i].data_ptr())
 
         fails = [work(0)] if self._pool is None else list(self._pool.map(work, range(self.threads)))

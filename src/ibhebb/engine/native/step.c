@@ -23,6 +23,8 @@
  * own state (memory/reservoir.py); the buffer's true xi is still computed,
  * for the correlation and NMSE that the memory reports.
  */
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,7 +65,24 @@ typedef struct {
     const int64_t *res_rec_start; /* W_r in compressed rows (its connectivity is ~0.1): (L, n+1) offsets, */
     const int32_t *res_rec_col;   /* column indices and values of the nonzero entries, rows of all L layers */
     const real *res_rec_val;      /* one after the other */
+    int64_t parts;                /* threads that share one replica (ibhebb_part), else 1 */
 } Problem;
+
+typedef struct {
+    atomic_long arrived, phase;
+} Barrier;
+
+/* Wait until n threads have arrived; spin, then yield (a descheduled partner must not stall a spinning core). */
+static void barrier_wait(Barrier *b, int64_t n) {
+    long phase = atomic_load_explicit(&b->phase, memory_order_acquire);
+    if (atomic_fetch_add_explicit(&b->arrived, 1, memory_order_acq_rel) == n - 1) {
+        atomic_store_explicit(&b->arrived, 0, memory_order_relaxed);
+        atomic_fetch_add_explicit(&b->phase, 1, memory_order_release);
+        return;
+    }
+    for (long spins = 0; atomic_load_explicit(&b->phase, memory_order_acquire) == phase; spins++)
+        if (spins > 2000) sched_yield();
+}
 
 typedef struct {
     int64_t M, S, K, U;
@@ -71,6 +90,9 @@ typedef struct {
     real *kxb, *kyb;           /* K x M: kernel of sample M+k with the M before it */
     real *sig;                 /* K x N: s (paper, first-term) or row N-1 of H(Kx - gamma Ky)H (exact) */
     double *p1, *p2;           /* U: (beta1^t, beta2^t) after each update */
+    real *shared_a;            /* the parts of one replica: the first layer's preactivation, assembled */
+    Barrier barrier;
+    atomic_long failed;
 } Work;
 
 /* -- small vector helpers ------------------------------------------------------------------ */
@@ -120,7 +142,8 @@ int ibhebb_begin(Problem *P) {
     w->sig = malloc(sizeof(real) * (K * N + 1));
     w->p1 = malloc(sizeof(double) * (U + 1));
     w->p2 = malloc(sizeof(double) * (U + 1));
-    if (!w->xrow || !w->yrow || !w->kxb || !w->kyb || !w->sig || !w->p1 || !w->p2) return 1;
+    w->shared_a = malloc(sizeof(real) * (P->dims[1] + 1));
+    if (!w->shared_a || !w->xrow || !w->yrow || !w->kxb || !w->kyb || !w->sig || !w->p1 || !w->p2) return 1;
     for (int64_t q = 0; q < M; q++) {
         w->xrow[q] = P->past_x + q * dx;
         w->yrow[q] = P->past_y + q * C;
@@ -211,7 +234,7 @@ int ibhebb_end(Problem *P) {
         P->power2 = w->p2[w->U - 1];
     }
     P->step += (double)w->U;
-    free(w->xrow); free(w->yrow); free(w->kxb); free(w->kyb); free(w->sig); free(w->p1); free(w->p2);
+    free(w->xrow); free(w->yrow); free(w->kxb); free(w->kyb); free(w->sig); free(w->p1); free(w->p2); free(w->shared_a);
     free(w);
     P->work = NULL;
     return 0;
@@ -291,29 +314,39 @@ static inline real act(real a, int64_t kind) {
     }
 }
 
-/* z = LN(act(a)) of one layer, a = u + leak (W h + b - u) (leaky) or W h + b. */
-static void layer_forward(const Problem *P, int64_t l, int64_t rep, const real *h, const real *u, real *a, real *r, real *z) {
+/* Rows [i0, i1) of a = u + leak (W h + b - u) (leaky) or W h + b. */
+static void layer_drive(const Problem *P, int64_t l, int64_t rep, const real *h, const real *u, real *a, int64_t i0, int64_t i1) {
     int64_t din = P->dims[l], dout = P->dims[l + 1];
     const real *W = P->weight[l] + rep * dout * din;
     const real *b = P->has_bias ? P->bias[l] + rep * dout : NULL;
     real leak = (real)P->leak;
-    for (int64_t i = 0; i < dout; i++) {
+    for (int64_t i = i0; i < i1; i++) {
         real drive = dot(W + i * din, h, din);
         if (b) drive = drive + b[i];
         a[i] = P->leak > 0 ? u[i] + leak * (drive - u[i]) : drive;
-        r[i] = act(a[i], P->activation);
     }
+}
+
+/* r = act(a), z = LN(r) (or r) of a layer of d units. */
+static void layer_output(const Problem *P, int64_t d, const real *a, real *r, real *z) {
+    for (int64_t i = 0; i < d; i++) r[i] = act(a[i], P->activation);
     if (!P->layernorm) {
-        memcpy(z, r, sizeof(real) * dout);
+        memcpy(z, r, sizeof(real) * d);
         return;
     }
     real mean = 0, var = 0;
-    for (int64_t i = 0; i < dout; i++) mean += r[i];
-    mean = mean / (real)dout;
-    for (int64_t i = 0; i < dout; i++) { real d = r[i] - mean; z[i] = d; var += d * d; }
-    var = var / (real)dout;
+    for (int64_t i = 0; i < d; i++) mean += r[i];
+    mean = mean / (real)d;
+    for (int64_t i = 0; i < d; i++) { real c = r[i] - mean; z[i] = c; var += c * c; }
+    var = var / (real)d;
     real inv = (real)(1.0 / sqrt((double)(var + (real)LN_EPS)));
-    for (int64_t i = 0; i < dout; i++) z[i] = z[i] * inv;
+    for (int64_t i = 0; i < d; i++) z[i] = z[i] * inv;
+}
+
+/* z = LN(act(a)) of one layer. */
+static void layer_forward(const Problem *P, int64_t l, int64_t rep, const real *h, const real *u, real *a, real *r, real *z) {
+    layer_drive(P, l, rep, h, u, a, 0, P->dims[l + 1]);
+    layer_output(P, P->dims[l + 1], a, r, z);
 }
 
 /* The hidden outputs of past inputs with the current weights, T steps from rest (the recompute memory). */
@@ -388,12 +421,23 @@ static void reservoir_xi(const Problem *P, Scratch *s, int64_t rep, const real *
     }
 }
 
-/* One update of replica rep for the sample at sequence position t (its u-th update of the chunk). */
-static void update(const Problem *P, const Work *w, Scratch *s, int64_t rep, int64_t t, int64_t u) {
+/* The first of `rows` rows that part `part` of `parts` owns. */
+static inline int64_t part_row(int64_t rows, int64_t part, int64_t parts) { return rows * part / parts; }
+
+/* One update of replica rep for the sample at sequence position t (its u-th update of the chunk),
+ * or this thread's part of it when `parts` threads share the replica. */
+static void update(const Problem *P, Work *w, Scratch *s, int64_t rep, int64_t t, int64_t u, int64_t part, int64_t parts) {
     int64_t L = P->n_hidden, N = P->window, M = w->M, k = t - M, C = P->dims[L + 1];
     const real *x = w->xrow[t];
     real sc = P->leak > 0 ? (real)P->leak : 1;
-    for (int64_t l = 0; l < L; l++)
+    int64_t r0 = part_row(P->dims[1], part, parts), r1 = part_row(P->dims[1], part + 1, parts);
+    if (parts > 1) { /* each part its rows of the first layer, then everyone the whole vector */
+        layer_drive(P, 0, rep, x, s->u[0], w->shared_a, r0, r1);
+        barrier_wait(&w->barrier, parts);
+        memcpy(s->a[0], w->shared_a, sizeof(real) * P->dims[1]);
+        layer_output(P, P->dims[1], s->a[0], s->r[0], s->z[0]);
+    }
+    for (int64_t l = parts > 1 ? 1 : 0; l < L; l++)
         layer_forward(P, l, rep, l ? s->z[l - 1] : x, s->u[l], s->a[l], s->r[l], s->z[l]);
     if (P->recompute) represent_past(P, w, s, rep, t);
     if (P->res_units) reservoir_xi(P, s, rep, x, w->yrow[t]);
@@ -492,8 +536,10 @@ static void update(const Problem *P, const Work *w, Scratch *s, int64_t rep, int
         }
     }
 
-    /* one optimiser step of every parameter */
+    /* one optimiser step of every parameter: the parts split the hidden layers' rows, part 0 does the rest */
+    if (parts > 1) barrier_wait(&w->barrier, parts); /* nobody reads a weight any more */
     for (int64_t l = 0; l <= L; l++) {
+        if (part > 0 && l == L) break;
         int64_t din = P->dims[l], dout = P->dims[l + 1];
         int64_t pw = P->has_bias ? 2 * l : l, pb = 2 * l + 1;
         OptConst cw = opt_const(P, w, pw, u);
@@ -502,13 +548,13 @@ static void update(const Problem *P, const Work *w, Scratch *s, int64_t rep, int
         real *m2 = P->moment2[pw] ? P->moment2[pw] + rep * dout * din : NULL;
         if (l < L) {
             const real *h = l ? s->z[l - 1] : x;
-            for (int64_t i = 0; i < dout; i++)
+            for (int64_t i = part_row(dout, part, parts); i < part_row(dout, part + 1, parts); i++)
                 opt_step(P->optim, &cw, W + i * din, m1 ? m1 + i * din : NULL, m2 ? m2 + i * din : NULL, NULL,
                          s->delta[l][i], h, sc, din);
         } else {
             opt_step(P->optim, &cw, W, m1, m2, s->gw, 0, NULL, 1, dout * din);
         }
-        if (P->has_bias) {
+        if (P->has_bias && part == 0) {
             OptConst cb = opt_const(P, w, pb, u);
             real *b = P->bias[l] + rep * dout;
             real *b1 = P->moment1[pb] ? P->moment1[pb] + rep * dout : NULL;
@@ -522,6 +568,7 @@ static void update(const Problem *P, const Work *w, Scratch *s, int64_t rep, int
             }
         }
     }
+    if (parts > 1) barrier_wait(&w->barrier, parts); /* every weight is updated before the next forward pass */
 }
 
 /* Zeroed and 64-byte aligned: a vectorised sum's order depends on its operands' alignment, so
@@ -533,62 +580,85 @@ static void *alloc_real(int64_t n) {
     return p;
 }
 
-int ibhebb_replicas(Problem *P, int64_t r0, int64_t r1, double *stats) {
-    const Work *w = P->work;
-    int64_t L = P->n_hidden, M = w->M, S = w->S, K = w->K, T = P->steps, N = P->window;
+static void free_scratch(Scratch *s, int64_t L) {
+    for (int64_t l = 0; l < L; l++) {
+        free(s->a[l]); free(s->r[l]); free(s->z[l]); free(s->u[l]); free(s->delta[l]);
+        free(s->zseq[l]); free(s->pz[l]); free(s->pu[l]); free(s->pa[l]); free(s->pr[l]); free(s->res_xi[l]);
+    }
+    free(s->res_in); free(s->res_drive_in); free(s->res_drive);
+    free(s->alpha); free(s->xi); free(s->logits); free(s->dout); free(s->gw); free(s->gb);
+}
+
+/* 0 when every buffer was allocated. */
+static int alloc_scratch(const Problem *P, const Work *w, Scratch *s, double *stats) {
+    int64_t L = P->n_hidden, M = w->M, S = w->S, N = P->window, C = P->dims[L + 1];
     int64_t dmax = 1;
     for (int64_t l = 1; l <= L + 1; l++) if (P->dims[l] > dmax) dmax = P->dims[l];
-    Scratch s;
-    memset(&s, 0, sizeof s);
+    memset(s, 0, sizeof *s);
     int fail = 0;
     for (int64_t l = 0; l < L; l++) {
         int64_t d = P->dims[l + 1];
-        fail |= !(s.a[l] = alloc_real(d)) | !(s.r[l] = alloc_real(d)) | !(s.z[l] = alloc_real(d));
-        fail |= !(s.u[l] = alloc_real(d)) | !(s.delta[l] = alloc_real(d));
+        fail |= !(s->a[l] = alloc_real(d)) | !(s->r[l] = alloc_real(d)) | !(s->z[l] = alloc_real(d));
+        fail |= !(s->u[l] = alloc_real(d)) | !(s->delta[l] = alloc_real(d));
         if (P->recompute) {
-            fail |= !(s.pz[l] = alloc_real(M * d)) | !(s.pu[l] = alloc_real(d)) | !(s.pa[l] = alloc_real(d)) | !(s.pr[l] = alloc_real(d));
+            fail |= !(s->pz[l] = alloc_real(M * d)) | !(s->pu[l] = alloc_real(d)) | !(s->pa[l] = alloc_real(d)) | !(s->pr[l] = alloc_real(d));
         } else {
-            fail |= !(s.zseq[l] = alloc_real(S * d));
+            fail |= !(s->zseq[l] = alloc_real(S * d));
         }
     }
-    int64_t C = P->dims[L + 1];
-    fail |= !(s.alpha = alloc_real(dmax)) | !(s.xi = alloc_real(dmax)) | !(s.logits = alloc_real(C));
-    fail |= !(s.dout = alloc_real(N * C)) | !(s.gw = alloc_real(C * P->dims[L])) | !(s.gb = alloc_real(C));
-    s.stats = stats;
+    fail |= !(s->alpha = alloc_real(dmax)) | !(s->xi = alloc_real(dmax)) | !(s->logits = alloc_real(C));
+    fail |= !(s->dout = alloc_real(N * C)) | !(s->gw = alloc_real(C * P->dims[L])) | !(s->gb = alloc_real(C));
+    s->stats = stats;
     if (P->res_units) {
-        for (int64_t l = 0; l < L; l++) fail |= !(s.res_xi[l] = alloc_real(P->dims[l + 1]));
-        fail |= !(s.res_in = alloc_real(P->res_in)) | !(s.res_drive_in = alloc_real(P->res_units)) | !(s.res_drive = alloc_real(P->res_units));
+        for (int64_t l = 0; l < L; l++) fail |= !(s->res_xi[l] = alloc_real(P->dims[l + 1]));
+        fail |= !(s->res_in = alloc_real(P->res_in)) | !(s->res_drive_in = alloc_real(P->res_units)) | !(s->res_drive = alloc_real(P->res_units));
     }
-    if (!fail) {
-        for (int64_t rep = r0; rep < r1; rep++) {
-            if (!P->recompute)
-                for (int64_t l = 0; l < L; l++)
-                    memcpy(s.zseq[l], P->past_z[l] + rep * M * P->dims[l + 1], sizeof(real) * M * P->dims[l + 1]);
-            for (int64_t k = 0; k < K; k++) {
-                int64_t t = M + k;
-                for (int64_t l = 0; l < L; l++) memset(s.u[l], 0, sizeof(real) * P->dims[l + 1]);
-                for (int64_t step = 0; step < T; step++) {
-                    update(P, w, &s, rep, t, k * T + step);
-                    if (T > 1)
-                        for (int64_t l = 0; l < L; l++) memcpy(s.u[l], s.a[l], sizeof(real) * P->dims[l + 1]);
-                }
-                if (!P->recompute)
-                    for (int64_t l = 0; l < L; l++)
-                        memcpy(s.zseq[l] + t * P->dims[l + 1], s.z[l], sizeof(real) * P->dims[l + 1]);
-            }
-            if (!P->recompute)
-                for (int64_t l = 0; l < L; l++)
-                    memcpy(P->past_z[l] + rep * M * P->dims[l + 1], s.zseq[l] + (S - M) * P->dims[l + 1],
-                           sizeof(real) * M * P->dims[l + 1]);
-        }
-    }
-    for (int64_t l = 0; l < L; l++) {
-        free(s.a[l]); free(s.r[l]); free(s.z[l]); free(s.u[l]); free(s.delta[l]);
-        free(s.zseq[l]); free(s.pz[l]); free(s.pu[l]); free(s.pa[l]); free(s.pr[l]); free(s.res_xi[l]);
-    }
-    free(s.res_in); free(s.res_drive_in); free(s.res_drive);
-    free(s.alpha); free(s.xi); free(s.logits); free(s.dout); free(s.gw); free(s.gb);
     return fail;
 }
 
-int64_t ibhebb_abi(void) { return 3000 * MAXL + (int64_t)sizeof(real); }
+/* Replica rep over the whole chunk (this thread's part of it). */
+static void train_replica(const Problem *P, Work *w, Scratch *s, int64_t rep, int64_t part, int64_t parts) {
+    int64_t L = P->n_hidden, M = w->M, S = w->S, K = w->K, T = P->steps;
+    if (!P->recompute)
+        for (int64_t l = 0; l < L; l++)
+            memcpy(s->zseq[l], P->past_z[l] + rep * M * P->dims[l + 1], sizeof(real) * M * P->dims[l + 1]);
+    for (int64_t k = 0; k < K; k++) {
+        int64_t t = M + k;
+        for (int64_t l = 0; l < L; l++) memset(s->u[l], 0, sizeof(real) * P->dims[l + 1]);
+        for (int64_t step = 0; step < T; step++) {
+            update(P, w, s, rep, t, k * T + step, part, parts);
+            if (T > 1)
+                for (int64_t l = 0; l < L; l++) memcpy(s->u[l], s->a[l], sizeof(real) * P->dims[l + 1]);
+        }
+        if (!P->recompute)
+            for (int64_t l = 0; l < L; l++)
+                memcpy(s->zseq[l] + t * P->dims[l + 1], s->z[l], sizeof(real) * P->dims[l + 1]);
+    }
+    if (!P->recompute && part == 0)
+        for (int64_t l = 0; l < L; l++)
+            memcpy(P->past_z[l] + rep * M * P->dims[l + 1], s->zseq[l] + (S - M) * P->dims[l + 1], sizeof(real) * M * P->dims[l + 1]);
+}
+
+int ibhebb_replicas(Problem *P, int64_t r0, int64_t r1, double *stats) {
+    Work *w = P->work;
+    Scratch s;
+    int fail = alloc_scratch(P, w, &s, stats);
+    if (!fail)
+        for (int64_t rep = r0; rep < r1; rep++) train_replica(P, w, &s, rep, 0, 1);
+    free_scratch(&s, P->n_hidden);
+    return fail;
+}
+
+/* Part `part` of P->parts of replica rep (one thread each; the reservoir memory does not split). */
+int ibhebb_part(Problem *P, int64_t rep, int64_t part, double *stats) {
+    Work *w = P->work;
+    Scratch s;
+    if (alloc_scratch(P, w, &s, part == 0 ? stats : NULL)) atomic_store(&w->failed, 1);
+    barrier_wait(&w->barrier, P->parts); /* all or none: a part that could not start must not leave the others waiting */
+    int fail = (int)atomic_load(&w->failed);
+    if (!fail) train_replica(P, w, &s, rep, part, P->parts);
+    free_scratch(&s, P->n_hidden);
+    return fail;
+}
+
+int64_t ibhebb_abi(void) { return 4000 * MAXL + (int64_t)sizeof(real); }
