@@ -60,9 +60,19 @@ def test_native_threads_split_replicas_or_one_replica():
     assert (engine._native.threads, engine._native.parts) == (2, 1)
     _, engine = train("native", threads=4)  # one worker per replica at most
     assert (engine._native.threads, engine._native.parts) == (3, 1)
+    built = build("mlp", "recompute", "paper", 1)
+    engine = make_engine(*built, mode="native")
+    x, y = stream(12)
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        engine.train_epoch(x, torch.nn.functional.one_hot(y, C).double(), torch.arange(12))
+    finally:
+        torch.set_num_threads(old)
+    assert (engine._native.threads, engine._native.parts) == (1, 1)  # recompute: splitting was slower
 
 
-@pytest.mark.parametrize("kind,memory", [("mlp", "buffer"), ("mlp", "recompute"), ("lif", "buffer")])
+@pytest.mark.parametrize("kind,memory", [("mlp", "buffer"), ("lif", "buffer")])
 def test_one_replica_split_over_threads_is_bit_for_bit_one_thread(kind, memory):
     """Two or three threads sharing one replica (each its rows of the first layer) give one thread's weights exactly."""
     runs = []
