@@ -17,6 +17,9 @@ DOCTEST_MODULES = [
     "ibhebb.models.cnn",
     "ibhebb.data.augment",
     "ibhebb.sweep",
+    "ibhebb.engine",
+    "ibhebb.engine.optim",
+    "ibhebb.engine.native",
 ]
 
 
@@ -25,6 +28,14 @@ def test_readme_python_examples_run():
     assert blocks
     for block in blocks:
         exec(compile(block, "README.md", "exec"), {})
+
+
+@pytest.mark.parametrize("page", ["engine.md"])
+def test_docs_python_examples_run(page):
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / page).read_text(), re.S)
+    assert blocks
+    for block in blocks:
+        exec(compile(block, page, "exec"), {})
 
 
 @pytest.mark.parametrize("name", DOCTEST_MODULES)

@@ -3,6 +3,8 @@
 Its float64 agreement with the rule's own loop, for every ξ variant, memory,
 network and optimiser, is in ``test_engine.py`` (``mode = "native"``).
 """
+import json
+
 import pytest
 import torch
 
@@ -159,6 +161,10 @@ def test_trainer_uses_the_native_step_and_config_names_it(tmp_path):
         t = Trainer(load_config("configs/fig4-xor.toml", base + [f"engine={engine}"]), tmp_path / engine, progress=False)
         t.run()
         assert t._fast_engine().backend == "native"
+        assert json.loads((tmp_path / engine / "metrics.jsonl").read_text())["engine"] == "native"
+    t = Trainer(load_config("configs/fig4-xor.toml", base + ["engine=eager"]), tmp_path / "eager", progress=False)
+    t.run()
+    assert json.loads((tmp_path / "eager" / "metrics.jsonl").read_text())["engine"] == "rule"
     with pytest.raises(ConfigError, match="engine = 'native' cannot run"):
         load_config("configs/fig5-mnist-backprop.toml", ["engine=native"])
 

@@ -272,6 +272,12 @@ class Trainer:
                         print("compiling the fast engine's step (once per run; a minute or more on a CPU) ...", file=sys.stderr, flush=True)
         return self._engine
 
+    def _engine_used(self) -> str:
+        """What ran the last epoch's updates: ``native``, ``compile``, ``cuda-graph`` or ``eager`` (the engine's
+        torch step), or ``rule`` (the rule's own loop, also every minibatch rule)."""
+        engine = self._fast_engine() if self.rule.online else None
+        return (engine.backend or "rule") if engine is not None else "rule"
+
     def _engine_native_ok(self) -> bool:
         """Whether the engine will run the C step (nothing to compile with ``torch.compile``)."""
         from ..engine import native
@@ -295,6 +301,7 @@ class Trainer:
                 train_seconds=train_seconds,
                 samples_per_second=len(self.data.x_train) / train_seconds,
                 wall_seconds=self.wall,
+                engine=self._engine_used(),
             )
             diagnostics = getattr(getattr(self.rule, "memory", None), "diagnostics", None)
             if diagnostics is not None:  # e.g. the reservoir memory's ξ correlation with the true ξ
