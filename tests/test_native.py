@@ -3,6 +3,7 @@
 Its float64 agreement with the rule's own loop, for every ξ variant, memory,
 network and optimiser, is in ``test_engine.py`` (``mode = "native"``).
 """
+import contextlib
 import json
 
 import pytest
@@ -10,6 +11,18 @@ import torch
 
 from ibhebb.engine import make_engine, native
 from test_engine import C, assert_same, build, eager_epoch, stream
+from test_reservoir import tiny_reservoir
+
+
+@contextlib.contextmanager
+def num_threads(n):
+    """torch's thread count (which the C step follows) set to ``n`` for a block, then restored."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(n or old)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def train(mode, kind="mlp", n=40, dtype=torch.float32, threads=None, chunk=None, variant="paper", replicas=3, lr=1e-3):
@@ -17,14 +30,9 @@ def train(mode, kind="mlp", n=40, dtype=torch.float32, threads=None, chunk=None,
     engine = make_engine(*built, mode=mode, chunk=chunk)
     x, y = stream(n)  # float64 draws, so float32 and float64 runs see the same numbers
     x, y1 = x.to(dtype), torch.nn.functional.one_hot(y, C).to(dtype)
-    old = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
+    with num_threads(threads):
         for e in range(2):
             engine.train_epoch(x, y1, torch.randperm(n, generator=torch.Generator().manual_seed(e)))
-    finally:
-        torch.set_num_threads(old)
     return built, engine
 
 
@@ -65,12 +73,8 @@ def test_native_threads_split_replicas_or_one_replica():
     built = build("mlp", "recompute", "paper", 1)
     engine = make_engine(*built, mode="native")
     x, y = stream(12)
-    old = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
+    with num_threads(2):
         engine.train_epoch(x, torch.nn.functional.one_hot(y, C).double(), torch.arange(12))
-    finally:
-        torch.set_num_threads(old)
     assert (engine._native.threads, engine._native.parts) == (1, 1)  # recompute: splitting was slower
 
 
@@ -83,13 +87,9 @@ def test_one_replica_split_over_threads_is_bit_for_bit_one_thread(kind, memory):
         engine = make_engine(*built, mode="native")
         x, y = stream(30)
         x, y1 = x.float(), torch.nn.functional.one_hot(y, C).float()
-        old = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
+        with num_threads(threads):
             for e in range(2):
                 engine.train_epoch(x, y1, torch.randperm(30, generator=torch.Generator().manual_seed(e)))
-        finally:
-            torch.set_num_threads(old)
         assert engine._native.parts == threads
         runs.append(built)
     for other in runs[1:]:
@@ -169,17 +169,10 @@ def test_trainer_uses_the_native_step_and_config_names_it(tmp_path):
         load_config("configs/fig5-mnist-backprop.toml", ["engine=native"])
 
 
-def reservoir_file(path, dtype="float64", hidden=(5, 4), steps=4, feedback=True, x_dim=6, classes=3):
-    """A small pre-trained reservoir bank for the test network of ``test_engine`` (6 inputs, 3 classes)."""
-    from ibhebb.reservoir.pretrain import PretrainConfig, pretrain
-
-    cfg = PretrainConfig()
-    cfg.dtype = dtype
-    cfg.reservoir.units, cfg.reservoir.steps, cfg.reservoir.feedback = 30, steps, feedback
-    cfg.target.x_dim, cfg.target.classes, cfg.target.hidden = x_dim, classes, list(hidden)
-    cfg.target.window, cfg.target.gamma, cfg.target.sigmas = 4, 2.0, [0.6, 0.4, 0.9]
-    cfg.stream.x, cfg.stream.samples, cfg.stream.test_samples = "uniform", 40, 10
-    pretrain(cfg, path, progress=False)
+def reservoir_file(path, dtype="float64", hidden=(5, 4), x_dim=6, classes=3):
+    """A small pre-trained reservoir bank, by default for the test network of ``test_engine`` (6 inputs, 3 classes)."""
+    tiny_reservoir(path, x_dim=x_dim, classes=classes, hidden=hidden, window=4, gamma=2.0, sigmas=(0.6, 0.4, 0.9), units=30,
+                   dtype=dtype)
     return path
 
 

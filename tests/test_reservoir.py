@@ -113,8 +113,10 @@ def test_reservoir_learns_a_delayed_copy_of_its_input():
     assert fit_scores(out0[:, -1:], target[train:, None])["nmse"][0] > 0.9
 
 
-def tiny_reservoir(path, *, x_dim=2, classes=2, hidden=(4,), window=4, gamma=10.0, sigmas=(0.3, 0.25, 2.0), units=40, x="uniform"):
+def tiny_reservoir(path, *, x_dim=2, classes=2, hidden=(4,), window=4, gamma=10.0, sigmas=(0.3, 0.25, 2.0), units=40, x="uniform",
+                   dtype="float32"):
     cfg = PretrainConfig()
+    cfg.dtype = dtype
     cfg.reservoir.units, cfg.reservoir.steps = units, 4
     cfg.target.x_dim, cfg.target.classes, cfg.target.hidden = x_dim, classes, list(hidden)
     cfg.target.window, cfg.target.gamma, cfg.target.sigmas = window, gamma, list(sigmas)

@@ -1,6 +1,6 @@
 """The online step in C (``native/step.c``), built with the system's C compiler on first use.
 
-:func:`chunk_native_` trains an :class:`~.step.EngineState` on a chunk of
+:class:`NativeStep` trains an :class:`~.step.EngineState` on a chunk of
 samples exactly as ``for j in order: sample_step_(spec, st, x[j], y[j])``
 would, in one call of a small C library per chunk and thread, with no Python
 per sample. The replicas of a chunk are split between threads; each thread
@@ -153,7 +153,7 @@ def unavailable(dtype: torch.dtype) -> str | None:
 
 
 def unsupported(spec: StepSpec, st: EngineState, memory=None) -> str | None:
-    """Why :func:`chunk_native_` cannot train this state (with this ``ReservoirMemory``) (``None`` if it can)."""
+    """Why :class:`NativeStep` cannot train this state (with this ``ReservoirMemory``) (``None`` if it can)."""
     if spec.n_hidden + 1 > MAX_LAYERS:
         return f"more than {MAX_LAYERS - 1} hidden layers"
     if spec.memory not in ("buffer", "recompute", "reservoir"):
@@ -324,11 +324,3 @@ class NativeStep:
         st.step.fill_(p.step)
         st.powers.copy_(torch.tensor([p.power1, p.power2], dtype=st.powers.dtype))
 
-
-def chunk_native_(spec: StepSpec, st: EngineState, x_all: Tensor, y_all: Tensor, order: Tensor) -> None:
-    """:func:`~.step.chunk_step_` in C (builds a :class:`NativeStep` for this call; keep one to call it often)."""
-    step = NativeStep(spec, st)
-    try:
-        step(x_all, y_all, order)
-    finally:
-        step.close()
