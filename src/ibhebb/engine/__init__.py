@@ -1,9 +1,9 @@
 """A fast path for online ``biohsic`` training that gives the eager loop's weights.
 
 ``make_engine(model, rule, optimizer)`` returns an :class:`OnlineEngine`
-for what it can run (``biohsic`` with the ``buffer`` or ``recompute`` memory,
-an ``MLP`` or ``LeakyMLP``, AdamW / Adam / SGD); :func:`unsupported` says
-why a config cannot use it. On the CPU the engine runs a hand-written C step
+for what it can run (``biohsic`` with the ``buffer``, ``recompute`` or
+``reservoir`` memory, an ``MLP`` or ``LeakyMLP``, AdamW / Adam / SGD);
+:func:`unsupported` says why a config cannot use it. On the CPU the engine runs a hand-written C step
 (:mod:`.native`), elsewhere (or without a C compiler) the step of
 :mod:`.step` under ``torch.compile`` and CUDA graphs.
 
