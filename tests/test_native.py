@@ -270,3 +270,17 @@ def test_native_activations_layernorm_and_no_bias(activation, layernorm, bias):
     eager_epoch(ref[1], ref[2], x, y, order)
     engine.train_epoch(x, torch.nn.functional.one_hot(y, C).double(), order)
     assert_same(ref, fast)
+
+
+def test_cli_says_in_one_line_when_engine_native_cannot_run(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, CC="no-such-cc", IBHEBB_CACHE=str(tmp_path / "cache"))
+    out = subprocess.run([sys.executable, "-m", "ibhebb", "train", "configs/fig4-xor.toml", "engine=native", "epochs=1",
+                          "data.n_train=20", "--out", str(tmp_path / "run")], capture_output=True, text=True, env=env)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines() == ["ibhebb: error: engine = 'native' cannot run this config: no C step: "
+                                               "no C compiler ('no-such-cc' not found; set CC)"]
+    assert not list((tmp_path / "run").iterdir())  # nothing written

@@ -156,6 +156,8 @@ class Trainer:
         self.data = data if data is not None else self._load_data()
         self.model, self.rule, self.optimizer = build(cfg, self.data)
         self.scheduler = build_scheduler(cfg, self.optimizer)
+        if self.rule.online:
+            self._fast_engine()  # an engine the config insists on but that cannot run here: say so before any file changes
         self.start_epoch, self.wall = 0, 0.0
         if resume:
             self._restore()
