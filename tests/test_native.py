@@ -191,18 +191,20 @@ def build_reservoir(kind, path, replicas=3, dtype=torch.float64, reservoir_dtype
     return model, rule, opt
 
 
+@pytest.mark.parametrize("mode", ["eager", "native"])
 @pytest.mark.parametrize("kind", ["mlp", "lif"])
-def test_native_reservoir_memory_equals_its_own_loop(tmp_path, kind):
-    """ξ from the frozen reservoirs, in C: same weights, reservoir state and diagnostics as the memory's own loop (float64)."""
+def test_engine_reservoir_memory_equals_its_own_loop(tmp_path, kind, mode):
+    """ξ from the frozen reservoirs, through the engine's torch step and its C step: same weights, reservoir state
+    and diagnostics as the memory's own loop (float64)."""
     path = reservoir_file(tmp_path / "res.pt")
     ref, fast = build_reservoir(kind, path), build_reservoir(kind, path)
-    engine = make_engine(*fast, mode="native")
+    engine = make_engine(*fast, mode=mode)
     x, y = stream(30)
     y1 = torch.nn.functional.one_hot(y, C).double()
     for e, n in enumerate((9, 30)):
         order = torch.randperm(n, generator=torch.Generator().manual_seed(e))
         assert engine.train_epoch(x, y1, order) == eager_epoch(ref[1], ref[2], x, y, order)
-        assert engine.backend == "native"
+        assert engine.backend == mode
         da, db = ref[1].memory.diagnostics(), fast[1].memory.diagnostics()
         assert da["xi_samples"] == db["xi_samples"]
         for k in ("xi_correlation", "xi_nmse"):
@@ -213,24 +215,47 @@ def test_native_reservoir_memory_equals_its_own_loop(tmp_path, kind):
         torch.testing.assert_close(sa, sb, rtol=1e-10, atol=1e-12)
     moved = (ref[0].hidden[0].weight - build_reservoir(kind, path)[0].hidden[0].weight).abs().max()
     assert moved > 1e-3
-    # the reservoir's ξ is not the buffer's: the same network with the buffer memory ends elsewhere
-    buf = build("mlp" if kind == "mlp" else "lif", "buffer", "paper", 3)
-    assert (buf[0].hidden[0].weight - ref[0].hidden[0].weight).abs().max() > 1e-3 or kind == "lif"
 
 
-def test_reservoir_memory_without_the_c_step_is_refused_by_the_engine(tmp_path):
+def test_compiled_reservoir_step_equals_eager_float32(tmp_path):
+    """The reservoir memory under torch.compile (what a GPU runs, there in CUDA graphs) against the eager torch step."""
+    pytest.importorskip("torch._inductor")
+    path = reservoir_file(tmp_path / "res.pt", dtype="float32")
+    a, b = (build_reservoir("mlp", path, dtype=torch.float32, reservoir_dtype=torch.float32) for _ in range(2))
+    for built in (a, b):
+        for group in built[2].param_groups:
+            group["lr"] = 1e-3
+    ea, eb = make_engine(*a, mode="eager"), make_engine(*b, mode="compile", chunk=2)
+    x, y = stream(12)
+    x, y1 = x.float(), torch.nn.functional.one_hot(y, C).float()
+    order = torch.arange(12)
+    assert ea.train_epoch(x, y1, order) == eb.train_epoch(x, y1, order) == 9
+    assert eb.backend == "compile" and not eb.compile_failed
+    for pa, pb in zip(a[0].parameters(), b[0].parameters()):
+        torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6)
+    for sa, sb in zip(a[1].memory.state, b[1].memory.state):
+        torch.testing.assert_close(sa, sb, rtol=1e-4, atol=1e-5)
+
+
+def test_reservoir_memory_the_c_step_cannot_run_falls_back_to_the_torch_step(tmp_path):
     path = reservoir_file(tmp_path / "res.pt")
-    for mode in ("compile", "eager"):
-        with pytest.raises(ValueError, match="C step only"):
-            make_engine(*build_reservoir("mlp", path), mode=mode)
     noisy = build_reservoir("mlp", path)
     noisy[1].memory.noise_out = 0.1
     with pytest.raises(ValueError, match="noisy reservoir"):
-        make_engine(*noisy, mode="auto").train_epoch(*[t for t in (stream(8)[0], torch.eye(3)[stream(8)[1]].double())],
-                                                      torch.arange(8))
-    engine = make_engine(*build_reservoir("mlp", path, reservoir_dtype=torch.float32), mode="auto")
+        make_engine(*noisy)
+    # a float32 reservoir for a float64 network: the memory's own loop casts ξ; the C step does not run it
+    ref, fast = (build_reservoir("mlp", path, reservoir_dtype=torch.float32) for _ in range(2))
+    engine = make_engine(*fast, mode="auto", torch_compile=False)
+    x, y = stream(12)
+    order = torch.arange(12)
+    eager_epoch(ref[1], ref[2], x, y, order)
+    engine.train_epoch(x, torch.nn.functional.one_hot(y, C).double(), order)
+    assert engine.backend == "eager"
+    for pa, pb in zip(ref[0].parameters(), fast[0].parameters()):
+        torch.testing.assert_close(pa, pb, rtol=1e-10, atol=1e-12)
     with pytest.raises(ValueError, match="float32 reservoir"):
-        engine.train_epoch(stream(8)[0], torch.eye(3)[stream(8)[1]].double(), torch.arange(8))
+        make_engine(*build_reservoir("mlp", path, reservoir_dtype=torch.float32), mode="native").train_epoch(
+            x, torch.nn.functional.one_hot(y, C).double(), order)
 
 
 def test_trainer_runs_the_reservoir_memory_in_c_and_falls_back_when_it_cannot(tmp_path):

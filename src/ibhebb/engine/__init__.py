@@ -19,12 +19,11 @@ from __future__ import annotations
 from .optim import OPTIMIZERS, OptimSpec, optimizer_update_
 from .runner import MODES, OnlineEngine
 from .state import bind, unbind
-from .step import EngineState, StepSpec, chunk_step_, fill_step_, leaky_update_, sample_step_
+from .step import EngineState, ReservoirSpec, StepSpec, chunk_step_, fill_step_, leaky_update_, sample_step_
 
 ENGINES = ("auto", "fast", "native", "compile", "eager")
 """``cfg.engine``: ``fast`` is the engine by whatever path works, ``native``/``compile`` one path only."""
 MEMORIES = ("buffer", "recompute", "reservoir")
-"""The reservoir memory runs in the C step only (on the CPU)."""
 MODELS = ("mlp", "lif-mlp")
 
 
@@ -35,8 +34,6 @@ def unsupported(cfg) -> str | None:
         return f"rule {r.name!r} is not the online rule biohsic"
     if r.memory not in MEMORIES:
         return f"memory {r.memory!r} is not one of {', '.join(MEMORIES)}"
-    if r.memory == "reservoir" and (cfg.engine == "compile" or str(cfg.device).startswith("cuda")):
-        return "the reservoir memory runs in the C step only, on the CPU"
     if cfg.model.kind not in MODELS:
         return f"model.kind {cfg.model.kind!r} is not one of {', '.join(MODELS)}"
     if cfg.optim.name not in OPTIMIZERS:
@@ -60,6 +57,13 @@ def step_spec(model, rule, optimizer) -> StepSpec:
     if any(l.activation != first.activation or l.layernorm != first.layernorm for l in hidden):
         raise ValueError("hidden layers with different activations have no fast step")
     leaky = isinstance(model, LeakyMLP)
+    reservoir = None
+    if isinstance(rule.memory, ReservoirMemory):
+        mem = rule.memory
+        if mem.reservoir.noise_hidden > 0 or mem.noise_out > 0:
+            raise ValueError("no fast step for a noisy reservoir (its noise comes from torch's random stream)")
+        steps = max(1, mem.steps // (int(model.steps) if leaky else 1))
+        reservoir = ReservoirSpec(steps, float(mem.reservoir.lr), float(mem.reservoir.sr), bool(mem.feedback))
     return StepSpec(
         n_hidden=len(hidden),
         activation=first.activation,
@@ -72,6 +76,7 @@ def step_spec(model, rule, optimizer) -> StepSpec:
         gamma=float(rule.gamma),
         sigmas=tuple(float(s) for s in rule.sigmas),
         optim=OptimSpec.of(optimizer),
+        reservoir=reservoir,
     )
 
 

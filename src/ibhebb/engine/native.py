@@ -152,39 +152,25 @@ def unavailable(dtype: torch.dtype) -> str | None:
     return _ERRORS.get(dtype)
 
 
-def unsupported(spec: StepSpec, st: EngineState, memory=None) -> str | None:
-    """Why :class:`NativeStep` cannot train this state (with this ``ReservoirMemory``) (``None`` if it can)."""
+def unsupported(spec: StepSpec, st: EngineState) -> str | None:
+    """Why :class:`NativeStep` cannot train this state (``None`` if it can)."""
     if spec.n_hidden + 1 > MAX_LAYERS:
         return f"more than {MAX_LAYERS - 1} hidden layers"
     if spec.memory not in ("buffer", "recompute", "reservoir"):
         return f"memory {spec.memory!r}"
-    if spec.memory == "reservoir":
-        reason = _reservoir_unsupported(memory, st)
-        if reason is not None:
-            return reason
+    if st.reservoir is not None and st.reservoir.w_rec.dtype != st.weights[0].dtype:
+        return f"a {st.reservoir.w_rec.dtype} reservoir for {st.weights[0].dtype} weights"
     tensors = st.tensors()
     if any(t.device.type != "cpu" for t in tensors):
         return "tensors not on the CPU"
     dtype = st.weights[0].dtype
-    if any(t.dtype != dtype for t in [*st.weights, *st.biases, *(m for ms in st.moments for m in ms), st.past_x, st.past_y, *st.past_z, st.kx, st.ky]):
+    res = [] if st.reservoir is None else list(st.reservoir)[:-1]  # its stats are float64
+    if any(t.dtype != dtype for t in [*st.weights, *st.biases, *(m for ms in st.moments for m in ms), st.past_x, st.past_y, *st.past_z,
+                                      st.kx, st.ky, *res]):
         return "mixed dtypes"
     if not all(t.is_contiguous() for t in tensors):
         return "non-contiguous tensors"
     return unavailable(dtype)
-
-
-def _reservoir_unsupported(memory, st: EngineState) -> str | None:
-    if memory is None or not hasattr(memory, "reservoir"):
-        return "the reservoir memory needs its ReservoirMemory"
-    res = memory.reservoir
-    if res.noise_hidden > 0 or memory.noise_out > 0:
-        return "a noisy reservoir (its noise is drawn from torch's random stream)"
-    if res.w_rec.dtype != st.weights[0].dtype or res.w_rec.device.type != "cpu":
-        return f"a {res.w_rec.dtype} reservoir for {st.weights[0].dtype} weights"
-    dims = (st.weights[0].shape[-1], st.weights[-1].shape[-2], [w.shape[-2] for w in st.weights[:-1]])
-    if dims != (memory.x_dim, memory.classes, memory.hidden):
-        return f"a reservoir pre-trained for another network ({memory.x_dim}, {memory.classes}, {memory.hidden})"
-    return None
 
 
 def compressed_rows(w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -210,17 +196,15 @@ class NativeStep:
 
     ``threads`` workers split the replicas (at most one worker per replica);
     a single replica with the buffer memory is split instead: each worker owns
-    a slice of the hidden layers' rows.
-    With the reservoir memory, ``memory`` is the rule's ``ReservoirMemory``:
-    its state advances in place and its diagnostics accumulate as in its own loop.
+    a slice of the hidden layers' rows. With the reservoir memory the bank's
+    state (``st.reservoir``) advances in place and its scores accumulate there.
     """
 
-    def __init__(self, spec: StepSpec, st: EngineState, threads: int | None = None, memory=None):
-        reason = unsupported(spec, st, memory)
+    def __init__(self, spec: StepSpec, st: EngineState, threads: int | None = None):
+        reason = unsupported(spec, st)
         if reason is not None:
             raise ValueError(f"no C step: {reason}")
         self.spec, self.st = spec, st
-        self.memory = memory if spec.memory == "reservoir" else None
         self.lib = library(st.weights[0].dtype)
         replicas = st.weights[0].shape[0]
         threads = max(1, threads or torch.get_num_threads())
@@ -257,30 +241,24 @@ class NativeStep:
         for i, z in enumerate(st.past_z):
             p.past_z[i] = _addr(z)
         self.problem = p
-        if self.memory is not None:
-            self._bind_reservoir(replicas)
+        if st.reservoir is not None:
+            self._bind_reservoir(spec, st.reservoir)
 
-    def _bind_reservoir(self, replicas: int) -> None:
-        mem, p = self.memory, self.problem
-        res = mem.reservoir
-        if mem.state is None or mem.state[0].shape[1] != replicas:
-            s0 = res.initial_state(replicas)  # what the memory's own loop starts from
-            mem.state = (s0.u, s0.r, res.w_rec.new_zeros(res.groups, replicas, mem.readout.shape[1]))
-        mem.state = tuple(t.contiguous() for t in mem.state)
+    def _bind_reservoir(self, spec: StepSpec, res) -> None:
+        p = self.problem
         start, col, val = compressed_rows(res.w_rec)
         w_in_t = res.w_in.transpose(1, 2).contiguous()
-        self._res_tensors = [w_in_t, *(t.contiguous() for t in (res.w_fb, mem.readout, mem.target_scale)), start, col, val]
-        p.res_units, p.res_in, p.res_out = res.units, res.in_features, mem.readout.shape[1]
-        p.res_steps, p.res_feedback = max(1, mem.steps // self.spec.steps), int(mem.feedback)
-        p.res_leak, p.res_gain = res.lr, res.sr
+        self._res_tensors = [w_in_t, *(t.contiguous() for t in (res.w_fb, res.readout, res.scale)), start, col, val]
+        p.res_units, p.res_in, p.res_out = res.w_rec.shape[-1], res.w_in.shape[-1], res.readout.shape[1]
+        p.res_steps, p.res_feedback = spec.reservoir.steps, int(spec.reservoir.feedback)
+        p.res_leak, p.res_gain = spec.reservoir.leak, spec.reservoir.gain
         (p.res_w_in_t, p.res_w_fb, p.res_readout, p.res_scale, p.res_rec_start, p.res_rec_col,
          p.res_rec_val) = (_addr(t) for t in self._res_tensors)
-        p.res_u, p.res_r, p.res_ro = (_addr(t) for t in mem.state)
+        p.res_u, p.res_r, p.res_ro = (_addr(t) for t in (res.u, res.r, res.r_out))
 
     def key(self) -> tuple:
         """The addresses this step is bound to (rebuild it when they change)."""
-        mem = () if self.memory is None else tuple(t.data_ptr() for t in self.memory.state)
-        return tuple(t.data_ptr() for t in self.st.tensors()) + mem
+        return tuple(t.data_ptr() for t in self.st.tensors())
 
     def close(self) -> None:
         if self._pool is not None:
@@ -318,9 +296,8 @@ class NativeStep:
         lib.ibhebb_end(ref)
         if any(fails):
             raise MemoryError("the C step could not allocate its scratch memory")
-        if self.memory is not None:
-            total = stats.sum(0)
-            self.memory._stats = total if self.memory._stats is None else self.memory._stats + total
+        if st.reservoir is not None:
+            st.reservoir.stats.add_(stats.sum(0))
         st.step.fill_(p.step)
         st.powers.copy_(torch.tensor([p.power1, p.power2], dtype=st.powers.dtype))
 

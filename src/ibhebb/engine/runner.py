@@ -103,10 +103,8 @@ class OnlineEngine:
         self.compile_failed = False
         self.backend: str | None = None
         """``native``, ``compile``, ``cuda-graph`` or ``eager``: what ran the last epoch's updates."""
-        if mode == "native" or spec.memory == "reservoir":
+        if mode == "native":
             reason = native.unavailable(weight.dtype) if weight.device.type == "cpu" else "the C step runs on the CPU only"
-            if spec.memory == "reservoir" and mode in ("compile", "eager"):
-                reason = "the reservoir memory runs in the C step only"
             if reason is not None:
                 raise ValueError(f"no C step: {reason}")
 
@@ -143,12 +141,12 @@ class OnlineEngine:
         if self._native is not None:
             self._native.close()
             self._native = None
-        reason = native.unsupported(self.spec, st, self.memory)
+        reason = native.unsupported(self.spec, st)
         if reason is not None:
-            if self.mode == "native" or self.spec.memory == "reservoir":
+            if self.mode == "native":
                 raise ValueError(f"no C step: {reason}")
             return None
-        self._native = native.NativeStep(self.spec, st, memory=self.memory)
+        self._native = native.NativeStep(self.spec, st)
         self._native_key = (self._native.key(), torch.get_num_threads())
         return self._native
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .step import EngineState, StepSpec, full_kernel
+from .step import EngineState, ReservoirTensors, StepSpec, full_kernel
 
 
 def _scalar_dtype() -> torch.dtype:
@@ -31,9 +31,27 @@ def _window(memory):
     return getattr(memory, "buffer", memory)
 
 
+def _reservoir(memory, layers, replicas: int) -> ReservoirTensors:
+    """A ``ReservoirMemory``'s bank and a copy of its state (fresh, as its own loop starts one, if it has none yet)."""
+    res = memory.reservoir
+    dims = (layers[0].in_features, layers[-1].out_features, [layer.out_features for layer in layers[:-1]])
+    if dims != (memory.x_dim, memory.classes, memory.hidden):
+        raise ValueError(
+            f"rule.reservoir = {memory.path!r} was pre-trained for inputs {memory.x_dim}, classes {memory.classes}, "
+            f"hidden {memory.hidden}; this network has {dims[0]}, {dims[1]}, {dims[2]}"
+        )
+    if memory.state is None or memory.state[0].shape[1] != replicas:
+        s0 = res.initial_state(replicas)
+        state = (s0.u, s0.r, res.w_rec.new_zeros(res.groups, replicas, memory.readout.shape[1]))
+    else:
+        state = tuple(t.clone() for t in memory.state)
+    stats = torch.zeros(len(memory.hidden), 6, dtype=torch.float64, device=res.w_rec.device)
+    return ReservoirTensors(res.w_rec, res.w_in, res.w_fb, memory.readout, memory.target_scale, *state, stats)
+
+
 def bind(spec: StepSpec, model, memory, optimizer: torch.optim.Optimizer) -> tuple[EngineState, int]:
     """The state for training ``model`` from where ``memory`` and ``optimizer`` stand; also the memory's count."""
-    memory = _window(memory)
+    owner, memory = memory, _window(memory)
     layers = model.layers()
     weights = tuple(layer.weight.detach() for layer in layers)
     biases = tuple(layer.bias.detach() for layer in layers) if layers[0].bias is not None else ()
@@ -78,15 +96,21 @@ def bind(spec: StepSpec, model, memory, optimizer: torch.optim.Optimizer) -> tup
         else:
             past_z = tuple(torch.zeros(ref.shape[0], m, layer.out_features, device=ref.device, dtype=dtype) for layer in layers[:-1])
     sx, sy, _ = spec.sigmas
+    reservoir = _reservoir(owner, layers, ref.shape[0]) if spec.memory == "reservoir" else None
     st = EngineState(
         weights, biases, tuple(moments), tuple(lrs), tuple(wds), step, powers,
-        past_x, past_y, past_z, full_kernel(past_x, sx), full_kernel(past_y, sy),
+        past_x, past_y, past_z, full_kernel(past_x, sx), full_kernel(past_y, sy), reservoir,
     )
     return st, count
 
 
 def unbind(spec: StepSpec, st: EngineState, count: int, model, memory, optimizer: torch.optim.Optimizer) -> None:
-    """Write the window, its count and the step count back to ``memory`` and ``optimizer``."""
+    """Write the window, its count, the step count (and the reservoir's state and scores) back to ``memory`` and ``optimizer``."""
+    if st.reservoir is not None:
+        res = st.reservoir
+        memory.state = (res.u.clone(), res.r.clone(), res.r_out.clone())
+        stats = res.stats.cpu()
+        memory._stats = stats.clone() if memory._stats is None else memory._stats + stats
     memory = _window(memory)
     memory.x, memory.y = st.past_x.clone(), st.past_y.clone()
     memory.z = [z.clone() for z in st.past_z] if spec.memory in ("buffer", "reservoir") else []

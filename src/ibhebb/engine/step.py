@@ -18,6 +18,11 @@ moment):
   leaky layer;
 - readout: ``g_W = (1/N) Σ_p (softmax(W h_p + b) - y_p) h_pᵀ`` over the window;
 - then every parameter takes one optimiser step (:mod:`.optim`).
+
+With the ``reservoir`` memory (MATH §4) ξ^ℓ is instead read out of a frozen
+reservoir per hidden layer, advanced by :func:`reservoir_signals_` exactly
+as :class:`~ibhebb.memory.reservoir.ReservoirMemory` advances it; the window's
+true ξ is still computed, to score the reservoir's (``reservoir_stats``).
 """
 from __future__ import annotations
 
@@ -49,6 +54,35 @@ class StepSpec:
     gamma: float
     sigmas: tuple[float, float, float]
     optim: OptimSpec
+    reservoir: "ReservoirSpec | None" = None
+
+
+@dataclass(frozen=True)
+class ReservoirSpec:
+    """The constants of the reservoir memory: its Euler steps per update, leak ``Δt/τ_r``, gain ``λ``, feedback."""
+
+    steps: int
+    leak: float
+    gain: float
+    feedback: bool
+
+
+class ReservoirTensors(NamedTuple):
+    """The reservoir bank's weights ``(L, n, ·)`` (read only), its state ``(L, R, ·)`` and the scores of its ξ.
+
+    ``stats`` ``(L, 6)`` float64 accumulates, per hidden layer, the count and the
+    sums ``a, b, a², b², ab`` of the reservoir's ξ (``a``) and the true one (``b``).
+    """
+
+    w_rec: Tensor
+    w_in: Tensor
+    w_fb: Tensor
+    readout: Tensor
+    scale: Tensor
+    u: Tensor
+    r: Tensor
+    r_out: Tensor
+    stats: Tensor
 
 
 class EngineState(NamedTuple):
@@ -63,7 +97,8 @@ class EngineState(NamedTuple):
     multiplication (a ``pow`` would be recomputed for every element of the
     fused update); the window's past ``N - 1`` inputs ``(N-1, d_x)``, one-hot
     labels ``(N-1, C)`` and (``buffer``) hidden outputs ``(R, N-1, d_ℓ)``, and
-    the kernel matrices of the past inputs and labels ``(N-1, N-1)``.
+    the kernel matrices of the past inputs and labels ``(N-1, N-1)``;
+    ``reservoir`` the reservoir memory's tensors (``None`` for the other memories).
     """
 
     weights: tuple[Tensor, ...]
@@ -78,6 +113,7 @@ class EngineState(NamedTuple):
     past_z: tuple[Tensor, ...]
     kx: Tensor
     ky: Tensor
+    reservoir: ReservoirTensors | None = None
 
     def params(self) -> list[Tensor]:
         """Parameters in the order of ``model.parameters()``: ``W, b`` of each layer."""
@@ -88,14 +124,16 @@ class EngineState(NamedTuple):
     def tensors(self) -> list[Tensor]:
         """Every tensor of the state (for copying and for CUDA-graph address checks)."""
         out = [*self.weights, *self.biases, *(t for ms in self.moments for t in ms), *self.lr, *self.wd, self.step, self.powers]
-        return out + [self.past_x, self.past_y, *self.past_z, self.kx, self.ky]
+        return out + [self.past_x, self.past_y, *self.past_z, self.kx, self.ky, *(self.reservoir or ())]
 
 
 def clone_state(st: EngineState) -> EngineState:
     """A deep copy of a state (same shapes and strides), e.g. to warm a compiled step up on."""
 
     def copy(f):
-        return f.clone() if isinstance(f, Tensor) else tuple(copy(t) for t in f)
+        if f is None or isinstance(f, Tensor):
+            return None if f is None else f.clone()
+        return type(f)(*(copy(t) for t in f)) if hasattr(f, "_fields") else tuple(copy(t) for t in f)
 
     return EngineState(*(copy(f) for f in st))
 
@@ -182,6 +220,40 @@ def fill_step_(spec: StepSpec, st: EngineState, x: Tensor, y: Tensor) -> None:
     push_(spec, st, x, y, represent(spec, st, x) if st.past_z else [], kx, ky)
 
 
+def reservoir_signals_(spec: StepSpec, res: ReservoirTensors, x: Tensor, y: Tensor, zs: list[Tensor]) -> list[Tensor]:
+    """Advance the bank ``spec.reservoir.steps`` Euler steps with ``r_i = [x; y; z^ℓ]``; ξ^ℓ ``(R, d_ℓ)`` per layer.
+
+    ``u ← lerp(u, λ W_r r + W_in r_i + W_fb r_o, leak)``, ``r = tanh(u)``,
+    ``r_o = W_out r``, ``ξ^ℓ = r_o[:d_ℓ] / scale_ℓ`` (the state in place).
+    """
+    rs = spec.reservoir
+    R, width = zs[0].shape[0], res.w_in.shape[-1]
+    rows = []
+    for z in zs:
+        z = z.reshape(R, -1)
+        parts = [x.reshape(1, -1).expand(R, -1), y.reshape(1, -1).expand(R, -1), z]
+        pad = width - sum(p.shape[-1] for p in parts)
+        rows.append(torch.cat([p.to(res.w_in.dtype) for p in parts] + [z.new_zeros(R, pad, dtype=res.w_in.dtype)], -1))
+    drive_in = torch.bmm(torch.stack(rows), res.w_in.transpose(1, 2))
+    for _ in range(rs.steps):
+        drive = torch.bmm(res.r, res.w_rec.transpose(1, 2))
+        if rs.gain != 1.0:
+            drive = drive * rs.gain
+        drive = drive + drive_in
+        if rs.feedback:
+            drive = torch.baddbmm(drive, res.r_out, res.w_fb.transpose(1, 2))
+        res.u.copy_(torch.lerp(res.u, drive, rs.leak))
+        res.r.copy_(torch.tanh(res.u))
+        res.r_out.copy_(torch.bmm(res.r, res.readout.transpose(1, 2)))
+    return [(res.r_out[l, :, : z.shape[-1]] / res.scale[l]).to(z.dtype) for l, z in enumerate(zs)]
+
+
+def _score_(stats: Tensor, layer: int, a: Tensor, b: Tensor) -> None:
+    a, b = a.double(), b.double()
+    n = torch.full((), float(a.numel()), dtype=torch.float64, device=a.device)
+    stats[layer].add_(torch.stack([n, a.sum(), b.sum(), (a * a).sum(), (b * b).sum(), (a * b).sum()]))
+
+
 def update_(spec: StepSpec, st: EngineState, x: Tensor, yw: Tensor, kx: Tensor, ky: Tensor, us: list[Tensor] | None):
     """One update (one Euler step of a leaky network) from potentials ``us`` (``None``: at rest).
 
@@ -192,10 +264,15 @@ def update_(spec: StepSpec, st: EngineState, x: Tensor, yw: Tensor, kx: Tensor, 
     scale = 1.0 if spec.leak is None else spec.leak
     traces, us = hidden_step(spec, st, x, us)
     past = list(st.past_z) if st.past_z else represent(spec, st, st.past_x)
+    if st.reservoir is not None:
+        from_reservoir = reservoir_signals_(spec, st.reservoir, x, yw[-1:], [t[3] for t in traces])
     grads = []
     for i, ((h, a, r, z), zp) in enumerate(zip(traces, past)):
         zw = torch.cat([zp, z], -2)
         xi = signal_from_kernels(kx, ky, zw, gamma=spec.gamma, sigma_z=spec.sigmas[2], variant=spec.variant)
+        if st.reservoir is not None:
+            _score_(st.reservoir.stats, i, from_reservoir[i], xi)
+            xi = from_reservoir[i]
         cot = xi.unsqueeze(-2)
         if spec.layernorm:
             cot = layernorm_vjp(r, z, cot)
