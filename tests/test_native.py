@@ -309,3 +309,16 @@ def test_cli_says_in_one_line_when_engine_native_cannot_run(tmp_path):
     assert out.stderr.strip().splitlines() == ["ibhebb: error: engine = 'native' cannot run this config: no C step: "
                                                "no C compiler ('no-such-cc' not found; set CC)"]
     assert not list((tmp_path / "run").iterdir())  # nothing written
+
+
+@pytest.mark.parametrize("window,chunk", [(2, 1), (2, None), (64, 1), (64, None)])
+def test_native_window_sizes_chunks_and_short_epochs(window, chunk):
+    """The smallest and the Fig 4 window, one sample per call or many, epochs shorter than the window (float64)."""
+    ref, fast = build("lif", "buffer", "exact", 2, window=window), build("lif", "buffer", "exact", 2, window=window)
+    engine = make_engine(*fast, mode="native", chunk=chunk)
+    x, y = stream(80)
+    y1 = torch.nn.functional.one_hot(y, C).double()
+    for e, n in enumerate((1, 5, 80, 3)):
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(e))
+        assert eager_epoch(ref[1], ref[2], x, y, order) == engine.train_epoch(x, y1, order)
+    assert_same(ref, fast)
