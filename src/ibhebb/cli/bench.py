@@ -19,7 +19,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--rows", default="buffer,recompute,lif,backprop", help="which rows (default all): buffer,recompute,lif,backprop")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: torch's default)")
     p.add_argument("--chunk", type=int, default=0, help="samples per call of the engine's C or compiled step (default 0: the engine's choice)")
-    p.add_argument("--engines", default="", help="which engines (default: eager,native,compile on the CPU, eager,compile on CUDA)")
+    p.add_argument("--engines", default="", help="which engines: eager,native,compile (default: eager,native on the CPU, eager,compile on CUDA)")
     p.add_argument("--json", metavar="FILE", help="also write the result as JSON")
     return p
 
@@ -60,7 +60,7 @@ def run(args) -> int:
         if reason is not None:
             if engines:
                 raise UserError(f"--engines native: the C step cannot run here ({reason})")
-            print(f"note: no native rows, the C step cannot run here ({reason})", flush=True)
+            print(f"note: no native rows, the C step cannot run here ({reason}); timing the compiled step instead", flush=True)
             engines = ("eager", "compile")
     result = run_bench(args.device, args.steps, replicas, args.lif_steps, groups=groups, chunk=args.chunk, engines=engines)
     print(markdown(result))
