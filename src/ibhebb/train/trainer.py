@@ -315,7 +315,8 @@ class Trainer:
             if self.progress:
                 m, s = _mean_std(record["test_accuracy"])
                 spread = f" ± {s:.4f}" if cfg.seeds > 1 else ""
-                print(f"epoch {epoch + 1}/{cfg.epochs}: test accuracy {m:.4f}{spread} ({train_seconds:.1f} s)", flush=True)
+                path = {"native": ", C step", "compile": ", compiled step", "cuda-graph": ", CUDA graphs"}.get(record["engine"], "")
+                print(f"epoch {epoch + 1}/{cfg.epochs}: test accuracy {m:.4f}{spread} ({train_seconds:.1f} s{path})", flush=True)
         if record is None:
             record = json.loads((self.out / METRICS).read_text().splitlines()[-1])
         return self._summarise(record)
