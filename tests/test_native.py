@@ -322,3 +322,12 @@ def test_native_window_sizes_chunks_and_short_epochs(window, chunk):
         order = torch.randperm(n, generator=torch.Generator().manual_seed(e))
         assert eager_epoch(ref[1], ref[2], x, y, order) == engine.train_epoch(x, y1, order)
     assert_same(ref, fast)
+
+
+def test_reservoir_memory_keeps_the_files_precision(tmp_path):
+    """A float64 file gives a float64 bank (which the C step runs beside a float64 network); a float32 file a float32 one."""
+    from ibhebb.memory.reservoir import ReservoirMemory
+
+    for dtype in (torch.float64, torch.float32):
+        mem = ReservoirMemory(reservoir_file(tmp_path / f"{dtype}.pt", dtype=str(dtype).split(".")[1]), 4)
+        assert mem.reservoir.w_rec.dtype == mem.reservoir.w_in.dtype == mem.readout.dtype == dtype

@@ -92,6 +92,7 @@ class ReservoirMemory(nn.Module):
         h = state["hyper"]
         self.reservoir = Reservoir(h["units"], h["in_features"], h["out_features"], groups=h["groups"], lr=h["lr"],
                                    sr=h["sr"], noise_hidden=h["noise_hidden"], seed=h["seed"], connectivity=1.0)
+        self.reservoir.to(state["readout"].dtype)  # the file's precision (load_state_dict keeps the buffers' dtype)
         self.reservoir.load_state_dict(state["reservoir"])
         self.register_buffer("readout", state["readout"].clone())
         self.register_buffer("target_scale", torch.tensor(state["target_scale"], dtype=state["readout"].dtype))
