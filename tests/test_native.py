@@ -14,6 +14,12 @@ from test_engine import C, assert_same, build, eager_epoch, stream
 from test_reservoir import tiny_reservoir
 
 
+def epoch_both(ref, engine, x, y, order) -> None:
+    """One epoch over ``order`` through the rule's own loop (``ref``) and through ``engine``: the same number of updates."""
+    y1 = torch.nn.functional.one_hot(y, C).to(x.dtype)
+    assert eager_epoch(ref[1], ref[2], x, y, order) == engine.train_epoch(x, y1, order)
+
+
 @contextlib.contextmanager
 def num_threads(n):
     """torch's thread count (which the C step follows) set to ``n`` for a block, then restored."""
@@ -101,9 +107,7 @@ def test_one_native_call_equals_the_eager_rule_over_many_samples():
     ref, fast = build("mlp", "buffer", "exact", 2), build("mlp", "buffer", "exact", 2)
     engine = make_engine(*fast, mode="native", chunk=1000)
     x, y = stream(300)
-    order = torch.randperm(300, generator=torch.Generator().manual_seed(3))
-    eager_epoch(ref[1], ref[2], x, y, order)
-    engine.train_epoch(x, torch.nn.functional.one_hot(y, C).double(), order)
+    epoch_both(ref, engine, x, y, torch.randperm(300, generator=torch.Generator().manual_seed(3)))
     assert_same(ref, fast)
 
 
@@ -121,9 +125,7 @@ def test_without_a_compiler_auto_falls_back_and_native_refuses(no_compiler):
     ref, fast = build("mlp", "buffer", "paper", 2), build("mlp", "buffer", "paper", 2)
     engine = make_engine(*fast, mode="auto", torch_compile=False)
     x, y = stream(12)
-    order = torch.arange(12)
-    eager_epoch(ref[1], ref[2], x, y, order)
-    engine.train_epoch(x, torch.nn.functional.one_hot(y, C).double(), order)
+    epoch_both(ref, engine, x, y, torch.arange(12))
     assert engine.backend == "eager"
     assert_same(ref, fast)
     with pytest.raises(ValueError, match="no C compiler"):
@@ -200,10 +202,8 @@ def test_engine_reservoir_memory_equals_its_own_loop(tmp_path, kind, mode):
     ref, fast = build_reservoir(kind, path), build_reservoir(kind, path)
     engine = make_engine(*fast, mode=mode)
     x, y = stream(30)
-    y1 = torch.nn.functional.one_hot(y, C).double()
     for e, n in enumerate((9, 30)):
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(e))
-        assert engine.train_epoch(x, y1, order) == eager_epoch(ref[1], ref[2], x, y, order)
+        epoch_both(ref, engine, x, y, torch.randperm(n, generator=torch.Generator().manual_seed(e)))
         assert engine.backend == mode
         da, db = ref[1].memory.diagnostics(), fast[1].memory.diagnostics()
         assert da["xi_samples"] == db["xi_samples"]
@@ -248,8 +248,7 @@ def test_reservoir_memory_the_c_step_cannot_run_falls_back_to_the_torch_step(tmp
     engine = make_engine(*fast, mode="auto", torch_compile=False)
     x, y = stream(12)
     order = torch.arange(12)
-    eager_epoch(ref[1], ref[2], x, y, order)
-    engine.train_epoch(x, torch.nn.functional.one_hot(y, C).double(), order)
+    epoch_both(ref, engine, x, y, order)
     assert engine.backend == "eager"
     for pa, pb in zip(ref[0].parameters(), fast[0].parameters()):
         torch.testing.assert_close(pa, pb, rtol=1e-10, atol=1e-12)
@@ -291,9 +290,7 @@ def test_native_activations_layernorm_and_no_bias(activation, layernorm, bias):
     ref, fast = built(), built()
     engine = make_engine(*fast, mode="native")
     x, y = stream(20)
-    order = torch.randperm(20, generator=torch.Generator().manual_seed(0))
-    eager_epoch(ref[1], ref[2], x, y, order)
-    engine.train_epoch(x, torch.nn.functional.one_hot(y, C).double(), order)
+    epoch_both(ref, engine, x, y, torch.randperm(20, generator=torch.Generator().manual_seed(0)))
     assert_same(ref, fast)
 
 
@@ -317,10 +314,8 @@ def test_native_window_sizes_chunks_and_short_epochs(window, chunk):
     ref, fast = build("lif", "buffer", "exact", 2, window=window), build("lif", "buffer", "exact", 2, window=window)
     engine = make_engine(*fast, mode="native", chunk=chunk)
     x, y = stream(80)
-    y1 = torch.nn.functional.one_hot(y, C).double()
     for e, n in enumerate((1, 5, 80, 3)):
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(e))
-        assert eager_epoch(ref[1], ref[2], x, y, order) == engine.train_epoch(x, y1, order)
+        epoch_both(ref, engine, x, y, torch.randperm(n, generator=torch.Generator().manual_seed(e)))
     assert_same(ref, fast)
 
 
