@@ -226,25 +226,15 @@ def reservoir_signals_(spec: StepSpec, res: ReservoirTensors, x: Tensor, y: Tens
     ``u ← lerp(u, λ W_r r + W_in r_i + W_fb r_o, leak)``, ``r = tanh(u)``,
     ``r_o = W_out r``, ``ξ^ℓ = r_o[:d_ℓ] / scale_ℓ`` (the state in place).
     """
+    from ..memory.reservoir import reservoir_inputs
+    from ..reservoir.dynamics import ReservoirState, reservoir_step
+
     rs = spec.reservoir
-    R, width = zs[0].shape[0], res.w_in.shape[-1]
-    rows = []
-    for z in zs:
-        z = z.reshape(R, -1)
-        parts = [x.reshape(1, -1).expand(R, -1), y.reshape(1, -1).expand(R, -1), z]
-        pad = width - sum(p.shape[-1] for p in parts)
-        rows.append(torch.cat([p.to(res.w_in.dtype) for p in parts] + [z.new_zeros(R, pad, dtype=res.w_in.dtype)], -1))
-    drive_in = torch.bmm(torch.stack(rows), res.w_in.transpose(1, 2))
+    drive_in = torch.bmm(reservoir_inputs(x, y, zs, res.w_in.shape[-1], res.w_in.dtype), res.w_in.transpose(1, 2))
+    state = ReservoirState(res.u, res.r)
     for _ in range(rs.steps):
-        drive = torch.bmm(res.r, res.w_rec.transpose(1, 2))
-        if rs.gain != 1.0:
-            drive = drive * rs.gain
-        drive = drive + drive_in
-        if rs.feedback:
-            drive = torch.baddbmm(drive, res.r_out, res.w_fb.transpose(1, 2))
-        res.u.copy_(torch.lerp(res.u, drive, rs.leak))
-        res.r.copy_(torch.tanh(res.u))
-        res.r_out.copy_(torch.bmm(res.r, res.readout.transpose(1, 2)))
+        reservoir_step(state, drive_in, res.r_out if rs.feedback else None, res.w_rec, res.w_fb, leak=rs.leak, gain=rs.gain, out=state)
+        torch.bmm(res.r, res.readout.transpose(1, 2), out=res.r_out)
     return [(res.r_out[l, :, : z.shape[-1]] / res.scale[l]).to(z.dtype) for l, z in enumerate(zs)]
 
 

@@ -49,6 +49,21 @@ def load_reservoir_file(path: str | Path) -> dict:
     return state
 
 
+def reservoir_inputs(x: Tensor, y: Tensor, zs: list[Tensor], width: int, dtype: torch.dtype) -> Tensor:
+    """``r_i = [x; y; z^ℓ]`` for every layer's reservoir and replica, zero-padded to ``width``: ``(L, R, width)``.
+
+    ``x`` ``(1, d_x)`` and ``y`` ``(1, C)`` are the current sample, shared by the ``R`` replicas; ``zs[ℓ]`` is
+    ``(R, 1, d_ℓ)`` or ``(R, d_ℓ)``.
+    """
+    R = zs[0].shape[0]
+    rows = []
+    for z in zs:
+        parts = [x.reshape(1, -1).expand(R, -1), y.reshape(1, -1).expand(R, -1), z.reshape(R, -1)]
+        pad = width - sum(p.shape[-1] for p in parts)
+        rows.append(torch.cat([p.to(dtype) for p in parts] + [x.new_zeros(R, pad, dtype=dtype)], -1))
+    return torch.stack(rows)
+
+
 def check_reservoir_config(cfg) -> None:
     """Refuse a config whose reservoir file is missing or was trained for another rule or network."""
     r = cfg.rule
@@ -117,14 +132,7 @@ class ReservoirMemory(nn.Module):
         self.buffer.push(x, y, zs)
 
     def _inputs(self, x: Tensor, y: Tensor, zs: list[Tensor]) -> Tensor:
-        R = zs[0].shape[0]
-        res = self.reservoir
-        r_in = res.w_in.new_zeros(res.groups, R, res.in_features)
-        for l, z in enumerate(zs):
-            parts = [x.reshape(1, -1).expand(R, -1), y.expand(R, -1), z.reshape(R, -1)]
-            cat = torch.cat([p.to(r_in.dtype) for p in parts], 1)
-            r_in[l, :, : cat.shape[1]] = cat
-        return r_in
+        return reservoir_inputs(x, y, zs, self.reservoir.in_features, self.reservoir.w_in.dtype)
 
     def _check_dims(self, x: Tensor, y: Tensor, zs: list[Tensor]) -> None:
         dims = (x.shape[-1], y.shape[-1], [z.shape[-1] for z in zs])
