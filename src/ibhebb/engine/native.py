@@ -97,10 +97,10 @@ def _compile(real: str) -> Path:
     if shutil.which(cc) is None:
         raise RuntimeError(f"no C compiler ({cc!r} not found; set CC)")
     common = ["-O3", "-fno-math-errno", "-fopenmp-simd", "-shared", "-fPIC", f"-DREAL={real}"]
-    errors = []
+    source, machine, errors = SOURCE.read_bytes(), [platform.machine(), _cpu_id()], []
     for arch in (["-march=native"], []):  # some compilers (older clang on arm64) refuse -march=native
         flags = arch + common
-        key = hashlib.sha256(SOURCE.read_bytes() + " ".join([cc, *flags, platform.machine(), _cpu_id()]).encode()).hexdigest()[:16]
+        key = hashlib.sha256(source + " ".join([cc, *flags, *machine]).encode()).hexdigest()[:16]
         out = cache_dir() / f"ibhebb_step_{real}_{key}.so"
         if out.exists():
             return out
@@ -135,8 +135,8 @@ def library(dtype: torch.dtype):
             lib.ibhebb_replicas.restype = ctypes.c_int
             lib.ibhebb_part.argtypes = [ctypes.POINTER(_Problem), _i64, _i64, _ptr]
             lib.ibhebb_part.restype = ctypes.c_int
-            lib.ibhebb_abi.restype = _i64
-            if lib.ibhebb_abi() != 4000 * MAX_LAYERS + torch.finfo(dtype).bits // 8:
+            lib.ibhebb_problem_size.restype = lib.ibhebb_real_size.restype = _i64
+            if (lib.ibhebb_problem_size(), lib.ibhebb_real_size()) != (ctypes.sizeof(_Problem), torch.finfo(dtype).bits // 8):
                 raise RuntimeError("the compiled step does not match this module")
             _LIBS[dtype] = lib
         except (OSError, RuntimeError, subprocess.SubprocessError) as e:

@@ -661,4 +661,6 @@ int ibhebb_part(Problem *P, int64_t rep, int64_t part, double *stats) {
     return fail;
 }
 
-int64_t ibhebb_abi(void) { return 4000 * MAXL + (int64_t)sizeof(real); }
+/* What the Python binding checks its ctypes mirror of Problem against. */
+int64_t ibhebb_problem_size(void) { return (int64_t)sizeof(Problem); }
+int64_t ibhebb_real_size(void) { return (int64_t)sizeof(real); }
