@@ -1,7 +1,7 @@
 """Shared harness of the online-rule learning tests: a two-blob stream, one sample at a time."""
 import torch
 
-from ibhebb.phsic import label_kernel_matrix, phsic_objective
+from ibhebb.functional.phsic import label_kernel_matrix, phsic_objective
 from ibhebb.rules import make_rule
 
 

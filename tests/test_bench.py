@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from ibhebb.bench import markdown, run_bench, update_cost
+from ibhebb.app.bench import markdown, run_bench, update_cost
 
 
 def test_bench_rows_table_and_json(tmp_path):

@@ -10,7 +10,7 @@ from ibhebb.config import RuleConfig, load_config
 from ibhebb.data import Dataset
 from ibhebb.data.augment import augment_draws, augment_images, crop_flip
 from ibhebb.errors import ConfigError
-from ibhebb.kernels import hsic_bottleneck
+from ibhebb.functional.kernels import hsic_bottleneck
 from ibhebb.models import build_model
 from ibhebb.models.cnn import CNN
 from ibhebb.rules import make_rule

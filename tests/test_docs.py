@@ -8,18 +8,18 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCTEST_MODULES = [
-    "ibhebb.kernels",
-    "ibhebb.signals",
+    "ibhebb.functional.kernels",
+    "ibhebb.functional.signals",
     "ibhebb.models.layers",
     "ibhebb.models.networks",
     "ibhebb.memory.window",
     "ibhebb.models.conv",
     "ibhebb.models.cnn",
     "ibhebb.data.augment",
-    "ibhebb.sweep",
+    "ibhebb.app.sweep",
     "ibhebb.engine",
     "ibhebb.engine.optim",
-    "ibhebb.engine.native",
+    "ibhebb.engine.cstep",
 ]
 
 

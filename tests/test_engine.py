@@ -81,7 +81,7 @@ CASES = [
 
 
 STEPS = ["eager", "native"]
-"""The engine's step written with torch ops (run eagerly here; compiled below) and its C twin (:mod:`ibhebb.engine.native`)."""
+"""The engine's step written with torch ops (run eagerly here; compiled below) and its C twin (:mod:`ibhebb.engine.cstep`)."""
 
 
 @pytest.mark.parametrize("mode", STEPS)

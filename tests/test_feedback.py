@@ -6,7 +6,7 @@ import torch
 
 from ibhebb.cli import main
 from ibhebb.config import RuleConfig, load_config
-from ibhebb.kernels import hsic_bottleneck
+from ibhebb.functional.kernels import hsic_bottleneck
 from ibhebb.models import MLP
 from ibhebb.models.phsic_mlp import PHSICMLP
 from ibhebb.rules import make_rule

@@ -1,4 +1,4 @@
-"""The C step (:mod:`ibhebb.engine.native`): float32 agreement, reproducibility, and the fallbacks when it cannot run.
+"""The C step (:mod:`ibhebb.engine.cstep`): float32 agreement, reproducibility, and the fallbacks when it cannot run.
 
 Its float64 agreement with the rule's own loop, for every ξ variant, memory,
 network and optimiser, is in ``test_engine.py`` (``mode = "native"``).
@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from ibhebb.engine import make_engine, native
+from ibhebb.engine import cstep, make_engine
 from test_engine import C, assert_same, build, eager_epoch, stream
 from test_reservoir import tiny_reservoir
 
@@ -116,12 +116,12 @@ def no_compiler(monkeypatch, tmp_path):
     """A machine without a C compiler: an empty build cache and a CC that does not exist."""
     monkeypatch.setenv("IBHEBB_CACHE", str(tmp_path))
     monkeypatch.setenv("CC", "no-such-cc")
-    monkeypatch.setattr(native, "_LIBS", {})
-    monkeypatch.setattr(native, "_ERRORS", {})
+    monkeypatch.setattr(cstep, "_LIBS", {})
+    monkeypatch.setattr(cstep, "_ERRORS", {})
 
 
 def test_without_a_compiler_auto_falls_back_and_native_refuses(no_compiler):
-    assert "no C compiler" in native.unavailable(torch.float64)
+    assert "no C compiler" in cstep.unavailable(torch.float64)
     ref, fast = build("mlp", "buffer", "paper", 2), build("mlp", "buffer", "paper", 2)
     engine = make_engine(*fast, mode="auto", torch_compile=False)
     x, y = stream(12)
@@ -135,10 +135,10 @@ def test_without_a_compiler_auto_falls_back_and_native_refuses(no_compiler):
 def test_a_broken_compiler_is_reported_not_raised(monkeypatch, tmp_path):
     monkeypatch.setenv("IBHEBB_CACHE", str(tmp_path))
     monkeypatch.setenv("CC", "false")  # exists, always fails
-    monkeypatch.setattr(native, "_LIBS", {})
-    monkeypatch.setattr(native, "_ERRORS", {})
-    assert native.library(torch.float32) is None
-    assert "failed" in native.unavailable(torch.float32)
+    monkeypatch.setattr(cstep, "_LIBS", {})
+    monkeypatch.setattr(cstep, "_ERRORS", {})
+    assert cstep.library(torch.float32) is None
+    assert "failed" in cstep.unavailable(torch.float32)
     assert not list(tmp_path.rglob("*.so"))  # no half-written library left behind
 
 
@@ -149,8 +149,8 @@ def test_native_refuses_what_it_cannot_run():
 
     st, _ = bind(engine.spec, model, rule.memory, opt)
     bad = st._replace(past_x=st.past_x.t())  # a non-contiguous tensor
-    assert native.unsupported(engine.spec, bad) == "non-contiguous tensors"
-    assert native.unavailable(torch.float16) == "no C step for torch.float16"
+    assert cstep.unsupported(engine.spec, bad) == "non-contiguous tensors"
+    assert cstep.unavailable(torch.float16) == "no C step for torch.float16"
 
 
 def test_trainer_uses_the_native_step_and_config_names_it(tmp_path):

@@ -8,7 +8,7 @@ import torch
 from ibhebb.config import RuleConfig, load_config
 from ibhebb.errors import ConfigError
 from ibhebb.models.phsic_mlp import Grouping, PHSICMLP
-from ibhebb.phsic import (
+from ibhebb.functional.phsic import (
     channel_divisive_normalise, channel_group_code, divisive_normalise, group_code, group_code_derivative,
     label_kernel_matrix,
 )

@@ -4,8 +4,8 @@ import itertools
 import pytest
 import torch
 
-from ibhebb.kernels import hsic, hsic_bottleneck, kernel_matrix
-from ibhebb.signals import diagonal_surrogate, global_signal
+from ibhebb.functional.kernels import hsic, hsic_bottleneck, kernel_matrix
+from ibhebb.functional.signals import diagonal_surrogate, global_signal
 
 SIGMAS = (0.5, 0.3, 0.8)
 GAMMA = 2.0
@@ -49,7 +49,7 @@ def test_paper_is_twice_gradient_of_diagonal_surrogate(lead, n):
 def test_first_term_is_current_sample_part_of_surrogate(lead, n):
     """The first term is 2 ∂/∂z_0 of s_0 k̄_z(z_0, z_0)/(N-1)² alone."""
     x, y, z = random_window(lead, n, seed=20 + n)
-    from ibhebb.kernels import centred_diagonal
+    from ibhebb.functional.kernels import centred_diagonal
 
     s0 = (
         centred_diagonal(kernel_matrix(x, SIGMAS[0])) - GAMMA * centred_diagonal(kernel_matrix(y, SIGMAS[1]))

@@ -3,10 +3,10 @@ import json
 
 import pytest
 
-from ibhebb import sweep
+from ibhebb.app import sweep
 from ibhebb.cli import main
 from ibhebb.errors import ConfigError, UserError
-from ibhebb.sweep import cell_name, parse_grid, run_sweep, split_values
+from ibhebb.app.sweep import cell_name, parse_grid, run_sweep, split_values
 
 CONFIG = """
 seeds = 2

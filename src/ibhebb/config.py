@@ -270,7 +270,7 @@ def validate(cfg: Config) -> None:
     from .models import MODELS
     from .models.layers import ACTIVATIONS
     from .rules import RULES
-    from .signals import VARIANTS
+    from .functional.signals import VARIANTS
 
     _check(cfg.seeds >= 1, f"seeds must be >= 1, got {cfg.seeds}")
     _check(cfg.epochs >= 1, f"epochs must be >= 1, got {cfg.epochs}")

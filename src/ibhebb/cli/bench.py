@@ -27,7 +27,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def run(args) -> int:
     import torch
 
-    from ..bench import ROW_GROUPS, markdown, run_bench, write_json
+    from ..app.bench import ROW_GROUPS, markdown, run_bench, write_json
 
     if args.device != "cpu" and not args.device.startswith("cuda"):
         raise UserError(f"--device must be cpu or cuda[:i], got {args.device!r}")
@@ -47,8 +47,8 @@ def run(args) -> int:
     unknown = [g for g in groups if g not in ROW_GROUPS]
     if unknown or not groups:
         raise UserError(f"--rows takes some of {','.join(ROW_GROUPS)}, got {args.rows!r}")
-    from ..bench import ENGINES
-    from ..engine import native
+    from ..app.bench import ENGINES
+    from ..engine import cstep
 
     engines = tuple(e.strip() for e in args.engines.split(",") if e.strip()) or None
     if engines is not None and (not set(engines) <= set(ENGINES)):
@@ -56,7 +56,7 @@ def run(args) -> int:
     if engines and "native" in engines and args.device != "cpu":
         raise UserError("--engines native: the C step runs on the CPU only")
     if (engines is None and args.device == "cpu") or (engines and "native" in engines):
-        reason = native.unavailable(torch.float32)
+        reason = cstep.unavailable(torch.float32)
         if reason is not None:
             if engines:
                 raise UserError(f"--engines native: the C step cannot run here ({reason})")

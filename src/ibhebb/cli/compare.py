@@ -35,7 +35,7 @@ def rule_label(cfg: dict) -> str:
 
 def summarise(run_dir: str | Path) -> dict:
     """The last finished epoch of a run: label, data set, seeds, mean ± std test accuracy, epochs, wall time."""
-    from ..plot import read_metrics
+    from ..app.plot import read_metrics
 
     run_dir = Path(run_dir)
     last = read_metrics(run_dir)[-1]
@@ -72,7 +72,7 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def run(args) -> int:
-    from ..plot import plot_runs
+    from ..app.plot import plot_runs
 
     rows = [summarise(d) for d in args.runs]
     print(markdown_table(rows))

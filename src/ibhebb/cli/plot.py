@@ -12,8 +12,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from ..plot import plot_run, plot_runs
-    from ..sweep_plot import is_sweep, plot_sweep
+    from ..app.plot import plot_run, plot_runs
+    from ..app.sweep_plot import is_sweep, plot_sweep
 
     if len(args.runs) == 1 and is_sweep(args.runs[0]):  # a sweep directory: Fig 6
         print(plot_sweep(args.runs[0], args.out))

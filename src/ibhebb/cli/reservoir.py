@@ -33,7 +33,7 @@ def run(args) -> int:
     from ..reservoir.config import Fig3Config, PretrainConfig, load
 
     if args.verb == "fig3":
-        from ..reservoir.fig3 import run_fig3
+        from ..app.fig3 import run_fig3
 
         cfg = load(Fig3Config, args.config, args.overrides)
         results = run_fig3(cfg, args.out, progress=not args.no_progress)

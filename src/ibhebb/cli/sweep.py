@@ -32,7 +32,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     from ..errors import UserError
-    from ..sweep import run_sweep
+    from ..app.sweep import run_sweep
 
     if args.cpus_per_cell <= 0 or args.gpus_per_cell < 0:
         raise UserError("--cpus-per-cell must be > 0 and --gpus-per-cell >= 0")
@@ -41,7 +41,7 @@ def run(args) -> int:
         use_ray=args.ray is not None, ray_address=None if args.ray in (None, LOCAL) else args.ray,
         cpus_per_cell=args.cpus_per_cell, gpus_per_cell=args.gpus_per_cell, progress=not args.no_progress,
     )
-    from ..sweep import cell_name, grid_cells, parse_grid
+    from ..app.sweep import cell_name, grid_cells, parse_grid
 
     names = [cell_name(c) for c in grid_cells(parse_grid(args.grid)[0])]
     width = max(len(n) for n in names)
@@ -49,7 +49,7 @@ def run(args) -> int:
         print(f"{name:{width}s}  test {s['test_accuracy_mean']:.4f} ± {s['test_accuracy_std']:.4f}  "
               f"train {s['train_accuracy_mean']:.4f}  ({s['epochs']} epoch(s), {s['seeds']} seed(s))")
     if args.plot:
-        from ..sweep_plot import plot_sweep
+        from ..app.sweep_plot import plot_sweep
 
         print(f"plot: {plot_sweep(args.out)}")
     return 0

@@ -64,7 +64,7 @@ def run(args) -> int:
         f"{summary['wall_seconds']:.0f} s) -> {out}"
     )
     if args.plot:
-        from ..plot import plot_run
+        from ..app.plot import plot_run
 
         print(f"plot: {plot_run(out)}")
     return 0

@@ -31,7 +31,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from . import native
+from . import cstep
 from .state import bind, unbind
 from .step import EngineState, StepSpec, chunk_step_, clone_state, fill_step_, leaky_sample_, leaky_update_, sample_step_
 
@@ -98,13 +98,13 @@ class OnlineEngine:
         self._graph = None
         self._graph_key = None
         self._state: EngineState | None = None
-        self._native: native.NativeStep | None = None
+        self._native: cstep.NativeStep | None = None
         self._native_key = None
         self.compile_failed = False
         self.backend: str | None = None
         """``native``, ``compile``, ``cuda-graph`` or ``eager``: what ran the last epoch's updates."""
         if mode == "native":
-            reason = native.unavailable(weight.dtype) if weight.device.type == "cpu" else "the C step runs on the CPU only"
+            reason = cstep.unavailable(weight.dtype) if weight.device.type == "cpu" else "the C step runs on the CPU only"
             if reason is not None:
                 raise ValueError(f"no C step: {reason}")
 
@@ -132,7 +132,7 @@ class OnlineEngine:
             return None
         return _compiled(step, self.spec)
 
-    def _native_step(self, st: EngineState) -> native.NativeStep | None:
+    def _native_step(self, st: EngineState) -> cstep.NativeStep | None:
         """The C step bound to ``st`` when the mode allows it and it can run, else ``None``."""
         if self.mode not in ("auto", "native"):
             return None
@@ -141,12 +141,12 @@ class OnlineEngine:
         if self._native is not None:
             self._native.close()
             self._native = None
-        reason = native.unsupported(self.spec, st)
+        reason = cstep.unsupported(self.spec, st)
         if reason is not None:
             if self.mode == "native":
                 raise ValueError(f"no C step: {reason}")
             return None
-        self._native = native.NativeStep(self.spec, st)
+        self._native = cstep.NativeStep(self.spec, st)
         self._native_key = (self._native.key(), torch.get_num_threads())
         return self._native
 

@@ -14,7 +14,7 @@ Per update, with ``z_0`` the current outputs (all from the weights of that
 moment):
 
 - hidden layer ``ℓ``: ``g_θ = (∂z_0^ℓ/∂θ^ℓ)ᵀ ξ^ℓ`` (ξ from
-  :func:`~ibhebb.signals.signal_from_kernels`), scaled by ``Δt/τ_m`` in a
+  :func:`~ibhebb.functional.signals.signal_from_kernels`), scaled by ``Δt/τ_m`` in a
   leaky layer;
 - readout: ``g_W = (1/N) Σ_p (softmax(W h_p + b) - y_p) h_pᵀ`` over the window;
 - then every parameter takes one optimiser step (:mod:`.optim`).
@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from ..models.layers import activate, activation_vjp, layernorm, layernorm_vjp
-from ..signals import signal_from_kernels
+from ..functional.signals import signal_from_kernels
 from .optim import OptimSpec, optimizer_update_
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..signals import global_signal
+from ..functional.signals import global_signal
 
 WINDOW_MODES = ("buffer", "recompute")
 MEMORIES = (*WINDOW_MODES, "reservoir")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..phsic import divisive_normalise, group_code
+from ..functional.phsic import divisive_normalise, group_code
 from .layers import Dense, replica_generators
 from .networks import FeedForward
 

@@ -121,7 +121,7 @@ class PretrainConfig:
 
 
 def _validate_common(cfg) -> None:
-    from ..signals import VARIANTS
+    from ..functional.signals import VARIANTS
 
     r, o = cfg.reservoir, cfg.readout
     check_device_and_dtype(cfg)

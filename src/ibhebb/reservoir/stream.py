@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..signals import global_signal
+from ..functional.signals import global_signal
 from .dynamics import Reservoir
 from .readout import Readout
 
@@ -27,7 +27,7 @@ def window_targets(x: Tensor, y: Tensor, z: Tensor, *, window: int, gamma: float
     """ξ of every full window of a stream: ``x`` ``(S, d_x)``, ``y`` ``(S, C)``, ``z`` ``(S, d_z)``.
 
     Row ``t`` of the result ``(S - N + 1, d_z)`` is ξ for stream sample ``t + N - 1``
-    with the window of samples ``t … t + N - 1`` (:func:`ibhebb.signals.global_signal`).
+    with the window of samples ``t … t + N - 1`` (:func:`ibhebb.functional.signals.global_signal`).
     """
     out = []
     n = x.shape[0] - window + 1

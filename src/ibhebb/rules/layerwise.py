@@ -19,7 +19,7 @@ from typing import Iterator
 import torch
 from torch import Tensor, nn
 
-from ..kernels import hsic_bottleneck
+from ..functional.kernels import hsic_bottleneck
 from ..models.layers import replica_generators, uniform_init
 from .base import Rule, register_rule
 from .baselines import replica_cross_entropy

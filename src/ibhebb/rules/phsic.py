@@ -12,7 +12,7 @@ code ``v`` of eq 14 (the model's grouping).
 - ``batch`` — eq 10: the gradient of the objective on a minibatch (what the
   authors ran);
 - ``pair`` — online, one sample at a time: the two-point estimate of eq 10 on
-  the samples at ``t`` and ``t - Δt`` (:func:`~ibhebb.phsic.pair_objective`),
+  the samples at ``t`` and ``t - Δt`` (:func:`~ibhebb.functional.phsic.pair_objective`),
   kernel means replaced by running means; for a Gaussian kernel and a linear
   layer it is eq 19 (eq 18 with grouping and divisive normalisation);
 - ``running-mean`` — online, eq 20 (plain Gaussian kernel): the previous
@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
-from ..phsic import (
+from ..functional.phsic import (
     group_code_derivative, grouped_third_factor, label_kernel_matrix, layer_kernel_matrix, pair_objective,
     per_neuron, phsic_objective,
 )
@@ -173,10 +173,10 @@ class PHSIC(Rule):
     def grouped_step(self, i: int, layer, h: Tensor, z: Tensor, ky: Tensor | None, ready: bool) -> Tensor | None:
         """Grouped Gaussian kernel, online: eq 21 (``running-mean``) or eq 22 (``split``); returns ``k_z``.
 
-        With ``e = f'(a) ∘ ∂w/∂z`` (:func:`~ibhebb.phsic.group_code_derivative`,
+        With ``e = f'(a) ∘ ∂w/∂z`` (:func:`~ibhebb.functional.phsic.group_code_derivative`,
         ``∝ r`` of eq 17) and ``M_α,t,t-Δt`` of eq 18
-        (:func:`~ibhebb.phsic.grouped_third_factor`), the gradient of the
-        two-point objective ``ℓ_t = ℓ(t, t-Δt)`` (:func:`~ibhebb.phsic.pair_objective`,
+        (:func:`~ibhebb.functional.phsic.grouped_third_factor`), the gradient of the
+        two-point objective ``ℓ_t = ℓ(t, t-Δt)`` (:func:`~ibhebb.functional.phsic.pair_objective`,
         running means of the kernels held fixed) is
         ``∂ℓ_t/∂W_αnm = -M_α,t,t-Δt (e_αn,t h_m,t - e_αn,t-Δt h_m,t-Δt)`` (eq 18).
 

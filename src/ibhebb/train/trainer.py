@@ -24,7 +24,7 @@ from torch import Tensor
 from ..config import Config, load_config
 from ..data import Dataset, load_dataset
 from ..errors import UserError
-from ..kernels import hsic_bottleneck
+from ..functional.kernels import hsic_bottleneck
 from ..models import build_model
 from ..rules import Rule, make_rule
 from .schedule import build_scheduler, param_groups
@@ -282,10 +282,10 @@ class Trainer:
 
     def _engine_native_ok(self) -> bool:
         """Whether the engine will run the C step (nothing to compile with ``torch.compile``)."""
-        from ..engine import native
+        from ..engine import cstep
 
         w = self.model.layers()[0].weight
-        return self._engine.mode in ("auto", "native") and w.device.type == "cpu" and native.unavailable(w.dtype) is None
+        return self._engine.mode in ("auto", "native") and w.device.type == "cpu" and cstep.unavailable(w.dtype) is None
 
     def run(self) -> dict[str, Any]:
         cfg = self.cfg

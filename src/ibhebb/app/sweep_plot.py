@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
 from .plot import read_metrics, save_figure
 from .sweep import SWEEP_FILE
 

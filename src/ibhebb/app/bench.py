@@ -36,11 +36,11 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import RuleConfig
-from .engine import make_engine
-from .models import MLP, LeakyMLP
-from .rules import make_rule
-from .rules.baselines import replica_cross_entropy
+from ..config import RuleConfig
+from ..engine import make_engine
+from ..models import MLP, LeakyMLP
+from ..rules import make_rule
+from ..rules.baselines import replica_cross_entropy
 
 D_IN, HIDDEN, C, WINDOW = 784, [128, 64], 10, 8
 

@@ -4,7 +4,7 @@ The stream: the first ``samples`` MNIST test images with one-hot labels and
 random ``z ~ U(0,1)^{z_dim}``, repeated for ``epochs`` with the readout
 learning, then ``samples`` NEW images (the next test images, new ``z``) with
 learning off. Every sample is held for ``T`` reservoir steps; the target of a
-sample is ξ (:func:`ibhebb.signals.global_signal`) of the window of the last
+sample is ξ (:func:`ibhebb.functional.signals.global_signal`) of the window of the last
 ``N`` samples of the stream, current last. The first ``N - 1`` samples only
 fill the window (no target, no learning). Scores: normalised MSE and Pearson
 correlation of readout against target over every step of the held-out samples.
@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 
 from ..data import load_dataset
-from .config import Fig3Config
-from .dynamics import Reservoir
-from .readout import make_readout
-from .stream import block_scaling, fit_scores, run_stream, window_targets
+from ..reservoir.config import Fig3Config
+from ..reservoir.dynamics import Reservoir
+from ..reservoir.readout import make_readout
+from ..reservoir.stream import block_scaling, fit_scores, run_stream, window_targets
 
 #: Samples shown in each time window of the heatmaps.
 PANEL = 10

@@ -36,7 +36,7 @@ def gaussian_kernel(a: Tensor, b: Tensor, sigma: float) -> Tensor:
     Examples
     --------
     >>> import torch
-    >>> from ibhebb.kernels import gaussian_kernel
+    >>> from ibhebb.functional.kernels import gaussian_kernel
     >>> gaussian_kernel(torch.zeros(4), torch.zeros(4), 0.5).item()
     1.0
     """

@@ -16,7 +16,7 @@ fall back to :mod:`torch.compile` or the eager step.
 Examples
 --------
 >>> import torch
->>> from ibhebb.engine.native import library, unavailable
+>>> from ibhebb.engine.cstep import library, unavailable
 >>> lib = library(torch.float32)
 >>> (lib is None) == (unavailable(torch.float32) is not None)
 True

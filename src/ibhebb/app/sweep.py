@@ -14,7 +14,7 @@ need this package installed and ``OUT`` on a shared file system).
 
 Examples
 --------
->>> from ibhebb.sweep import parse_grid
+>>> from ibhebb.app.sweep import parse_grid
 >>> parse_grid(["rule.window=2,4", "rule.variant=paper,exact", "epochs=3", "model.channels=[8,16]"])
 ([('rule.window', [2, 4]), ('rule.variant', ['paper', 'exact'])], {'epochs': 3, 'model.channels': [8, 16]})
 """
@@ -26,8 +26,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .config import Config, load_config, parse_value
-from .errors import ConfigError, UserError
+from ..config import Config, load_config, parse_value
+from ..errors import ConfigError, UserError
 
 SWEEP_FILE = "sweep.json"
 
@@ -122,7 +122,7 @@ def run_cell(config: dict[str, Any], run_dir: str, progress: bool = False) -> di
 
     A top-level function of plain arguments, so that it also runs as a Ray task.
     """
-    from .train import Trainer
+    from ..train import Trainer
 
     cfg = load_config(None, config)
     out = Path(run_dir)

@@ -69,7 +69,7 @@ def global_signal(
     Examples
     --------
     >>> import torch
-    >>> from ibhebb.signals import global_signal
+    >>> from ibhebb.functional.signals import global_signal
     >>> g = torch.Generator().manual_seed(0)
     >>> x, y, z = torch.rand(8, 784, generator=g), torch.eye(10)[torch.arange(8)], torch.rand(3, 8, 64, generator=g)
     >>> global_signal(x, y, z, gamma=2.0, sigmas=(0.5, 0.1, 1.0)).shape
