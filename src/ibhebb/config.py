@@ -225,10 +225,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """The tables of a TOML config (or of the JSON a run directory holds); a one-line error if unreadable."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
+    """The tables of a TOML config (or of the JSON a run directory holds), given by path or preset name; a one-line error if unreadable."""
+    from .presets import resolve_config
+
+    path = resolve_config(path)  # a path, or the name of a packaged preset
     try:
         text = path.read_text()
         return json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
