@@ -12,7 +12,7 @@ import sys
 
 from ..errors import UserError
 
-COMMANDS = ("train", "configs", "data", "plot", "reservoir", "compare", "sweep", "bench")
+COMMANDS = ("train", "eval", "export", "configs", "data", "plot", "reservoir", "compare", "sweep", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:
