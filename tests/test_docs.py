@@ -20,6 +20,8 @@ DOCTEST_MODULES = [
     "ibhebb.engine",
     "ibhebb.engine.optim",
     "ibhebb.engine.cstep",
+    "ibhebb.presets",
+    "ibhebb.train.loggers",
 ]
 
 

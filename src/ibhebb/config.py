@@ -131,6 +131,8 @@ class Config:
     ``eager`` (the rule's own loop)."""
     engine_chunk: int = 0
     """Samples per call of the fast engine's C or compiled step (0: its own choice, see :mod:`ibhebb.engine.runner`)."""
+    log: list[str] = field(default_factory=list)
+    """Where metrics go besides ``metrics.jsonl``: ``"tensorboard"``, ``"wandb"`` (offline); see :mod:`ibhebb.train.loggers`."""
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     rule: RuleConfig = field(default_factory=RuleConfig)

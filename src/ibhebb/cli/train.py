@@ -22,6 +22,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or per-epoch lines")
     p.add_argument("--plot", action="store_true", help="write plot.png into the run directory at the end")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also log every metric to RUN_DIR/tensorboard (config: log = [\"tensorboard\"]; needs ibhebb[tensorboard])")
+    p.add_argument("--wandb", action="store_true", help="also log to a Weights & Biases run in offline mode (needs ibhebb[wandb])")
     return p
 
 
@@ -42,13 +45,17 @@ def run(args) -> int:
         if config is not None:
             given = load_config(config).to_dict()
             mine = json.loads(saved.read_text())
-            given.pop("epochs"), mine.pop("epochs")
+            for key in ("epochs", "log"):  # neither changes what is trained
+                given.pop(key, None), mine.pop(key, None)
             if given != mine:
                 raise UserError(f"{config} differs from the config of the run in {out}; resume without CONFIG")
     else:
         if config is None:
             raise UserError("a config file is required (or --resume to continue a run)")
         cfg = load_config(config, overrides)
+    for name, on in (("tensorboard", args.tensorboard), ("wandb", args.wandb)):
+        if on and name not in cfg.log:
+            cfg.log.append(name)
     trainer = Trainer(cfg, out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
     try:
         summary = trainer.run()

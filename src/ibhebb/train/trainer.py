@@ -27,6 +27,7 @@ from ..errors import UserError
 from ..functional.kernels import hsic_bottleneck
 from ..models import build_model
 from ..rules import Rule, make_rule
+from .loggers import Loggers
 from .schedule import build_scheduler, param_groups
 
 CHECKPOINT = "checkpoint.pt"
@@ -152,6 +153,7 @@ class Trainer:
             )
         if resume and not (self.out / CHECKPOINT).exists():
             raise UserError(f"nothing to resume in {self.out}: it has no {CHECKPOINT}")
+        self.loggers = Loggers(cfg, self.out)  # TensorBoard / W&B if cfg.log asks (a missing package is refused here)
         self.out.mkdir(parents=True, exist_ok=True)
         self.data = data if data is not None else self._load_data()
         self.model, self.rule, self.optimizer = build(cfg, self.data)
@@ -310,6 +312,7 @@ class Trainer:
                 record["memory"] = diagnostics()
             with open(self.out / METRICS, "a") as f:
                 f.write(json.dumps(record) + "\n")
+            self.loggers.log(record)
             self.scheduler.step()
             self._save(epoch)
             if self.progress:
@@ -317,6 +320,7 @@ class Trainer:
                 spread = f" ± {s:.4f}" if cfg.seeds > 1 else ""
                 path = {"native": ", C step", "compile": ", compiled step", "cuda-graph": ", CUDA graphs"}.get(record["engine"], "")
                 print(f"epoch {epoch + 1}/{cfg.epochs}: test accuracy {m:.4f}{spread} ({train_seconds:.1f} s{path})", flush=True)
+        self.loggers.close()
         if record is None:
             record = json.loads((self.out / METRICS).read_text().splitlines()[-1])
         return self._summarise(record)
