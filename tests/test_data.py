@@ -293,17 +293,25 @@ def _cifar_batch(path: Path, n: int, seed: int, official_numpy_names=True) -> di
     return batch
 
 
-def _cifar_root(tmp_path: Path, n: int = 20) -> tuple[Path, list[dict]]:
-    where = tmp_path / "cifar10" / "cifar-10-batches-py"
+def _cifar_md5s(monkeypatch, where: Path) -> None:
+    """Make the MD5 table of cifar10 that of the files now in ``where`` (the official table cannot match them)."""
+    from ibhebb.data import cifar10
+
+    monkeypatch.setattr(cifar10, "MD5", {f.name: hashlib.md5(f.read_bytes()).hexdigest() for f in where.iterdir()})
+
+
+def _cifar_root(tmp_path: Path, monkeypatch, n: int = 20, sub=("cifar10", "cifar-10-batches-py")) -> tuple[Path, list[dict]]:
+    where = tmp_path.joinpath(*sub)
     where.mkdir(parents=True)
     batches = [_cifar_batch(where / f"data_batch_{i}", n, i) for i in range(1, 6)]
     batches.append(_cifar_batch(where / "test_batch", n, 99))
     (where / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"airplane"] * 10}, protocol=2))
+    _cifar_md5s(monkeypatch, where)
     return where, batches
 
 
-def test_cifar10_loads_official_format(tmp_path):
-    _, batches = _cifar_root(tmp_path)
+def test_cifar10_loads_official_format(tmp_path, monkeypatch):
+    _, batches = _cifar_root(tmp_path, monkeypatch)
     ds = load_dataset("cifar10", root=tmp_path)
     assert ds.x_train.shape == (100, 3, 32, 32) and ds.x_test.shape == (20, 3, 32, 32)
     assert ds.input_dim == 3072 and ds.n_classes == 10
@@ -318,8 +326,8 @@ def test_cifar10_loads_official_format(tmp_path):
     assert load_dataset("cifar10", root=tmp_path, n_train=30, n_test=7).x_train.shape == (30, 3, 32, 32)
 
 
-def test_cifar10_corrupt_batch_refused(tmp_path):
-    where, _ = _cifar_root(tmp_path)
+def test_cifar10_corrupt_batch_refused(tmp_path, monkeypatch):
+    where, _ = _cifar_root(tmp_path, monkeypatch)
     raw = (where / "data_batch_3").read_bytes()
     (where / "data_batch_3").write_bytes(raw[: len(raw) // 2])
     with pytest.raises(DataError, match="data_batch_3 is corrupt") as err:
@@ -327,16 +335,18 @@ def test_cifar10_corrupt_batch_refused(tmp_path):
     assert "ibhebb data fetch cifar10" in _one_line(err)
 
 
-def test_cifar10_bad_content_refused(tmp_path):
-    where, _ = _cifar_root(tmp_path)
+def test_cifar10_bad_content_refused(tmp_path, monkeypatch):
+    where, _ = _cifar_root(tmp_path, monkeypatch)
     batch = pickle.loads((where / "test_batch").read_bytes(), encoding="bytes")
     batch[b"labels"][0] = 10
     (where / "test_batch").write_bytes(pickle.dumps(batch))
+    _cifar_md5s(monkeypatch, where)  # checksums that pass: the content checks must catch it
     with pytest.raises(DataError, match="outside 0..9"):
         load_dataset("cifar10", root=tmp_path)
     batch[b"labels"][0] = 0
     batch[b"data"] = batch[b"data"][:, :100]
     (where / "test_batch").write_bytes(pickle.dumps(batch))
+    _cifar_md5s(monkeypatch, where)
     with pytest.raises(DataError, match="3072"):
         load_dataset("cifar10", root=tmp_path)
 
@@ -346,9 +356,10 @@ class _Evil:
         return (os.remove, ("/nonexistent-ibhebb-test",))
 
 
-def test_cifar10_pickle_cannot_run_code(tmp_path):
-    where, _ = _cifar_root(tmp_path)
+def test_cifar10_pickle_cannot_run_code(tmp_path, monkeypatch):
+    where, _ = _cifar_root(tmp_path, monkeypatch)
     (where / "data_batch_1").write_bytes(pickle.dumps({b"data": _Evil()}))
+    _cifar_md5s(monkeypatch, where)
     with pytest.raises(DataError, match="corrupt"):
         load_dataset("cifar10", root=tmp_path)
 

@@ -1,9 +1,11 @@
 """CIFAR-10 in its official "python version" (pickled batches).
 
-Expected layout: ``<root>/cifar10/cifar-10-batches-py/`` holding
-``data_batch_1`` .. ``data_batch_5``, ``test_batch`` and ``batches.meta``.
-Each batch is a pickled dict with ``b"data"`` (uint8, ``(n, 3072)``, one
-row per image, channels first) and ``b"labels"`` (list of ints 0..9).
+Expected layout: ``<root>/cifar10/cifar-10-batches-py/`` (where ``ibhebb data
+fetch cifar10`` puts it) or torchvision's ``<root>/cifar-10-batches-py/``,
+holding ``data_batch_1`` .. ``data_batch_5``, ``test_batch`` and
+``batches.meta``, each checked against its official MD5. Each batch is a
+pickled dict with ``b"data"`` (uint8, ``(n, 3072)``, one row per image,
+channels first) and ``b"labels"`` (list of ints 0..9).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 
 from ibhebb.errors import DataError
 
+from .checksum import STAMP_NAME, Stamp, verify_file
 from .dataset import Dataset, images_to_tensor, labels_to_tensor
 from .download import download, extract_tar
 
@@ -26,6 +29,16 @@ BATCH_DIR = "cifar-10-batches-py"
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCH = "test_batch"
 META = "batches.meta"
+#: MD5 of each file of the official archive (the values torchvision checks).
+MD5 = {
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "test_batch": "40351d587109b95175f43aff81a1287e",
+    "batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
+}
 #: Per-channel mean and standard deviation used for normalisation.
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.247, 0.243, 0.261)
@@ -63,6 +76,44 @@ def folder(root: Path) -> Path:
 def batch_folder(root: Path) -> Path:
     """The folder holding the pickled batches."""
     return folder(root) / BATCH_DIR
+
+
+def torchvision_folder(root: Path) -> Path:
+    """Where torchvision's ``CIFAR10(root)`` keeps the batches."""
+    return root / BATCH_DIR
+
+
+def _has_batches(where: Path) -> bool:
+    return all((where / b).is_file() for b in (*TRAIN_BATCHES, TEST_BATCH))
+
+
+def locate(root: Path) -> Path | None:
+    """The folder holding the batches: ibhebb's own, else torchvision's; ``None`` if neither has them all."""
+    for where in (batch_folder(root), torchvision_folder(root)):
+        if _has_batches(where):
+            return where
+    return None
+
+
+def verify(where: Path, root: Path) -> None:
+    """Check the MD5 of every batch in ``where`` (remembered in a stamp in ibhebb's own folder only).
+
+    Raises
+    ------
+    DataError
+        On a mismatch, naming the file.
+    """
+    own = where == batch_folder(root)
+    hint = None if own else "replace it with the official file (e.g. delete it and download CIFAR-10 again with torchvision)"
+    stamp = Stamp(where / STAMP_NAME) if own else None
+    for name in (*TRAIN_BATCHES, TEST_BATCH):
+        path, md5 = where / name, MD5[name]
+        if stamp is None or not stamp.is_verified(path, md5):
+            verify_file(path, md5, NAME, hint)
+            if stamp is not None:
+                stamp.mark(path, md5)
+    if stamp is not None:
+        stamp.save()
 
 
 def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -110,9 +161,12 @@ def load(root: Path, n_train: int | None = None, n_test: int | None = None) -> D
     DataError
         If the batches are missing or corrupt.
     """
-    where = batch_folder(root)
-    if not where.is_dir():
-        raise DataError(f"CIFAR-10 not found in {where}: run `ibhebb data fetch {NAME}`")
+    where = locate(root)
+    if where is None:
+        raise DataError(
+            f"CIFAR-10 not found in {batch_folder(root)} or {torchvision_folder(root)}: run `ibhebb data fetch {NAME}`"
+        )
+    verify(where, root)
     train = [read_batch(where / b) for b in TRAIN_BATCHES]
     x_test, y_test = read_batch(where / TEST_BATCH)
     x_train = np.concatenate([x for x, _ in train])[:n_train]
@@ -147,6 +201,10 @@ def fetch(root: Path, progress: bool = True) -> Path:
     """
     if _complete(root):
         return batch_folder(root)
+    theirs = torchvision_folder(root)
+    if _has_batches(theirs):  # torchvision's copy: used where it is, once verified
+        verify(theirs, root)
+        return theirs
     archive = folder(root) / ARCHIVE
     manual = f"download {URL} by hand and extract it into {folder(root)}"
     download(URL, archive, manual=manual, md5=ARCHIVE_MD5, progress=progress)

@@ -2,7 +2,8 @@
 
 The Debian package installs the four gzip-compressed IDX files in
 :data:`DEBIAN_DIR`. The same files, plain or ``.gz``, are also accepted in
-``<root>/fashion-mnist/``, which takes precedence when complete.
+``<root>/fashion-mnist/`` and in torchvision's ``<root>/FashionMNIST/raw/``,
+which take precedence, in that order, when complete.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ NAME = "fashion-mnist"
 #: Where the Debian package puts the files.
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 DEBIAN_PACKAGE = "dataset-fashion-mnist"
+#: torchvision's folder of the files, under the data root.
+TORCHVISION_DIR = Path("FashionMNIST") / "raw"
 #: MD5 of each file's decompressed content.
 MD5 = {
     "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
@@ -39,13 +42,13 @@ def folder(root: Path) -> Path:
 def _fix(root: Path) -> str:
     return (
         f"run `ibhebb data fetch {NAME}` (or `apt-get install {DEBIAN_PACKAGE}`), "
-        f"or put the four official IDX files in {folder(root)}"
+        f"or put the four official IDX files in {folder(root)} (or torchvision's in {root / TORCHVISION_DIR})"
     )
 
 
 def locate(root: Path) -> Path | None:
-    """The folder holding all four files: the local one first, then Debian's; else ``None``."""
-    for where in (folder(root), DEBIAN_DIR):
+    """The folder holding all four files: the local one first, then torchvision's, then Debian's; else ``None``."""
+    for where in (folder(root), root / TORCHVISION_DIR, DEBIAN_DIR):
         if is_complete(where):
             return where
     return None
@@ -63,9 +66,11 @@ def load(root: Path, n_train: int | None = None, n_test: int | None = None) -> D
     """
     where = locate(root)
     if where is None:
-        raise DataError(f"Fashion-MNIST not found in {folder(root)} or {DEBIAN_DIR}: {_fix(root)}")
+        raise DataError(f"Fashion-MNIST not found in {folder(root)}, {root / TORCHVISION_DIR} or {DEBIAN_DIR}: {_fix(root)}")
     local = where == folder(root)
     hint = None if local else f"reinstall it with `apt-get install --reinstall {DEBIAN_PACKAGE}`"
+    if where == root / TORCHVISION_DIR:
+        hint = "replace it with the official file (e.g. delete it and download Fashion-MNIST again with torchvision)"
     stamp = Stamp(where / STAMP_NAME) if local else None
     return load_idx_folder(
         where, NAME, md5s=MD5, title="Fashion-MNIST", fix=_fix(root), hint=hint,

