@@ -22,6 +22,7 @@ DOCTEST_MODULES = [
     "ibhebb.engine.cstep",
     "ibhebb.presets",
     "ibhebb.train.loggers",
+    "ibhebb.app.compare",
 ]
 
 

@@ -90,17 +90,7 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
 
 
 def plot_runs(run_dirs: list[str | Path], out: str | Path) -> Path:
-    """Test accuracy of several runs on one axis."""
-    import matplotlib
+    """Test accuracy of several runs on one axis, each labelled by the config keys in which the runs differ."""
+    from .compare import compare, plot_comparison
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for d in run_dirs:
-        m = read_metrics(d)
-        _band(ax, [r["epoch"] for r in m], [r["test_accuracy"] for r in m], _label(Path(d)))
-    ax.set(xlabel="epoch", ylabel="test accuracy (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return save_figure(fig, out)
+    return plot_comparison(compare(run_dirs), out)
