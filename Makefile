@@ -10,8 +10,9 @@ DEMO_OUT ?= runs/demo
 
 setup: $(VENV)/.installed
 
-# torch is pinned to the CPU build that pip finds on this project's machines;
-# an unpinned torch would pull a multi-GB CUDA build.
+# torch is pinned here, not in the package (which asks for torch>=2.1 only), to
+# the CPU build that pip finds on this project's machines; an unpinned torch
+# would pull a multi-GB CUDA build.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
@@ -24,7 +25,7 @@ test: setup
 
 demo: setup
 	$(BIN)/ibhebb data fetch mnist
-	$(BIN)/ibhebb train configs/fig5-mnist.toml epochs=$(DEMO_EPOCHS) --out $(DEMO_OUT) --overwrite --plot
+	$(BIN)/ibhebb train fig5-mnist epochs=$(DEMO_EPOCHS) --out $(DEMO_OUT) --overwrite --plot
 
 bench: setup
 	$(BIN)/ibhebb bench

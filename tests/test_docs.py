@@ -45,3 +45,12 @@ def test_docs_python_examples_run(page):
 def test_docstring_examples(name):
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
     assert result.failed == 0
+
+
+def test_the_specification_ships_in_the_repository_and_is_linked():
+    spec = ROOT / "docs" / "spec.md"
+    assert spec.is_file() and "## 3. The three-factor rule" in spec.read_text()
+    assert "docs/spec.md" in (ROOT / "README.md").read_text()
+    assert "(spec.md)" in (ROOT / "docs" / "rule.md").read_text()
+    texts = [ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *(ROOT / "src").rglob("*.py")]
+    assert not [p for p in texts if "shared/MATH.md" in p.read_text(encoding="utf-8")]

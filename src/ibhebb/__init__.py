@@ -5,6 +5,9 @@ state in modules (:mod:`ibhebb.models`, :mod:`ibhebb.memory`), learning rules
 behind one interface (:mod:`ibhebb.rules`), and the loops in one trainer
 (:mod:`ibhebb.train`). :func:`load_run` gives a trained network back as a plain
 ``nn.Module``.
+
+The mathematics is specified in ``docs/spec.md`` of the repository; docstrings
+cite its sections as "MATH §n".
 """
 from __future__ import annotations
 
