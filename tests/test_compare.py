@@ -102,3 +102,15 @@ def test_unknown_or_ambiguous_keys_are_one_line(runs, capsys, tmp_path, argv, me
     assert main(["compare", *runs, *argv, "--out", str(tmp_path / "c.png")]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_a_sweep_directory_stands_for_its_finished_cells(runs, tmp_path):
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    names = [f"cell-{i}" for i in range(len(runs))] + ["cell-unstarted"]
+    for name, run in zip(names, runs):
+        (sweep / name).symlink_to(run)
+    (sweep / "sweep.json").write_text(json.dumps({"cells": [{"name": n, "values": {}} for n in names]}))
+    result = comparing.compare([str(sweep)])
+    assert [r["name"] for _, rows in result["groups"] for r in rows] == names[:-1]
+    assert result["keys"] == ["rule.window", "optim.lr"]

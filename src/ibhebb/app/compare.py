@@ -160,9 +160,25 @@ def summarise(run_dir: str | Path) -> dict:
     }
 
 
+def expand_sweeps(paths: list[str | Path]) -> list[Path]:
+    """Run directories, a sweep directory standing for its cells that have finished an epoch."""
+    from .sweep import SWEEP_FILE
+
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if (p / SWEEP_FILE).is_file():
+            cells = [p / c["name"] for c in json.loads((p / SWEEP_FILE).read_text()).get("cells", [])]
+            out += [c for c in cells if (c / "metrics.jsonl").is_file()]
+        else:
+            out.append(p)
+    if not out:
+        raise UserError(f"no finished run in {', '.join(map(str, paths))}")
+    return out
+
+
 def compare(run_dirs: list[str | Path], sort: str | None = None, group: str | None = None,
             reverse: bool = False) -> dict[str, Any]:
-    """Summaries of runs, labelled by the keys in which they differ, sorted and split into groups.
+    """Summaries of runs (a sweep directory: its cells), labelled by the keys in which they differ, sorted and grouped.
 
     Returns
     -------
@@ -170,7 +186,7 @@ def compare(run_dirs: list[str | Path], sort: str | None = None, group: str | No
         ``keys`` (the differing config keys, the group key left out), ``group`` (the group key or ``None``),
         ``groups``: a list of ``(group value or None, rows)``, each row a :func:`summarise` dict plus ``label``.
     """
-    rows = [summarise(d) for d in run_dirs]
+    rows = [summarise(d) for d in expand_sweeps(run_dirs)]
     configs = [r["config"] for r in rows]
     keys = differing_keys(configs)
     group_key = resolve_key(group, configs, keys) if group else None

@@ -143,7 +143,7 @@ def _write_sweep_file(out: Path, config: str | Path, axes, fixed, cells) -> None
     if path.exists():
         old = json.loads(path.read_text())
         same = {k: v for k, v in old.get("fixed", {}).items() if k != "epochs"} == {k: v for k, v in fixed.items() if k != "epochs"}
-        if not same or Path(old.get("config", "")).name != Path(config).name:  # more epochs is the same sweep
+        if not same or Path(old.get("config", "")).stem != Path(config).stem:  # more epochs is the same sweep
             raise UserError(f"{out} holds a sweep of another config or fixed overrides; choose another --out")
         known = {c["name"] for c in record["cells"]}
         record["cells"] = [c for c in old.get("cells", []) if c["name"] not in known] + record["cells"]
