@@ -1,4 +1,4 @@
-"""``ibhebb train CONFIG [key=value ...] --out DIR``"""
+"""``ibhebb train CONFIG|PRESET [key=value ...] --out DIR [--tensorboard] [--wandb]``"""
 from __future__ import annotations
 
 import argparse
@@ -12,10 +12,10 @@ from ..errors import UserError
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "train",
-        help="train a network from a config file",
-        description="Train from a TOML config. Overrides address any key: seeds=3 epochs=1 rule.variant=exact.",
+        help="train a network from a config file or a packaged preset",
+        description="Train from a TOML config or a preset name (`ibhebb configs` lists them). Overrides address any key: seeds=3 epochs=1 rule.variant=exact.",
     )
-    p.add_argument("config", nargs="?", help="TOML config (optional with --resume: the run's own config is used)")
+    p.add_argument("config", nargs="?", help="TOML config or preset name, e.g. fig5-mnist (optional with --resume: the run's own config is used)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. seeds=3 rule.window=16")
     p.add_argument("--out", required=True, help="run directory (config, metrics.jsonl, summary.json, checkpoint)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
