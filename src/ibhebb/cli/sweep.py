@@ -13,10 +13,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
         description=(
             "Train every combination of the values given as key=v1,v2,... (key=value fixes a key for all cells). "
             "Each cell is a normal run directory under --out; rerunning skips finished cells and resumes "
-            "interrupted ones. Example: ibhebb sweep configs/fig5-cifar10.toml rule.window=2,4,8,16,32 seeds=3 --out runs/fig6"
+            "interrupted ones. Example: ibhebb sweep fig5-cifar10 rule.window=2,4,8,16,32 seeds=3 --out runs/fig6"
         ),
     )
-    p.add_argument("config", help="TOML config shared by every cell")
+    p.add_argument("config", help="TOML config or preset name shared by every cell")
     p.add_argument("grid", nargs="+", metavar="KEY=V1,V2,...", help="axes of the grid, and fixed overrides")
     p.add_argument("--out", required=True, help="sweep directory (one sub-directory per cell, and sweep.json)")
     p.add_argument(
