@@ -15,6 +15,15 @@ MLP_RUN = ["model.kind=mlp", "seeds=3", "epochs=1", "data.n_train=120", "data.n_
 LIF_RUN = ["seeds=2", "epochs=1", "model.steps=4", "data.n_train=100", "data.n_test=50", "optim.lr=3e-3", "rule.window=8"]
 
 
+@pytest.fixture
+def one_thread():
+    """The per-sample CNN loops run far faster on one thread of a shared CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def train(tmp_path, config, overrides, name="run", data=None):
     out = tmp_path / name
     trainer = Trainer(load_config(config, overrides), out, progress=False, data=data)
@@ -49,7 +58,7 @@ def test_load_run_gives_a_plain_module_computing_the_trained_replica(tmp_path, c
 
 
 @pytest.mark.parametrize("extra", [["model.layernorm=true"], ["model.layernorm=false", "model.z_after_pool=false", "model.bias=false"]])
-def test_load_run_of_a_cnn(tmp_path, extra):
+def test_load_run_of_a_cnn(tmp_path, extra, one_thread):
     cfg = ["model.kind=cnn", "model.channels=[2,3]", "rule.name=backprop", "optim.batch_size=8", "seeds=2", "epochs=1",
            "dtype=float64", "data.name=mnist", *extra]
     out, trainer = train(tmp_path, "fig5-cifar10-backprop", cfg + ["data.augment=false"], data=fake_images())
@@ -154,3 +163,28 @@ def test_a_damaged_checkpoint_is_one_line(tmp_path, capsys):
     assert main(["eval", str(out)]) == 2
     err = capsys.readouterr().err
     assert "cannot read" in err and err.count("\n") == 1
+
+
+def test_cli_eval_of_a_cnn_on_cifar10_from_a_torchvision_folder(tmp_path, capsys, monkeypatch, one_thread):
+    import hashlib
+    import pickle
+
+    import numpy as np
+
+    from ibhebb.data import cifar10
+
+    where = tmp_path / "vision" / "cifar-10-batches-py"
+    where.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in (*cifar10.TRAIN_BATCHES, cifar10.TEST_BATCH):
+        batch = {b"labels": [int(v) for v in rng.integers(0, 10, 8)], b"data": rng.integers(0, 256, (8, 3072), dtype=np.uint8)}
+        (where / name).write_bytes(pickle.dumps(batch, protocol=2))
+    monkeypatch.setattr(cifar10, "MD5", {f.name: hashlib.md5(f.read_bytes()).hexdigest() for f in where.iterdir()})
+    cfg = ["epochs=1", "model.channels=[2,3]", "data.augment=false", f"data.root='{tmp_path / 'vision'}'", "seeds=2"]
+    out, _ = train(tmp_path, "fig5-cifar10-backprop", cfg)
+    assert main(["eval", str(out), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["test_accuracy"] == json.loads((out / "summary.json").read_text())["test_accuracy"]
+    assert main(["eval", str(out), "--data", "xor"]) == 2
+    err = capsys.readouterr().err
+    assert "xor samples have shape (2,); the run's network takes (3, 32, 32)" in err and err.count("\n") == 1
