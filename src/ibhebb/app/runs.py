@@ -78,10 +78,12 @@ def _activation(name: str) -> list[nn.Module]:
     return [_ACTIVATIONS[name]()] if name in _ACTIVATIONS else []
 
 
-def _layernorm_eps() -> float:
-    from ..models.layers import LAYERNORM_EPS
+LAYERNORM_EPS = 1e-5
+"""ε of the models' parameter-free LayerNorm in runs whose config does not say (``model.layernorm_eps``)."""
 
-    return LAYERNORM_EPS
+
+def _layernorm_eps(model: dict) -> float:
+    return float(model.get("layernorm_eps", LAYERNORM_EPS))
 
 
 def _linear(weights: dict[str, Tensor], prefix: str, seed: int) -> nn.Linear:
@@ -107,7 +109,7 @@ def _mlp_blocks(weights: dict[str, Tensor], model: dict, seed: int) -> tuple[lis
     for lin in linears[:-1]:
         mods = _activation(model["activation"])
         if model["layernorm"]:
-            mods.append(nn.LayerNorm(lin.out_features, eps=_layernorm_eps(), elementwise_affine=False, dtype=lin.weight.dtype))
+            mods.append(nn.LayerNorm(lin.out_features, eps=_layernorm_eps(model), elementwise_affine=False, dtype=lin.weight.dtype))
         after.append(nn.Sequential(*mods))
     return linears, [*after, nn.Sequential()]
 
@@ -156,7 +158,7 @@ def _cnn(weights: dict[str, Tensor], model: dict, in_shape: tuple[int, ...], see
     if len(in_shape) != 3:
         raise UserError(f"a CNN needs images (C, H, W); the run's data set gives samples of shape {in_shape}")
     after_pool = model.get("z_after_pool", True)
-    pool, eps = 2, _layernorm_eps()
+    pool, eps = 2, _layernorm_eps(model)
     c, h, w = in_shape
     mods: list[nn.Module] = []
     pending = 1  # pooling owed to the next layer when a layer's output is its map before pooling
