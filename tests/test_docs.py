@@ -8,8 +8,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCTEST_MODULES = [
+    "ibhebb",
     "ibhebb.functional.kernels",
     "ibhebb.functional.signals",
+    "ibhebb.functional.layers",
+    "ibhebb.functional.biohsic",
+    "ibhebb.functional.optim",
+    "ibhebb.functional.reservoir",
+    "ibhebb.engine.capability",
     "ibhebb.models.layers",
     "ibhebb.models.networks",
     "ibhebb.memory.window",
@@ -18,7 +24,6 @@ DOCTEST_MODULES = [
     "ibhebb.data.augment",
     "ibhebb.app.sweep",
     "ibhebb.engine",
-    "ibhebb.engine.optim",
     "ibhebb.engine.cstep",
 ]
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .kernels import squared_distances
+from .kernels import gaussian, squared_distances
 
 KERNELS = ("gaussian", "cossim")
 COSINE_EPS = 1e-6
@@ -48,7 +48,7 @@ def gaussian_kernel_matrix(a: Tensor, sigma: float) -> Tensor:
     """``[K]_ij = exp(-‖a_i - a_j‖² / (2σ²))`` (eq 15); the diagonal is exactly 1."""
     dist = squared_distances(a, a)
     eye = torch.eye(a.shape[-2], dtype=torch.bool, device=a.device)
-    return torch.exp(-dist.masked_fill(eye, 0.0) / (2.0 * sigma**2))
+    return gaussian(dist.masked_fill(eye, 0.0), sigma, 1)
 
 
 def layer_kernel_matrix(a: Tensor, kernel: str, sigma: float) -> Tensor:

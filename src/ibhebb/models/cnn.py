@@ -52,6 +52,8 @@ class CNN(FeedForward):
     (torch.Size([2, 5, 10]), [1568, 784])
     """
 
+    kind = "cnn"
+
     def __init__(
         self,
         in_shape: tuple[int, int, int],

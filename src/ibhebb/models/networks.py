@@ -15,6 +15,7 @@ from typing import Iterator
 
 from torch import Tensor, nn
 
+from ..functional.layers import leaky_step
 from .layers import Dense, replica_generators
 
 
@@ -89,6 +90,8 @@ class MLP(FeedForward):
     torch.Size([2, 5, 10])
     """
 
+    kind = "mlp"
+
     def __init__(
         self,
         in_features: int,
@@ -122,6 +125,8 @@ class LeakyMLP(MLP):
     ``∂u/∂W = (Δt/τ_m) z^{ℓ-1}``.
     """
 
+    kind = "lif-mlp"
+
     def __init__(self, *args, tau_m: float = 5.0, dt: float = 1.0, steps: int = 20, **kwargs):
         super().__init__(*args, **kwargs)
         self.leak = dt / tau_m
@@ -133,10 +138,7 @@ class LeakyMLP(MLP):
         for _ in range(self.steps):
             h, traces = x, []
             for i, layer in enumerate(self.layers()):
-                drive = layer.preactivation(h)
-                u = us[i]
-                u = self.leak * drive if u is None else u + self.leak * (drive - u)
-                us[i] = u
+                u = us[i] = leaky_step(us[i], layer.preactivation(h), self.leak)
                 r, z = layer.output(u)
                 traces.append(LayerTrace(h, u, r, z, self.leak))
                 h = z

@@ -18,6 +18,8 @@ from typing import Any, Callable, Iterator
 
 from torch import Tensor, nn
 
+from ..config import register_check, require_choice
+
 RULES: dict[str, type["Rule"]] = {}
 
 
@@ -58,3 +60,10 @@ def make_rule(name: str, model: nn.Module, config: Any) -> Rule:
     if name not in RULES:
         raise KeyError(f"unknown rule {name!r}; known: {', '.join(sorted(RULES))}")
     return RULES[name](model, config)
+
+
+@register_check
+def check_rule_config(cfg: Any) -> None:
+    """``rule.name`` exists, then the rule's own :meth:`Rule.check_config`."""
+    require_choice(cfg.rule.name, sorted(RULES), "rule.name")
+    RULES[cfg.rule.name].check_config(cfg)
