@@ -208,10 +208,8 @@ def unavailable(dtype: torch.dtype) -> str | None:
 
 def unsupported(spec: StepSpec, st: EngineState) -> str | None:
     """Why :class:`NativeStep` cannot train this state (``None`` if it can)."""
-    if spec.n_hidden + 1 > MAX_LAYERS:
+    if spec.n_hidden + 1 > MAX_LAYERS:  # also in capability.NATIVE; the struct's arrays cannot hold more
         return f"more than {MAX_LAYERS - 1} hidden layers"
-    if spec.memory not in ("buffer", "recompute", "reservoir"):
-        return f"memory {spec.memory!r}"
     try:
         _values(spec)
     except ValueError as e:

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from . import cstep
+from .capability import NATIVE, spec_facts
 from .state import bind, unbind
 from .step import EngineState, StepSpec, chunk_step_, clone_state, fill_step_, leaky_sample_, leaky_update_, sample_step_
 
@@ -149,7 +150,7 @@ class OnlineEngine:
         if self._native is not None:
             self._native.close()
             self._native = None
-        reason = cstep.unsupported(self.spec, st)
+        reason = NATIVE.why_not(spec_facts(self.spec)) or cstep.unsupported(self.spec, st)
         if reason is not None:
             if self.mode == "native":
                 raise ValueError(f"no C step: {reason}")

@@ -44,7 +44,7 @@ from torch import Tensor
 
 from .kernels import kernel_matrix, kernel_row, window_kernel
 from .layers import affine, dense_param_grads, dense_vjp, softmax_delta
-from .signals import signal_from_kernels
+from .signals import check_window, signal_from_kernels
 
 
 class BioHSICParams(NamedTuple):
@@ -82,8 +82,7 @@ def window_state(window: int, d_x: int, classes: int, *, z_dims: Sequence[int] =
     ``z_dims`` are the hidden widths whose past outputs are stored (empty for ``recompute``);
     ``like`` gives the dtype and device.
     """
-    if window < 2:
-        raise ValueError(f"a window needs N >= 2 samples, got {window}")
+    check_window(window)
     m = window - 1
     zeros = lambda *shape: like.new_zeros(shape)  # noqa: E731
     z = tuple(zeros(replicas, m, d) for d in z_dims)

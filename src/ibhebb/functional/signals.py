@@ -28,6 +28,12 @@ from .kernels import centred_diagonal, double_centre, gaussian, kernel_matrix
 VARIANTS = ("paper", "first-term", "exact")
 
 
+def check_window(n: int) -> None:
+    """``ValueError`` unless a window of ``n`` samples can give ξ (``N >= 2``: the current sample and one before it)."""
+    if n < 2:
+        raise ValueError(f"a window needs N >= 2 samples, got {n}")
+
+
 def alpha(z: Tensor, sigma_z: float) -> Tensor:
     """``α(z_p) = (2 / (σ_z² d_z)) k_z(z_0, z_p) (z_0 - z_p)`` for every window entry, ``(..., N, d_z)``; the current (last) row is 0."""
     d = z.shape[-1]
@@ -77,9 +83,7 @@ def global_signal(
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown ξ variant {variant!r}; choose one of {', '.join(VARIANTS)}")
-    n = z.shape[-2]
-    if n < 2:
-        raise ValueError(f"a window needs N >= 2 samples, got {n}")
+    check_window(z.shape[-2])
     sx, sy, sz = sigmas
     return signal_from_kernels(kernel_matrix(x, sx), kernel_matrix(y, sy), z, gamma=gamma, sigma_z=sz, variant=variant)
 

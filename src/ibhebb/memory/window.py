@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..functional.signals import check_window
+
 from ..functional.biohsic import BioHSICParams, WindowState, window_kernels, window_push, window_signals, window_state, window_state_of
 
 WINDOW_MODES = ("buffer", "recompute")
@@ -47,8 +49,7 @@ class WindowMemory(nn.Module):
 
     def __init__(self, window: int, mode: str = "buffer", sigmas=(0.5, 0.1, 1.0)):
         super().__init__()
-        if window < 2:
-            raise ValueError(f"a window needs N >= 2 samples, got {window}")
+        check_window(window)
         if mode not in WINDOW_MODES:
             raise ValueError(f"unknown window memory {mode!r}; choose one of {', '.join(WINDOW_MODES)}")
         self.window, self.mode, self.sigmas = window, mode, tuple(float(s) for s in sigmas)
