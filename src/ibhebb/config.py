@@ -44,6 +44,11 @@ class ModelConfig:
     activation: str = "relu"
     layernorm: bool = True
     bias: bool = True
+    layernorm_eps: float = 1e-5
+    """ε of the parameter-free LayerNorm (the authors' flax code: 1e-6)."""
+    init: str = "uniform"
+    """``uniform`` (weights and biases ``U(±1/√fan_in)``) or ``lecun-normal`` (truncated normal weights of variance
+    ``1/fan_in``, zero biases: the authors' flax code); ``mlp``, ``lif-mlp`` and ``cnn``."""
     tau_m: float = 5.0
     dt: float = 1.0
     steps: int = 20
@@ -85,6 +90,8 @@ class RuleConfig:
     form: str = "batch"
     """pHSIC: ``batch`` (eq 10 on minibatches), ``pair`` (eqs 18–19), ``running-mean`` (eq 20; eq 21 if grouped)
     or ``split`` (eq 22, grouped only), online."""
+    reset_each_epoch: bool = False
+    """``biohsic``: empty the working memory at the start of every epoch (the authors' code); by default it runs on."""
     mean_rate: float = 0.01
     """Online pHSIC: rate of the running means of kernels and activity."""
 

@@ -72,7 +72,7 @@ def step_spec(model, rule, optimizer) -> StepSpec:
         raise ValueError(f"no fast step: {reason}")
     hidden = model.hidden
     first = hidden[0]
-    if any(l.activation != first.activation or l.layernorm != first.layernorm for l in hidden):
+    if any((l.activation, l.layernorm, l.layernorm_eps) != (first.activation, first.layernorm, first.layernorm_eps) for l in hidden):
         raise ValueError("hidden layers with different activations have no fast step")
     leaky = kind == "lif-mlp"
     reservoir = None
@@ -96,6 +96,7 @@ def step_spec(model, rule, optimizer) -> StepSpec:
         sigmas=p.sigmas,
         optim=OptimSpec.of(optimizer),
         reservoir=reservoir,
+        layernorm_eps=float(first.layernorm_eps),
     )
     reason = TORCH.why_not(spec_facts(spec))
     if reason is not None:

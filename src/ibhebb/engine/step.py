@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from ..functional.biohsic import BioHSICParams, DenseTrace, WindowState, biohsic_grads, window_kernels, window_push_, window_signals
-from ..functional.layers import affine, dense_output, leaky_step
+from ..functional.layers import LAYERNORM_EPS, affine, dense_output, leaky_step
 from ..functional.optim import OptimSpec, optimizer_update_
 from ..functional.reservoir import ReservoirState, reservoir_inputs, reservoir_step
 
@@ -56,6 +56,7 @@ class StepSpec:
     sigmas: tuple[float, float, float]
     optim: OptimSpec
     reservoir: "ReservoirSpec | None" = None
+    layernorm_eps: float = LAYERNORM_EPS
 
     @property
     def rule(self) -> BioHSICParams:
@@ -158,7 +159,7 @@ def hidden_step(spec: StepSpec, st: EngineState, x: Tensor, us: list[Tensor] | N
     for i in range(spec.n_hidden):
         drive = affine(h, st.weights[i], _bias(st, i))
         a = drive if spec.leak is None else leaky_step(None if us is None else us[i], drive, spec.leak)
-        r, z = dense_output(a, spec.activation, spec.layernorm)
+        r, z = dense_output(a, spec.activation, spec.layernorm, spec.layernorm_eps)
         traces.append(DenseTrace(h, a, r, z))
         new_us.append(a)
         h = z
@@ -227,7 +228,8 @@ def update_(spec: StepSpec, st: EngineState, x: Tensor, yw: Tensor, kx: Tensor, 
         xis = from_reservoir
     readout = spec.n_hidden
     grads = biohsic_grads(traces, xis, zws[-1], yw, st.weights[readout], _bias(st, readout),
-                          activation=spec.activation, layernorm=spec.layernorm, scale=scale)
+                          activation=spec.activation, layernorm=spec.layernorm, scale=scale,
+                          layernorm_eps=spec.layernorm_eps)
     st.step.add_(1)
     st.powers.mul_(st.powers.new_tensor(spec.optim.betas))
     powers = (st.powers[0], st.powers[1])

@@ -43,7 +43,7 @@ import torch
 from torch import Tensor
 
 from .kernels import kernel_matrix, kernel_row, window_kernel
-from .layers import affine, dense_param_grads, dense_vjp, softmax_delta
+from .layers import LAYERNORM_EPS, affine, dense_param_grads, dense_vjp, softmax_delta
 from .signals import check_window, signal_from_kernels
 
 
@@ -131,7 +131,8 @@ def readout_grads(hw: Tensor, yw: Tensor, w: Tensor, b: Tensor | None) -> tuple[
 
 
 def biohsic_grads(traces: Sequence[DenseTrace], xis: Sequence[Tensor], hw: Tensor, yw: Tensor, readout_w: Tensor,
-                  readout_b: Tensor | None, *, activation: str, layernorm: bool, scale: float = 1.0) -> list[Tensor]:
+                  readout_b: Tensor | None, *, activation: str, layernorm: bool, scale: float = 1.0,
+                  layernorm_eps: float = LAYERNORM_EPS) -> list[Tensor]:
     """Every parameter's update of a dense network, in the order ``W¹, b¹, …, W_out, b_out`` (no ``b`` without bias).
 
     ``traces`` are the hidden layers' :class:`DenseTrace` of the current sample, ``xis`` their ξ (from the window
@@ -141,7 +142,7 @@ def biohsic_grads(traces: Sequence[DenseTrace], xis: Sequence[Tensor], hw: Tenso
     bias = readout_b is not None
     grads: list[Tensor] = []
     for (h, a, r, z), xi in zip(traces, xis):
-        gw, gb = dense_param_grads(h, dense_vjp(a, r, z, xi.unsqueeze(-2), activation, layernorm), scale)
+        gw, gb = dense_param_grads(h, dense_vjp(a, r, z, xi.unsqueeze(-2), activation, layernorm, layernorm_eps), scale)
         grads += [gw, gb] if bias else [gw]
     gw, gb = readout_grads(hw, yw, readout_w, readout_b)
     return grads + ([gw, gb] if bias else [gw])

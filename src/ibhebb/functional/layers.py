@@ -85,16 +85,17 @@ def leaky_step(u: Tensor | None, drive: Tensor, leak: float) -> Tensor:
     return leak * drive if u is None else u + leak * (drive - u)
 
 
-def dense_output(a: Tensor, activation: str, layernorm_: bool) -> tuple[Tensor, Tensor]:
-    """``(r, z)``: the activation ``r = act(a)`` and the layer output ``z`` (``LN(r)`` or ``r``)."""
+def dense_output(a: Tensor, activation: str, layernorm_: bool, eps: float = LAYERNORM_EPS) -> tuple[Tensor, Tensor]:
+    """``(r, z)``: the activation ``r = act(a)`` and the layer output ``z`` (``LN(r)`` with ``ε = eps``, or ``r``)."""
     r = activate(a, activation)
-    return r, (layernorm(r) if layernorm_ else r)
+    return r, (layernorm(r, eps=eps) if layernorm_ else r)
 
 
-def dense_vjp(a: Tensor, r: Tensor, z: Tensor, cot: Tensor, activation: str, layernorm_: bool) -> Tensor:
+def dense_vjp(a: Tensor, r: Tensor, z: Tensor, cot: Tensor, activation: str, layernorm_: bool,
+              eps: float = LAYERNORM_EPS) -> Tensor:
     """Pull a cotangent of ``z`` back to the preactivation ``a`` of :func:`dense_output`."""
     if layernorm_:
-        cot = layernorm_vjp(r, z, cot)
+        cot = layernorm_vjp(r, z, cot, eps=eps)
     return activation_vjp(a, r, cot, activation)
 
 

@@ -96,6 +96,10 @@ class ReservoirMemory(nn.Module):
     def count(self) -> Tensor:
         return self.buffer.count
 
+    def reset(self) -> None:
+        """Empty the window (the reservoirs' state runs on: it is the memory's own dynamics)."""
+        self.buffer.reset()
+
     def push(self, x: Tensor, y: Tensor, zs: list[Tensor]) -> None:
         self.buffer.push(x, y, zs)
 

@@ -83,6 +83,11 @@ class WindowMemory(nn.Module):
         """The window's input and label kernel matrices with the current sample last."""
         return window_kernels(self._state(x, y, []), x, y, self.sigmas)
 
+    def reset(self) -> None:
+        """Forget every sample: the next ``N - 1`` only fill the window again."""
+        self.state = None
+        self.count.zero_()
+
     def push(self, x: Tensor, y: Tensor, zs: list[Tensor]) -> None:
         """Remember the sample just presented: ``x`` ``(1, d_x)``, ``y`` ``(1, C)``, ``zs[ℓ]`` ``(R, 1, d_ℓ)``."""
         st = self._state(x, y, zs)

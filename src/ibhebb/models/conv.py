@@ -33,8 +33,8 @@ import torch
 from torch import Tensor, nn
 
 from ..functional.conv import MAP_DIMS, pool, pool_vjp, replica_conv2d, replica_conv2d_weight_grad
-from ..functional.layers import ACTIVATIONS, activate, activation_vjp, layernorm, layernorm_vjp
-from .layers import Dense, _add_grad, uniform_init
+from ..functional.layers import ACTIVATIONS, LAYERNORM_EPS, activate, activation_vjp, layernorm, layernorm_vjp
+from .layers import Dense, _add_grad, init_parameters
 
 
 class Conv2dLayer(nn.Module):
@@ -78,6 +78,8 @@ class Conv2dLayer(nn.Module):
         bias: bool = True,
         pool_in: int = 1,
         pool_out: int = 1,
+        layernorm_eps: float = LAYERNORM_EPS,
+        init: str = "uniform",
     ):
         super().__init__()
         if activation not in ACTIVATIONS:
@@ -92,9 +94,10 @@ class Conv2dLayer(nn.Module):
             raise ValueError(f"input maps {in_shape} are too small for pooling by {pool_in} and {pool_out}")
         self.in_features, self.out_features = math.prod(in_shape), math.prod(self.out_shape)
         self.activation, self.layernorm, self.padding = activation, layernorm, kernel_size // 2
-        bound = 1.0 / math.sqrt(c * kernel_size * kernel_size)
-        self.weight = nn.Parameter(uniform_init((out_channels, c, kernel_size, kernel_size), bound, generators))
-        self.bias = nn.Parameter(uniform_init((out_channels,), bound, generators)) if bias else None
+        self.layernorm_eps = layernorm_eps
+        w, b = init_parameters((out_channels, c, kernel_size, kernel_size), c * kernel_size * kernel_size, generators, init, bias)
+        self.weight = nn.Parameter(w)
+        self.bias = nn.Parameter(b) if b is not None else None
 
     @property
     def replicas(self) -> int:
@@ -111,7 +114,7 @@ class Conv2dLayer(nn.Module):
     def output(self, a: Tensor) -> tuple[Tensor, Tensor]:
         """``(r, z)``: the activation map ``r = act(a)`` and the flattened layer output ``z`` ``(R, B, d_out)``."""
         r = activate(a, self.activation)
-        n = layernorm(r, MAP_DIMS) if self.layernorm else r
+        n = layernorm(r, MAP_DIMS, self.layernorm_eps) if self.layernorm else r
         z = pool(n, self.pool_out)
         return r, z.reshape(*z.shape[:-3], -1)
 
@@ -122,7 +125,7 @@ class Conv2dLayer(nn.Module):
         """Cotangent of the flattened ``z`` ``(R, B, d_out)`` → cotangent of ``a`` ``(R, B, O, H, W)``."""
         cot = pool_vjp(cot.reshape(*cot.shape[:-1], *self.out_shape), self.pool_out, *self.conv_shape[1:])
         if self.layernorm:
-            cot = layernorm_vjp(r, layernorm(r, MAP_DIMS), cot, MAP_DIMS)
+            cot = layernorm_vjp(r, layernorm(r, MAP_DIMS, self.layernorm_eps), cot, MAP_DIMS, self.layernorm_eps)
         return activation_vjp(a, r, cot, self.activation)
 
     @torch.no_grad()

@@ -19,7 +19,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..functional.layers import ACTIVATIONS, affine, dense_output, dense_param_grads, dense_vjp
+from ..functional.layers import ACTIVATIONS, LAYERNORM_EPS, affine, dense_output, dense_param_grads, dense_vjp
 
 
 def replica_generators(seed: int, replicas: int) -> list[torch.Generator]:
@@ -30,6 +30,28 @@ def replica_generators(seed: int, replicas: int) -> list[torch.Generator]:
 def uniform_init(shape: Sequence[int], bound: float, generators: list[torch.Generator]) -> Tensor:
     """``U(-bound, bound)`` per replica, stacked on a new leading dimension."""
     return torch.stack([(torch.rand(*shape, generator=g) * 2 - 1) * bound for g in generators])
+
+
+INITS = ("uniform", "lecun-normal")
+"""``uniform``: weights and biases ``U(±1/√fan_in)`` (torch's default); ``lecun-normal``: weights from a normal of
+variance ``1/fan_in`` truncated at two standard deviations (flax's default, the authors' code), biases 0."""
+_TRUNCATED_STD = 0.87962566103423978
+"""Standard deviation of a unit normal truncated to ``[-2, 2]``, which ``lecun-normal`` divides by (as flax does)."""
+
+
+def init_parameters(shape: Sequence[int], fan_in: int, generators: list[torch.Generator], init: str = "uniform",
+                    bias: bool = True) -> tuple[Tensor, Tensor | None]:
+    """Initial ``(weight, bias)`` per replica for a layer of ``shape[0]`` outputs and ``fan_in`` inputs (see :data:`INITS`)."""
+    bound = 1.0 / math.sqrt(fan_in)
+    if init == "uniform":
+        w = uniform_init(shape, bound, generators)
+        return w, (uniform_init(shape[:1], bound, generators) if bias else None)
+    if init == "lecun-normal":
+        std = bound / _TRUNCATED_STD
+        w = torch.stack([torch.nn.init.trunc_normal_(torch.empty(*shape), 0.0, 1.0, -2.0, 2.0, generator=g) * std
+                         for g in generators])
+        return w, (w.new_zeros(len(generators), shape[0]) if bias else None)
+    raise ValueError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
 
 
 class Dense(nn.Module):
@@ -44,6 +66,10 @@ class Dense(nn.Module):
     layernorm : bool
         Apply a parameter-free LayerNorm after the activation.
     bias : bool
+    layernorm_eps : float
+        The LayerNorm's ``ε``.
+    init : {"uniform", "lecun-normal"}
+        See :data:`INITS`.
 
     Examples
     --------
@@ -63,15 +89,17 @@ class Dense(nn.Module):
         activation: str = "relu",
         layernorm: bool = True,
         bias: bool = True,
+        layernorm_eps: float = LAYERNORM_EPS,
+        init: str = "uniform",
     ):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}")
         self.in_features, self.out_features = in_features, out_features
-        self.activation, self.layernorm = activation, layernorm
-        bound = 1.0 / math.sqrt(in_features)
-        self.weight = nn.Parameter(uniform_init((out_features, in_features), bound, generators))
-        self.bias = nn.Parameter(uniform_init((out_features,), bound, generators)) if bias else None
+        self.activation, self.layernorm, self.layernorm_eps = activation, layernorm, layernorm_eps
+        w, b = init_parameters((out_features, in_features), in_features, generators, init, bias)
+        self.weight = nn.Parameter(w)
+        self.bias = nn.Parameter(b) if b is not None else None
 
     @property
     def replicas(self) -> int:
@@ -83,14 +111,14 @@ class Dense(nn.Module):
 
     def output(self, a: Tensor) -> tuple[Tensor, Tensor]:
         """``(r, z)``: the activation ``r = act(a)`` and the layer output ``z``."""
-        return dense_output(a, self.activation, self.layernorm)
+        return dense_output(a, self.activation, self.layernorm, self.layernorm_eps)
 
     def forward(self, h: Tensor) -> Tensor:
         return self.output(self.preactivation(h))[1]
 
     def output_vjp(self, a: Tensor, r: Tensor, z: Tensor, cot: Tensor) -> Tensor:
         """Cotangent of ``z`` → cotangent of ``a``."""
-        return dense_vjp(a, r, z, cot, self.activation, self.layernorm)
+        return dense_vjp(a, r, z, cot, self.activation, self.layernorm, self.layernorm_eps)
 
     @torch.no_grad()
     def accumulate_grad(self, h: Tensor, a_cot: Tensor, scale: float = 1.0) -> None:

@@ -15,7 +15,7 @@ from typing import Iterator
 
 from torch import Tensor, nn
 
-from ..functional.layers import leaky_step
+from ..functional.layers import LAYERNORM_EPS, leaky_step
 from .layers import Dense, replica_generators
 
 
@@ -103,14 +103,17 @@ class MLP(FeedForward):
         activation: str = "relu",
         layernorm: bool = True,
         bias: bool = True,
+        layernorm_eps: float = LAYERNORM_EPS,
+        init: str = "uniform",
     ):
         gens = replica_generators(seed, replicas)
+        common = dict(generators=gens, bias=bias, init=init)
         sizes = [in_features, *hidden]
         layers = [
-            Dense(i, o, generators=gens, activation=activation, layernorm=layernorm, bias=bias)
+            Dense(i, o, activation=activation, layernorm=layernorm, layernorm_eps=layernorm_eps, **common)
             for i, o in zip(sizes[:-1], sizes[1:])
         ]
-        readout = Dense(sizes[-1], n_classes, generators=gens, activation="identity", layernorm=False, bias=bias)
+        readout = Dense(sizes[-1], n_classes, activation="identity", layernorm=False, **common)
         super().__init__(layers, readout, in_features=in_features, n_classes=n_classes, replicas=replicas)
 
 

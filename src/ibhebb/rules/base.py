@@ -51,6 +51,9 @@ class Rule(nn.Module):
         """Write updates into ``.grad``; yield once each time one is ready to apply."""
         raise NotImplementedError
 
+    def new_epoch(self) -> None:
+        """Called by the trainer before each epoch (e.g. to empty a working memory); nothing by default."""
+
     def trainable(self) -> list[nn.Parameter]:
         """The parameters this rule updates (what the optimiser is given)."""
         return list(self.model.parameters())

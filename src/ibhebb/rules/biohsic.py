@@ -44,6 +44,10 @@ class BioHSIC(Rule):
         if cfg.rule.memory == "reservoir":
             check_reservoir_config(cfg)
 
+    def new_epoch(self) -> None:
+        if getattr(self.config, "reset_each_epoch", False):
+            self.memory.reset()
+
     def updates(self, x: Tensor, y: Tensor) -> Iterator[None]:
         x = self.model.flatten(x)
         y1 = torch.nn.functional.one_hot(y, self.model.n_classes).to(x.dtype)

@@ -223,6 +223,7 @@ class Trainer:
     def _epoch(self, epoch: int) -> int:
         from tqdm.auto import tqdm
 
+        self.rule.new_epoch()
         x, y = self.data.x_train, self.data.y_train
         if self.cfg.data.augment:
             from ..data.augment import augment_images

@@ -35,7 +35,7 @@
 #endif
 typedef REAL real;
 
-/* The enums (ACT_*, XI_*, OPT_*), MAXL, LN_EPS and the Problem struct are generated
+/* The enums (ACT_*, XI_*, OPT_*), MAXL and the Problem struct are generated
  * from the Python side at build time (cstep.abi_header), so the two cannot drift.
  * What this file implements of each enum is declared here and read by cstep.py;
  * a value Python has and this file lacks makes the engine fall back, never crash. */
@@ -315,7 +315,7 @@ static void layer_output(const Problem *P, int64_t d, const real *a, real *r, re
     mean = mean / (real)d;
     for (int64_t i = 0; i < d; i++) { real c = r[i] - mean; z[i] = c; var += c * c; }
     var = var / (real)d;
-    real inv = (real)(1.0 / sqrt((double)(var + (real)LN_EPS)));
+    real inv = (real)(1.0 / sqrt((double)(var + (real)P->ln_eps)));
     for (int64_t i = 0; i < d; i++) z[i] = z[i] * inv;
 }
 
@@ -470,7 +470,7 @@ static void update(const Problem *P, Work *w, Scratch *s, int64_t rep, int64_t t
             mean = mean / (real)d;
             for (int64_t i = 0; i < d; i++) { real dd = r[i] - mean; var += dd * dd; }
             var = var / (real)d;
-            real inv = (real)(1.0 / sqrt((double)(var + (real)LN_EPS)));
+            real inv = (real)(1.0 / sqrt((double)(var + (real)P->ln_eps)));
             for (int64_t i = 0; i < d; i++) { mc += xi[i]; mcz += xi[i] * z0[i]; }
             mc = mc / (real)d;
             mcz = mcz / (real)d;
