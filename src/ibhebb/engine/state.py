@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..functional.biohsic import WindowState, window_state
+from ..functional.biohsic import WindowState, window_state, window_state_of
 from .step import EngineState, ReservoirTensors, StepSpec
 
 
@@ -86,8 +86,9 @@ def bind(spec: StepSpec, model, memory, optimizer: torch.optim.Optimizer) -> tup
     if memory.state is None:
         dims = [layer.out_features for layer in layers[:-1]] if keeps_z else []
         win = window_state(spec.window, layers[0].in_features, layers[-1].out_features, z_dims=dims, replicas=ref.shape[0], like=ref)
-    else:
-        win = WindowState(*(t.clone() if isinstance(t, Tensor) else tuple(z.clone() for z in t) for t in memory.state))
+    else:  # the kernel matrices rebuilt from the samples (a checkpoint's window then continues bit for bit)
+        st = memory.state
+        win = window_state_of(st.x.clone(), st.y.clone(), tuple(z.clone() for z in st.z), spec.sigmas)
     reservoir = _reservoir(owner, layers, ref.shape[0]) if spec.memory == "reservoir" else None
     st = EngineState(
         weights, biases, tuple(moments), tuple(lrs), tuple(wds), step, powers, *win, reservoir,

@@ -42,7 +42,7 @@ from typing import NamedTuple, Sequence
 import torch
 from torch import Tensor
 
-from .kernels import kernel_matrix, kernel_row, window_kernel
+from .kernels import kernel_row, row_kernel_matrix, window_kernel
 from .layers import LAYERNORM_EPS, affine, dense_param_grads, dense_vjp, softmax_delta
 from .signals import check_window, signal_from_kernels
 
@@ -90,8 +90,8 @@ def window_state(window: int, d_x: int, classes: int, *, z_dims: Sequence[int] =
 
 
 def window_state_of(x: Tensor, y: Tensor, z: Sequence[Tensor], sigmas: Sequence[float]) -> WindowState:
-    """The state of a window whose past samples are ``x``, ``y``, ``z`` (kernel matrices computed from them)."""
-    return WindowState(x, y, tuple(z), kernel_matrix(x, sigmas[0]), kernel_matrix(y, sigmas[1]))
+    """The state of a window whose past samples are ``x``, ``y``, ``z`` (kernel matrices rebuilt from them as rows)."""
+    return WindowState(x, y, tuple(z), row_kernel_matrix(x, sigmas[0]), row_kernel_matrix(y, sigmas[1]))
 
 
 def window_kernels(st: WindowState, x: Tensor, y: Tensor, sigmas: Sequence[float]) -> tuple[Tensor, Tensor]:

@@ -52,6 +52,15 @@ def kernel_row(past: Tensor, new: Tensor, sigma: float) -> Tensor:
     return gaussian((diff * diff).sum(-1), sigma, past.shape[-1])
 
 
+def row_kernel_matrix(v: Tensor, sigma: float) -> Tensor:
+    """``[K]_pq = k(v_p, v_q)`` of ``v`` ``(..., M, d)`` with the arithmetic of :func:`kernel_row` (differences first).
+
+    What a window's kernel matrices are rebuilt from, so they equal the ones kept up to date row by row.
+    """
+    diff = v.unsqueeze(-2) - v.unsqueeze(-3)
+    return gaussian((diff * diff).sum(-1), sigma, v.shape[-1])
+
+
 def window_kernel(k_past: Tensor, row: Tensor) -> Tensor:
     """The kernel matrix ``(N, N)`` of a window: that of its past ``(N-1, N-1)`` bordered by the new row (unit diagonal)."""
     top = torch.cat([k_past, row.unsqueeze(-1)], -1)
