@@ -28,12 +28,13 @@ from .data import DATASETS, fetch_dataset, load_dataset
 from .models import CNN, MLP, PHSICMLP, LeakyMLP, build_model
 from .memory import MEMORIES, ReservoirMemory, WindowMemory, make_memory
 from .rules import RULES, Rule, make_rule, register_rule
+from .rules.learners import BioHSICLearner, PHSICLearner
 from .engine import ENGINES, OnlineEngine, make_engine
 from .train import Trainer, evaluate, train
 
 __all__ = [
-    "CNN", "Config", "ConfigError", "DATASETS", "DataError", "ENGINES", "LeakyMLP", "MEMORIES", "MLP", "OnlineEngine",
-    "PHSICMLP", "RULES", "ReservoirMemory", "Rule", "RuleConfig", "Trainer", "UserError", "VARIANTS", "WindowMemory",
+    "BioHSICLearner", "CNN", "Config", "ConfigError", "DATASETS", "DataError", "ENGINES", "LeakyMLP", "MEMORIES", "MLP", "OnlineEngine",
+    "PHSICLearner", "PHSICMLP", "RULES", "ReservoirMemory", "Rule", "RuleConfig", "Trainer", "UserError", "VARIANTS", "WindowMemory",
     "__version__", "build_model", "evaluate", "fetch_dataset", "global_signal", "hsic", "hsic_bottleneck",
     "kernel_matrix", "load_config", "load_dataset", "make_engine", "make_memory", "make_rule", "register_rule", "train",
 ]
