@@ -9,6 +9,15 @@ from ibhebb.functional.conv import max_pool, max_pool_vjp
 from ibhebb.functional.layers import LAYERNORM_EPS
 
 SIGMAS = (0.5, 0.1, 1.0)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Per-sample steps on tiny tensors: threads only contend (10x slower on two shared cores)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 LR = 1e-2
 
 
@@ -224,3 +233,54 @@ def test_a_users_network_learns_with_the_biohsic_learner():
             opt.zero_grad()
     after = accuracy()
     assert after > max(0.8, before + 0.3), (before, after)
+
+
+def test_phsic_learner_on_a_conv_net_descends_each_layers_own_objective():
+    from ibhebb.functional.phsic import label_kernel_matrix, layer_kernel_matrix, phsic_objective
+
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(3, 4, 3, padding=1), nn.GELU(), nn.LayerNorm([4, 4, 4]), nn.AvgPool2d(2), nn.Flatten(),
+        nn.Linear(16, 3),
+    ).double()
+    x, y = torch.rand(6, 1, 8, 8, dtype=torch.float64), torch.tensor([0, 1, 2, 0, 1, 2])
+    PHSICLearner(net, gamma=2.0, sigma=1.5).step(x, y)
+    ky = label_kernel_matrix(y, 3, torch.float64)
+    h = x
+    for start, stop in [(0, 3), (3, 8)]:
+        z = net[start:stop](h.detach())
+        params = list(net[start:stop].parameters())
+        obj = phsic_objective(layer_kernel_matrix(z.flatten(1), "gaussian", 1.5), ky, 2.0)
+        for p, g in zip(params, torch.autograd.grad(obj, params)):
+            torch.testing.assert_close(p.grad, g, rtol=0, atol=1e-12)
+        h = z
+    (g_w,) = torch.autograd.grad(nn.functional.cross_entropy(net[-1](h.detach()), y), net[-1].weight)
+    torch.testing.assert_close(net[-1].weight.grad, g_w, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("memory", ["buffer", "recompute"])
+def test_a_learner_resumed_from_its_state_dict_continues_exactly(memory):
+    def fresh():
+        net = mlp_pair()[1]
+        return net, BioHSICLearner(net, window=5, memory=memory), torch.optim.AdamW(net.parameters(), lr=LR)
+
+    xs, ys = stream(30, (20,))
+
+    def run(learner, net, opt, k0, k1):
+        for x, y in zip(xs[k0:k1], ys[k0:k1]):
+            if learner.step(x[None], y[None]):
+                opt.step()
+                opt.zero_grad()
+
+    net, learner, opt = fresh()
+    run(learner, net, opt, 0, 30)
+    net2, learner2, opt2 = fresh()
+    run(learner2, net2, opt2, 0, 12)
+    saved = [m.state_dict() for m in (net2, learner2, opt2)]
+    net3, learner3, opt3 = fresh()
+    for m, s in zip((net3, learner3, opt3), saved):
+        m.load_state_dict(s)
+    run(learner3, net3, opt3, 12, 30)
+    for a, b in zip(net.parameters(), net3.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -33,8 +33,9 @@ from .engine import ENGINES, OnlineEngine, make_engine
 from .train import Trainer, evaluate, train
 
 __all__ = [
-    "BioHSICLearner", "CNN", "Config", "ConfigError", "DATASETS", "DataError", "ENGINES", "LeakyMLP", "MEMORIES", "MLP", "OnlineEngine",
-    "PHSICLearner", "PHSICMLP", "RULES", "ReservoirMemory", "Rule", "RuleConfig", "Trainer", "UserError", "VARIANTS", "WindowMemory",
-    "__version__", "build_model", "evaluate", "fetch_dataset", "global_signal", "hsic", "hsic_bottleneck",
-    "kernel_matrix", "load_config", "load_dataset", "make_engine", "make_memory", "make_rule", "register_rule", "train",
+    "BioHSICLearner", "CNN", "Config", "ConfigError", "DATASETS", "DataError", "ENGINES", "LeakyMLP", "MEMORIES",
+    "MLP", "OnlineEngine", "PHSICLearner", "PHSICMLP", "RULES", "ReservoirMemory", "Rule", "RuleConfig", "Trainer",
+    "UserError", "VARIANTS", "WindowMemory", "__version__", "build_model", "evaluate", "fetch_dataset",
+    "global_signal", "hsic", "hsic_bottleneck", "kernel_matrix", "load_config", "load_dataset", "make_engine",
+    "make_memory", "make_rule", "register_rule", "train",
 ]
