@@ -198,8 +198,8 @@ def test_phsic_learner_accepts_what_autograd_differentiates_and_refuses_the_rest
     assert PHSICLearner(net, form="pair").step(torch.randn(1, 4), torch.tensor([1])) is False
     with pytest.raises(ConfigError, match=r"net\[1\] \(BatchNorm1d\)"):
         PHSICLearner(nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Linear(6, 3)))
-    with pytest.raises(ConfigError, match="running-mean"):
-        PHSICLearner(net, form="running-mean")
+    with pytest.raises(ConfigError, match="split"):
+        PHSICLearner(net, form="split")
     with pytest.raises(ConfigError, match="nn.Sequential"):
         BioHSICLearner(nn.Linear(4, 2))
 
@@ -284,3 +284,33 @@ def test_a_learner_resumed_from_its_state_dict_continues_exactly(memory):
     run(learner3, net3, opt3, 12, 30)
     for a, b in zip(net.parameters(), net3.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("form", ["batch", "pair", "running-mean"])
+def test_phsic_learner_trains_a_sequential_as_the_rule_trains_phsic_mlp(form):
+    model = ibhebb.PHSICMLP(20, [12, 8], 3, replicas=1, seed=0, negative_slope=0.1).double()
+    net = nn.Sequential(
+        nn.Linear(20, 12, bias=False), nn.LeakyReLU(0.1), nn.Linear(12, 8, bias=False), nn.LeakyReLU(0.1),
+        nn.Linear(8, 3, bias=False),
+    ).double()
+    layers = list(zip([net[0], net[2], net[4]], model.layers()))
+    with torch.no_grad():
+        for user, own in layers:
+            user.weight.copy_(own.weight[0])
+    before = [u.weight.detach().clone() for u, _ in layers]
+    xs, ys = stream(50, (20,))
+    batch = 10 if form == "batch" else 1
+    learner = PHSICLearner(net, gamma=2.0, sigma=1.0, form=form, mean_rate=0.1)
+    train_learner(learner, net, xs, ys, batch)
+    train_rule(model, RuleConfig(name="phsic", gamma=2.0, form=form, mean_rate=0.1), xs, ys, batch)
+    for (user, own), w0 in zip(layers, before):
+        assert (user.weight - w0).abs().max() > 1e-3
+        torch.testing.assert_close(user.weight, own.weight[0], rtol=0, atol=1e-10)
+
+
+def test_phsic_running_mean_form_needs_bias_free_linear_layers():
+    with pytest.raises(ConfigError, match=r"bias-free nn.Linear.*net\[0\]"):
+        PHSICLearner(nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2)), form="running-mean")
+    with pytest.raises(ConfigError, match="Gaussian"):
+        PHSICLearner(nn.Sequential(nn.Linear(4, 6, bias=False), nn.ReLU(), nn.Linear(6, 2)), form="running-mean",
+                     kernel="cossim")

@@ -58,7 +58,9 @@ from ..errors import ConfigError
 from ..functional.biohsic import readout_grads
 from ..functional.conv import max_pool, max_pool_vjp, pool, pool_vjp, replica_conv2d, replica_conv2d_weight_grad
 from ..functional.layers import activate, activation_vjp, affine, dense_param_grads, layernorm, layernorm_vjp
-from ..functional.phsic import KERNELS, label_kernel_matrix, layer_kernel_matrix, pair_objective, phsic_objective
+from ..functional.phsic import (
+    KERNELS, label_kernel_matrix, layer_kernel_matrix, pair_objective, pair_third_factor, phsic_objective,
+)
 from ..functional.signals import VARIANTS
 from ..memory.window import WINDOW_MODES, WindowMemory
 from .baselines import replica_cross_entropy
@@ -459,8 +461,9 @@ class BioHSICLearner(nn.Module):
         return wrote
 
 
-FORMS = ("batch", "pair")
-"""The pHSIC forms a :class:`PHSICLearner` runs: eq 10 on a minibatch, or its two-point online estimate (eqs 18–19)."""
+FORMS = ("batch", "pair", "running-mean")
+"""The pHSIC forms a :class:`PHSICLearner` runs: eq 10 on a minibatch, its two-point online estimate (eqs 18–19),
+or eq 20 online."""
 
 
 class PHSICLearner(nn.Module):
@@ -477,12 +480,18 @@ class PHSICLearner(nn.Module):
     the objective's two-point estimate :func:`~ibhebb.functional.phsic.pair_objective` on the
     samples at ``t`` and ``t - Δt`` (the previous one's output recomputed with the current
     weights), the kernels' means replaced by running means of rate ``mean_rate``; the first
-    sample writes nothing.
+    sample writes nothing. ``form="running-mean"`` (eq 20, Gaussian kernel): one sample a step,
+    the previous point in the Hebbian factor replaced by running means of activity,
+    ``g_W = -M_{t,t-Δt} (f'(a_t) ∘ (z_t - μ_z)) (h_t - μ_h)ᵀ`` with
+    ``M = -(γ k̊_y - 2 k̊_z) k(z_t, z_{t-Δt}) / σ²``
+    (:func:`~ibhebb.functional.phsic.pair_third_factor`); it is written for layers that are a
+    bias-free ``nn.Linear`` and one elementwise activation (as :class:`~ibhebb.models.PHSICMLP`).
 
     The gradients of the layer objectives are taken by autograd through the layer alone, so
     the elementwise activations without a hand-written VJP (``LeakyReLU``, ``ELU``, ``GELU``,
     ``SiLU``, ``Softplus``) are accepted here too. The grouped rules (eqs 13–18, 20–22) need
-    the grouping of :class:`~ibhebb.models.PHSICMLP` and are not offered.
+    the grouping of :class:`~ibhebb.models.PHSICMLP` and are not offered (nor ``form="split"``, eq 22,
+    which is grouped only).
 
     Parameters
     ----------
@@ -491,9 +500,9 @@ class PHSICLearner(nn.Module):
     sigma : float
         ``σ`` of the Gaussian layer kernel.
     kernel : {"gaussian", "cossim"}
-    form : {"batch", "pair"}
+    form : {"batch", "pair", "running-mean"}
     mean_rate : float
-        ``pair``: rate of the running means of the kernels.
+        The online forms: rate of the running means of the kernels (and, ``running-mean``, of activity).
     z_after_pool : bool
         As for :class:`BioHSICLearner`.
 
@@ -510,7 +519,7 @@ class PHSICLearner(nn.Module):
     (torch.Size([6, 4]), torch.Size([3]))
     """
 
-    ONLINE_STATE = ("prev_h", "prev_y", "mean_kz", "mean_ky")
+    ONLINE_STATE = ("prev_h", "prev_z", "prev_y", "mean_kz", "mean_ky", "mean_h", "mean_z")
 
     def __init__(self, net: nn.Sequential, *, gamma: float = 2.0, sigma: float = 1.0, kernel: str = "gaussian",
                  form: str = "batch", mean_rate: float = 0.01, z_after_pool: bool = True):
@@ -519,8 +528,8 @@ class PHSICLearner(nn.Module):
             raise ConfigError(f"unknown pHSIC kernel {kernel!r}; choose one of {', '.join(KERNELS)}")
         if form not in FORMS:
             raise ConfigError(
-                f"PHSICLearner runs form {' or '.join(repr(f) for f in FORMS)}, got {form!r} (the running-mean and "
-                "split forms, eqs 20-22, are written for ibhebb's phsic-mlp model)"
+                f"PHSICLearner runs form {', '.join(repr(f) for f in FORMS)}, got {form!r} (the split form, eq 22, "
+                "is grouped: it needs ibhebb's phsic-mlp model)"
             )
         object.__setattr__(self, "net", net)
         self.network = _Network(*_parse(net, type(self).__name__, z_after_pool, hand_vjp=False))
@@ -528,10 +537,27 @@ class PHSICLearner(nn.Module):
         self.rate = float(mean_rate)
         self.n_classes = self.network.readout.map.module.out_features
         n = len(self.network.layers)
-        self.prev_h: list[Tensor | None] = [None] * n
+        if form == "running-mean":
+            self._check_hebbian()
+        self.prev_h: list[Tensor | None] = [None] * n  # pair: the layers' inputs of the previous sample
+        self.prev_z: list[Tensor | None] = [None] * n  # running-mean: their outputs
         self.prev_y: Tensor | None = None
         self.mean_kz: list[Tensor | float] = [0.0] * n
         self.mean_ky: Tensor | float = 0.0
+        self.mean_h: list[Tensor | None] = [None] * n  # running-mean: of the maps' inputs and the layers' outputs
+        self.mean_z: list[Tensor | None] = [None] * n
+
+    def _check_hebbian(self) -> None:
+        if self.kernel != "gaussian":
+            raise ConfigError("PHSICLearner form 'running-mean' (eq 20) is a Gaussian-kernel rule: use kernel='gaussian'")
+        for layer in self.network.layers:
+            m = layer.map
+            if m.conv or m.module.bias is not None or len(layer.post) != 1 or not isinstance(
+                    layer.post[0], (_Activation, _Autograd)):
+                raise ConfigError(
+                    f"PHSICLearner form 'running-mean' (eq 20) needs each hidden layer to be a bias-free nn.Linear "
+                    f"and one activation; the layer of {m.name} is not"
+                )
 
     def get_extra_state(self) -> dict:
         """The online state (``pair``), saved with the learner's ``state_dict``."""
@@ -555,7 +581,7 @@ class PHSICLearner(nn.Module):
             self._batch(x, y)
             return True
         _check_sample(x, y)
-        return self._pair(x, y)
+        return self._pair(x, y) if self.form == "pair" else self._running_mean(x, y)
 
     def _batch(self, x: Tensor, y: Tensor) -> None:
         ky = label_kernel_matrix(y, self.n_classes, x.dtype)
@@ -586,3 +612,36 @@ class PHSICLearner(nn.Module):
             self._readout(h, y)
         self.prev_y = y.detach()
         return ready
+
+    @torch.no_grad()
+    def _running_mean(self, x: Tensor, y: Tensor) -> bool:
+        ready = self.prev_y is not None
+        ky = label_kernel_matrix(torch.cat([y, self.prev_y]), self.n_classes, x.dtype)[0, 1] if ready else None
+        h = x.unsqueeze(0)
+        for i, layer in enumerate(self.network.layers):
+            z, (h_map, a) = layer.forward(h)
+            if ready:
+                kz = self._kernel(torch.cat([z, self.prev_z[i]], 1))[..., 0, 1]
+                M = pair_third_factor(kz, ky, self.mean_kz[i], self.mean_ky, self.gamma, self.sigma).reshape(-1, 1, 1)
+                a_cot = -M * _slope(layer.post[0], a) * (z - self.mean_z[i])
+                _write_grads(layer.map.param_grads(h_map - self.mean_h[i], a_cot))
+                self.mean_kz[i] = self.mean_kz[i] + self.rate * (kz - self.mean_kz[i])
+            self.prev_z[i] = z
+            if self.mean_h[i] is None:
+                self.mean_h[i], self.mean_z[i] = h_map.clone(), z.clone()
+            else:
+                self.mean_h[i] = self.mean_h[i] + self.rate * (h_map - self.mean_h[i])
+                self.mean_z[i] = self.mean_z[i] + self.rate * (z - self.mean_z[i])
+            h = z
+        if ready:
+            self.mean_ky = self.mean_ky + self.rate * (ky - self.mean_ky)
+            self._readout(h, y)
+        self.prev_y = y.detach()
+        return ready
+
+
+def _slope(op: _Op, a: Tensor) -> Tensor:
+    """``f'(a)`` of an elementwise activation, by autograd."""
+    with torch.enable_grad():
+        a = a.detach().requires_grad_()
+        return torch.autograd.grad(op(a).sum(), a)[0]
