@@ -186,6 +186,8 @@ def test_max_pool_vjp_is_autograds():
     ([nn.Linear(4, 6), nn.ReLU(), nn.AvgPool2d(3, stride=2), nn.Linear(6, 2)], r"net\[2\] \(AvgPool2d\)"),
     ([nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2), nn.ReLU()], r"net\[3\] \(ReLU\) after it"),
     ([nn.Linear(4, 2)], r"at least one hidden layer"),
+    ([nn.Linear(4, 2), nn.ReLU(), nn.Conv2d(1, 1, 1)], r"readout, an nn.Linear; found net\[2\] \(Conv2d\)"),
+    ([nn.ReLU()], r"found none"),
 ])
 def test_a_layer_without_a_local_jacobian_is_refused_in_one_line(layers, message):
     with pytest.raises(ConfigError, match=message) as err:

@@ -274,10 +274,15 @@ class _Layer:
         yield from self.map.param_grads(ins[0], cot)
 
 
+def _is_sequential(module: nn.Module) -> bool:
+    """An ``nn.Sequential`` whose ``forward`` is the plain one (runs its children in order)."""
+    return isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward
+
+
 def _leaves(module: nn.Module, name: str) -> Iterator[tuple[nn.Module, str]]:
     for key, child in module.named_children():
         sub = f"{name}[{key}]"
-        if isinstance(child, nn.Sequential):
+        if _is_sequential(child):
             yield from _leaves(child, sub)
         else:
             yield child, sub
@@ -289,7 +294,7 @@ _OPS = [((nn.ReLU, nn.Tanh, nn.Sigmoid, nn.Identity), _Activation), ((nn.LayerNo
 
 def _parse(net: nn.Module, who: str, z_after_pool: bool, hand_vjp: bool) -> tuple[list[_Layer], _Layer]:
     """The hidden layers and the readout of ``net``; a module the learner cannot train is refused by name."""
-    if not isinstance(net, nn.Sequential):
+    if not _is_sequential(net):
         raise ConfigError(f"{who} trains an nn.Sequential (nested ones too), got {type(net).__name__}")
     items: list[_Op | _Map] = []
     for module, name in _leaves(net, "net"):
@@ -305,7 +310,8 @@ def _parse(net: nn.Module, who: str, z_after_pool: bool, hand_vjp: bool) -> tupl
         items.append(kind(module, name))
     maps = [k for k, it in enumerate(items) if isinstance(it, _Map)]
     if not maps or items[maps[-1]].conv:
-        raise ConfigError(f"{who}: the network's readout must be its last nn.Linear (found none after the last layer)")
+        found = f"{items[maps[-1]].name} (Conv2d)" if maps else "none"
+        raise ConfigError(f"{who}: the network's last parametrised layer must be its readout, an nn.Linear; found {found}")
     after = [it for it in items[maps[-1] + 1:] if not (isinstance(it, _Activation) and it.kind == "identity")]
     if after:
         raise ConfigError(
@@ -368,7 +374,9 @@ class _Network:
 
 def _check_sample(x: Tensor, y: Tensor) -> None:
     if x.dim() < 2 or x.shape[0] != 1 or tuple(y.shape) != (1,):
-        raise ValueError(f"step takes one sample: x of shape (1, ...) and y of shape (1,), got {list(x.shape)} and {list(y.shape)}")
+        raise ValueError(
+            f"step takes one sample: x of shape (1, ...) and y of shape (1,), got {list(x.shape)} and {list(y.shape)}"
+        )
 
 
 class BioHSICLearner(nn.Module):
@@ -441,6 +449,7 @@ class BioHSICLearner(nn.Module):
         Returns whether an update was written (``False`` while the window fills).
         """
         _check_sample(x, y)
+        y = y.long()
         xf = x.reshape(1, -1)
         y1 = torch.nn.functional.one_hot(y, self.n_classes).to(xf.dtype)
         traces = self.network.present(x)
@@ -577,6 +586,7 @@ class PHSICLearner(nn.Module):
 
     def step(self, x: Tensor, y: Tensor) -> bool:
         """Present a minibatch (``batch``) or one sample (``pair``); add the update to ``.grad``; return whether one was written."""
+        y = y.long()
         if self.form == "batch":
             self._batch(x, y)
             return True
