@@ -6,7 +6,8 @@ The package is built in floors, each importing only from those below it
 - :mod:`ibhebb.functional` — the maths as pure functions of tensors (kernels, HSIC, ξ, pHSIC, layers, optimisers,
   the reservoir step, the biohsic step);
 - :mod:`ibhebb.models`, :mod:`ibhebb.memory`, :mod:`ibhebb.reservoir` — modules holding parameters and state;
-- :mod:`ibhebb.rules` — every learning rule behind one interface, writing ``.grad``;
+- :mod:`ibhebb.rules` — every learning rule behind one interface, writing ``.grad``; :class:`BioHSICLearner` and
+  :class:`PHSICLearner` run them on your own ``nn.Sequential``;
 - :mod:`ibhebb.engine` — the fast online step (torch and C);
 - :mod:`ibhebb.train` — the trainer; :mod:`ibhebb.app` — sweeps, the bench, plots; :mod:`ibhebb.cli` — ``ibhebb``.
 
