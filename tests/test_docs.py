@@ -19,6 +19,7 @@ DOCTEST_MODULES = [
     "ibhebb.models.layers",
     "ibhebb.models.networks",
     "ibhebb.memory.window",
+    "ibhebb.rules.learners",
     "ibhebb.models.conv",
     "ibhebb.models.cnn",
     "ibhebb.data.augment",

@@ -6,7 +6,8 @@ The package is built in floors, each importing only from those below it
 - :mod:`ibhebb.functional` — the maths as pure functions of tensors (kernels, HSIC, ξ, pHSIC, layers, optimisers,
   the reservoir step, the biohsic step);
 - :mod:`ibhebb.models`, :mod:`ibhebb.memory`, :mod:`ibhebb.reservoir` — modules holding parameters and state;
-- :mod:`ibhebb.rules` — every learning rule behind one interface, writing ``.grad``;
+- :mod:`ibhebb.rules` — every learning rule behind one interface, writing ``.grad``; :class:`BioHSICLearner` and
+  :class:`PHSICLearner` run them on your own ``nn.Sequential``;
 - :mod:`ibhebb.engine` — the fast online step (torch and C);
 - :mod:`ibhebb.train` — the trainer; :mod:`ibhebb.app` — sweeps, the bench, plots; :mod:`ibhebb.cli` — ``ibhebb``.
 
@@ -28,12 +29,14 @@ from .data import DATASETS, fetch_dataset, load_dataset
 from .models import CNN, MLP, PHSICMLP, LeakyMLP, build_model
 from .memory import MEMORIES, ReservoirMemory, WindowMemory, make_memory
 from .rules import RULES, Rule, make_rule, register_rule
+from .rules.learners import BioHSICLearner, PHSICLearner
 from .engine import ENGINES, OnlineEngine, make_engine
 from .train import Trainer, evaluate, train
 
 __all__ = [
-    "CNN", "Config", "ConfigError", "DATASETS", "DataError", "ENGINES", "LeakyMLP", "MEMORIES", "MLP", "OnlineEngine",
-    "PHSICMLP", "RULES", "ReservoirMemory", "Rule", "RuleConfig", "Trainer", "UserError", "VARIANTS", "WindowMemory",
-    "__version__", "build_model", "evaluate", "fetch_dataset", "global_signal", "hsic", "hsic_bottleneck",
-    "kernel_matrix", "load_config", "load_dataset", "make_engine", "make_memory", "make_rule", "register_rule", "train",
+    "BioHSICLearner", "CNN", "Config", "ConfigError", "DATASETS", "DataError", "ENGINES", "LeakyMLP", "MEMORIES",
+    "MLP", "OnlineEngine", "PHSICLearner", "PHSICMLP", "RULES", "ReservoirMemory", "Rule", "RuleConfig", "Trainer",
+    "UserError", "VARIANTS", "WindowMemory", "__version__", "build_model", "evaluate", "fetch_dataset",
+    "global_signal", "hsic", "hsic_bottleneck", "kernel_matrix", "load_config", "load_dataset", "make_engine",
+    "make_memory", "make_rule", "register_rule", "train",
 ]

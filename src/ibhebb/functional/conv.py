@@ -64,3 +64,25 @@ def replica_conv2d_weight_grad(h: Tensor, a_cot: Tensor, weight_shape, padding: 
     g = a_cot.transpose(0, 1).reshape(B, R * O, *a_cot.shape[-2:])
     gw = torch.nn.grad.conv2d_weight(x, (R * O, *weight_shape[2:]), g, padding=padding, groups=R)
     return gw.reshape(weight_shape)
+
+
+def max_pool(x: Tensor, size: int) -> Tensor:
+    """Max pooling of ``(..., C, H, W)`` over ``size × size`` blocks (floor at the borders); ``size = 1``: identity."""
+    if size == 1:
+        return x
+    y = F.max_pool2d(x.reshape(-1, *x.shape[-3:]), size)
+    return y.reshape(*x.shape[:-3], *y.shape[-3:])
+
+
+def max_pool_vjp(x: Tensor, cot: Tensor, size: int) -> Tensor:
+    """Pull a cotangent of ``max_pool(x, size)`` back to ``x``: each block's cotangent goes to its maximum.
+
+    The maximum is the one ``F.max_pool2d`` picks (the first of ties); pixels
+    dropped by the floor at the border receive 0.
+    """
+    if size == 1:
+        return cot
+    flat = x.reshape(-1, *x.shape[-3:])
+    _, idx = F.max_pool2d(flat, size, return_indices=True)
+    up = F.max_unpool2d(cot.reshape(idx.shape), idx, size, output_size=flat.shape[-2:])
+    return up.reshape(x.shape)
