@@ -15,7 +15,7 @@ def test_bench_rows_table_and_json(tmp_path):
     assert row["samples_per_s_total"] == pytest.approx(2 * row["samples_per_s_per_seed"])
     assert row["us_per_step"] > 0 and row["limit_ratio"] > 0
     table = markdown(result)
-    assert "| backprop (batch 6) | - | eager | 2 |" in table and result["gemm_gflops"] > 0
+    assert "| backprop (batch 6) | - | rule | 2 |" in table and result["gemm_gflops"] > 0
 
 
 def test_bench_native_rows():

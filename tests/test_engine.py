@@ -56,7 +56,7 @@ def assert_same(a, b, rtol=1e-10, atol=1e-12):
         torch.testing.assert_close(za, zb, rtol=rtol, atol=atol)
 
 
-def run_both(kind, memory, variant, replicas, optim="adamw", epochs=(7, 5), mode="eager", **engine_kwargs):
+def run_both(kind, memory, variant, replicas, optim="adamw", epochs=(7, 5), mode="torch", **engine_kwargs):
     """Two epochs (the first shorter than the window-filling plus a few updates), the rule's loop vs the engine's step."""
     ref, fast = build(kind, memory, variant, replicas, optim), build(kind, memory, variant, replicas, optim)
     engine = make_engine(*fast, mode=mode, **engine_kwargs)
@@ -80,7 +80,7 @@ CASES = [
 ]
 
 
-STEPS = ["eager", "native"]
+STEPS = ["torch", "native"]
 """The engine's step written with torch ops (run eagerly here; compiled below) and its C twin (:mod:`ibhebb.engine.cstep`)."""
 
 
@@ -109,7 +109,7 @@ def test_compiled_chunk_equals_eager_chunk_float32():
     pytest.importorskip("torch._inductor")
     """float32, a small learning rate: Adam's normalised step would amplify rounding differences."""
     a, b = (build("mlp", "buffer", "paper", 2, dtype=torch.float32, lr=1e-3) for _ in range(2))
-    ea, eb = make_engine(*a, mode="eager", chunk=4), make_engine(*b, mode="compile", chunk=4)
+    ea, eb = make_engine(*a, mode="torch", chunk=4), make_engine(*b, mode="compile", chunk=4)
     x, y = stream(20, torch.float32)
     y1 = torch.nn.functional.one_hot(y, C).float()
     order = torch.randperm(20, generator=torch.Generator().manual_seed(0))
@@ -122,7 +122,7 @@ def test_compiled_leaky_update_equals_eager_float32():
     """A leaky network compiles one update and calls it T times per sample: same weights as the eager loop."""
     pytest.importorskip("torch._inductor")
     a, b = (build("lif", "buffer", "paper", 2, dtype=torch.float32, lr=1e-3) for _ in range(2))
-    ea, eb = make_engine(*a, mode="eager"), make_engine(*b, mode="compile")
+    ea, eb = make_engine(*a, mode="torch"), make_engine(*b, mode="compile")
     x, y = stream(12, torch.float32)
     y1 = torch.nn.functional.one_hot(y, C).float()
     order = torch.randperm(12, generator=torch.Generator().manual_seed(0))
@@ -161,7 +161,7 @@ def test_trainer_fast_engine_equals_eager_loop(tmp_path):
 
     base = ["seeds=2", "dtype=float64", "data.n_train=60", "model.steps=3", "rule.window=8", "optim.lr=3e-3", "eval.hsic_samples=0"]
     models = []
-    for engine in ("eager", "fast"):
+    for engine in ("rule", "fast"):
         t = Trainer(load_config("configs/fig4-xor.toml", base + ["epochs=1", f"engine={engine}"]), tmp_path / engine, progress=False)
         t.run()
         if engine == "fast":

@@ -56,9 +56,9 @@ def float32_error(ref, run) -> float:
 @pytest.mark.parametrize("kind,variant", [("mlp", "paper"), ("mlp", "exact"), ("lif", "first-term")])
 def test_native_float32_is_as_accurate_as_torch_float32(kind, variant):
     """Against the float64 result, the C step in float32 errs no more than torch's own float32 step (same data)."""
-    exact, _ = train("eager", kind, variant=variant, dtype=torch.float64)
-    (torch32, e1), (c32, e2) = train("eager", kind, variant=variant), train("native", kind, variant=variant)
-    assert (e1.backend, e2.backend) == ("eager", "native")
+    exact, _ = train("torch", kind, variant=variant, dtype=torch.float64)
+    (torch32, e1), (c32, e2) = train("torch", kind, variant=variant), train("native", kind, variant=variant)
+    assert (e1.backend, e2.backend) == ("torch", "native")
     err_torch, err_c = float32_error(exact, torch32), float32_error(exact, c32)
     assert err_torch < 1e-4  # float32 rounding, not a different computation
     assert err_c <= 1.5 * err_torch + 1e-6, (err_c, err_torch)
@@ -126,7 +126,7 @@ def test_without_a_compiler_auto_falls_back_and_native_refuses(no_compiler):
     engine = make_engine(*fast, mode="auto", torch_compile=False)
     x, y = stream(12)
     epoch_both(ref, engine, x, y, torch.arange(12))
-    assert engine.backend == "eager"
+    assert engine.backend == "torch"
     assert_same(ref, fast)
     with pytest.raises(ValueError, match="no C compiler"):
         make_engine(*build("mlp", "buffer", "paper", 2), mode="native")
@@ -164,7 +164,7 @@ def test_trainer_uses_the_native_step_and_config_names_it(tmp_path):
         t.run()
         assert t._fast_engine().backend == "native"
         assert json.loads((tmp_path / engine / "metrics.jsonl").read_text())["engine"] == "native"
-    t = Trainer(load_config("configs/fig4-xor.toml", base + ["engine=eager"]), tmp_path / "eager", progress=False)
+    t = Trainer(load_config("configs/fig4-xor.toml", base + ["engine=rule"]), tmp_path / "eager", progress=False)
     t.run()
     assert json.loads((tmp_path / "eager" / "metrics.jsonl").read_text())["engine"] == "rule"
     with pytest.raises(ConfigError, match="engine = 'native' cannot run"):
@@ -193,7 +193,7 @@ def build_reservoir(kind, path, replicas=3, dtype=torch.float64, reservoir_dtype
     return model, rule, opt
 
 
-@pytest.mark.parametrize("mode", ["eager", "native"])
+@pytest.mark.parametrize("mode", ["torch", "native"])
 @pytest.mark.parametrize("kind", ["mlp", "lif"])
 def test_engine_reservoir_memory_equals_its_own_loop(tmp_path, kind, mode):
     """ξ from the frozen reservoirs, through the engine's torch step and its C step: same weights, reservoir state
@@ -225,7 +225,7 @@ def test_compiled_reservoir_step_equals_eager_float32(tmp_path):
     for built in (a, b):
         for group in built[2].param_groups:
             group["lr"] = 1e-3
-    ea, eb = make_engine(*a, mode="eager"), make_engine(*b, mode="compile", chunk=2)
+    ea, eb = make_engine(*a, mode="torch"), make_engine(*b, mode="compile", chunk=2)
     x, y = stream(12)
     x, y1 = x.float(), torch.nn.functional.one_hot(y, C).float()
     order = torch.arange(12)
@@ -249,7 +249,7 @@ def test_reservoir_memory_the_c_step_cannot_run_falls_back_to_the_torch_step(tmp
     x, y = stream(12)
     order = torch.arange(12)
     epoch_both(ref, engine, x, y, order)
-    assert engine.backend == "eager"
+    assert engine.backend == "torch"
     for pa, pb in zip(ref[0].parameters(), fast[0].parameters()):
         torch.testing.assert_close(pa, pb, rtol=1e-10, atol=1e-12)
     with pytest.raises(ValueError, match="float32 reservoir"):
@@ -268,7 +268,7 @@ def test_trainer_runs_the_reservoir_memory_in_c_and_falls_back_when_it_cannot(tm
     t = Trainer(load_config("configs/fig4-xor.toml", base), tmp_path / "a", progress=False)
     t.run()
     assert t._fast_engine() is not None and t._fast_engine().backend == "native"
-    t = Trainer(load_config("configs/fig4-xor.toml", base + ["engine=eager"]), tmp_path / "b", progress=False)
+    t = Trainer(load_config("configs/fig4-xor.toml", base + ["engine=rule"]), tmp_path / "b", progress=False)
     t.run()
     assert t._fast_engine() is None
 

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_one_version_source():
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert "version" not in meta["project"] and "version" in meta["project"]["dynamic"]
-    assert meta["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "ibhebb.__version__"}
+    assert meta["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "ibhebb._version.__version__"}
     cff = re.search(r'^version:\s*"([^"]+)"', (ROOT / "CITATION.cff").read_text(), re.M).group(1)
     assert cff == ibhebb.__version__
     assert f"## {ibhebb.__version__}" in (ROOT / "CHANGELOG.md").read_text()

@@ -16,7 +16,7 @@ from ibhebb.config import load_config
 from ibhebb.errors import ConfigError
 from ibhebb.reservoir import LMS, RLS, Reservoir, ReservoirState, reservoir_step
 from ibhebb.reservoir.config import PretrainConfig, load
-from ibhebb.reservoir.pretrain import pretrain
+from ibhebb.app.pretrain import pretrain
 from ibhebb.reservoir.stream import fit_scores, run_stream
 
 F64 = torch.float64

@@ -15,7 +15,7 @@ import math
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any, Callable, get_args, get_origin, get_type_hints
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -44,6 +44,11 @@ class ModelConfig:
     activation: str = "relu"
     layernorm: bool = True
     bias: bool = True
+    layernorm_eps: float = 1e-5
+    """ε of the parameter-free LayerNorm (the authors' flax code: 1e-6)."""
+    init: str = "uniform"
+    """``uniform`` (weights and biases ``U(±1/√fan_in)``) or ``lecun-normal`` (truncated normal weights of variance
+    ``1/fan_in``, zero biases: the authors' flax code); ``mlp``, ``lif-mlp`` and ``cnn``."""
     tau_m: float = 5.0
     dt: float = 1.0
     steps: int = 20
@@ -85,6 +90,8 @@ class RuleConfig:
     form: str = "batch"
     """pHSIC: ``batch`` (eq 10 on minibatches), ``pair`` (eqs 18–19), ``running-mean`` (eq 20; eq 21 if grouped)
     or ``split`` (eq 22, grouped only), online."""
+    reset_each_epoch: bool = False
+    """``biohsic``: empty the working memory at the start of every epoch (the authors' code); by default it runs on."""
     mean_rate: float = 0.01
     """Online pHSIC: rate of the running means of kernels and activity."""
 
@@ -128,7 +135,7 @@ class Config:
     engine: str = "auto"
     """Online training loop: ``auto`` (the fast engine of :mod:`ibhebb.engine` where it can run, else the rule's own
     loop), ``fast`` (the engine or an error), ``native`` (its C step, CPU), ``compile`` (its ``torch.compile`` step),
-    ``eager`` (the rule's own loop)."""
+    ``rule`` (the rule's own loop; ``eager`` is its old name)."""
     engine_chunk: int = 0
     """Samples per call of the fast engine's C or compiled step (0: its own choice, see :mod:`ibhebb.engine.runner`)."""
     log: list[str] = field(default_factory=list)
@@ -248,86 +255,68 @@ def fill_from(cfg: Any, path: str | Path | None, overrides: list[str] | dict | N
 
 def check_device_and_dtype(cfg: Any) -> None:
     """``cfg.dtype`` is float32/float64 and ``cfg.device`` is the CPU or an available CUDA device."""
-    _choice(cfg.dtype, ("float32", "float64"), "dtype")
-    _check(cfg.device == "cpu" or cfg.device.startswith("cuda"), f"device must be 'cpu' or 'cuda[:i]', got {cfg.device!r}")
+    require_choice(cfg.dtype, ("float32", "float64"), "dtype")
+    require(cfg.device == "cpu" or cfg.device.startswith("cuda"), f"device must be 'cpu' or 'cuda[:i]', got {cfg.device!r}")
     if cfg.device.startswith("cuda"):
         import torch
 
-        _check(torch.cuda.is_available(), f"device {cfg.device!r} asked for, but CUDA is not available here")
+        require(torch.cuda.is_available(), f"device {cfg.device!r} asked for, but CUDA is not available here")
 
 
-def _check(cond: bool, message: str) -> None:
+def require(cond: bool, message: str) -> None:
     if not cond:
         raise ConfigError(message)
 
 
-def _choice(value: str, options, key: str) -> None:
-    _check(value in options, f"{key} = {value!r} is not one of: {', '.join(options)}")
+def require_choice(value: str, options, key: str) -> None:
+    require(value in options, f"{key} = {value!r} is not one of: {', '.join(options)}")
+
+
+CHECKS: list[Callable[[Any], None]] = []
+"""The checks that the rules, models, memories, data sets and the engine register for their own config keys."""
+
+
+def register_check(check: Callable[[Any], None]) -> Callable[[Any], None]:
+    """Add ``check(cfg)`` (raising :class:`ConfigError`) to what :func:`validate` runs; usable as a decorator."""
+    CHECKS.append(check)
+    return check
 
 
 def validate(cfg: Config) -> None:
-    """Refuse, with one clear message, anything that cannot train."""
-    from .data import DATASETS
-    from .memory import MEMORIES
-    from .models import MODELS
-    from .models.layers import ACTIVATIONS
-    from .rules import RULES
-    from .functional.signals import VARIANTS
+    """Refuse, with one clear message, anything that cannot train.
 
-    _check(cfg.seeds >= 1, f"seeds must be >= 1, got {cfg.seeds}")
-    _check(cfg.epochs >= 1, f"epochs must be >= 1, got {cfg.epochs}")
+    The keys' ranges are checked here; which names exist (rules, models, memories, data sets, engines) and what
+    fits together is checked by the owners of those names, through :func:`register_check`.
+    """
+    require(cfg.seeds >= 1, f"seeds must be >= 1, got {cfg.seeds}")
+    require(cfg.epochs >= 1, f"epochs must be >= 1, got {cfg.epochs}")
     check_device_and_dtype(cfg)
-    from .engine import ENGINES
-
-    _choice(cfg.engine, ENGINES, "engine")
-    _check(cfg.engine_chunk >= 0, "engine_chunk must be >= 0 (0: the engine's own choice)")
-    _choice(cfg.data.name, DATASETS, "data.name")
-    _check(cfg.data.n_train >= 0 and cfg.data.n_test >= 0, "data.n_train and data.n_test must be >= 0")
+    require(cfg.engine_chunk >= 0, "engine_chunk must be >= 0 (0: the engine's own choice)")
+    require(cfg.data.n_train >= 0 and cfg.data.n_test >= 0, "data.n_train and data.n_test must be >= 0")
     m = cfg.model
-    _choice(m.kind, sorted(MODELS), "model.kind")
-    _check(all(h >= 1 for h in m.hidden), f"model.hidden sizes must be positive, got {m.hidden}")
-    _choice(m.activation, ACTIVATIONS, "model.activation")
-    _check(m.tau_m > 0 and m.dt > 0, "model.tau_m and model.dt must be > 0")
-    _check(m.dt <= m.tau_m, f"model.dt ({m.dt}) must not exceed model.tau_m ({m.tau_m}): the Euler step would overshoot")
-    _check(m.steps >= 1, f"model.steps must be >= 1, got {m.steps}")
-    if m.kind == "cnn":
-        _check(len(m.channels) >= 1 and all(c >= 1 for c in m.channels), f"model.channels must be positive, got {m.channels}")
-        _check(cfg.data.name not in ("linear", "xor"), f"model.kind = 'cnn' needs images; data.name = {cfg.data.name!r} is vectors")
-    _check(not cfg.data.augment or cfg.data.name not in ("linear", "xor"), "data.augment needs images; linear/xor are vectors")
-    _check(0 <= m.dropout < 1, f"model.dropout must be in [0, 1), got {m.dropout}")
-    _check(m.groups >= 1 and m.group_delta >= 0, "model.groups must be >= 1 and model.group_delta >= 0")
-    _check(0 <= m.group_p < 1, f"model.group_p must be in [0, 1), got {m.group_p}")
+    require(all(h >= 1 for h in m.hidden), f"model.hidden sizes must be positive, got {m.hidden}")
+    require(m.tau_m > 0 and m.dt > 0, "model.tau_m and model.dt must be > 0")
+    require(m.dt <= m.tau_m, f"model.dt ({m.dt}) must not exceed model.tau_m ({m.tau_m}): the Euler step would overshoot")
+    require(m.steps >= 1, f"model.steps must be >= 1, got {m.steps}")
+    require(0 <= m.dropout < 1, f"model.dropout must be in [0, 1), got {m.dropout}")
+    require(m.groups >= 1 and m.group_delta >= 0, "model.groups must be >= 1 and model.group_delta >= 0")
+    require(0 <= m.group_p < 1, f"model.group_p must be in [0, 1), got {m.group_p}")
     r = cfg.rule
-    _choice(r.name, sorted(RULES), "rule.name")
-    _choice(r.variant, VARIANTS, "rule.variant")
-    _choice(r.memory, MEMORIES, "rule.memory")
-    if r.memory == "reservoir" and r.name == "biohsic":
-        from .memory.reservoir import check_reservoir_config
-
-        check_reservoir_config(cfg)
-    _check(r.window >= 2, f"rule.window (N) must be >= 2, got {r.window}")
-    _check(len(r.sigmas) == 3, f"rule.sigmas must be [sigma_x, sigma_y, sigma_z], got {r.sigmas}")
-    _check(all(s > 0 and math.isfinite(s) for s in r.sigmas), f"rule.sigmas must all be > 0, got {r.sigmas}")
-    _check(r.gamma >= 0 and math.isfinite(r.gamma), f"rule.gamma must be >= 0, got {r.gamma}")
-    _choice(r.kernel, ("gaussian", "cossim"), "rule.kernel")
-    _choice(r.form, ("batch", "pair", "running-mean", "split"), "rule.form")
-    _check(0 < r.mean_rate <= 1, f"rule.mean_rate must be in (0, 1], got {r.mean_rate}")
-    RULES[r.name].check_config(cfg)
-    if cfg.engine not in ("auto", "eager"):
-        from .engine import unsupported
-
-        reason = unsupported(cfg)
-        _check(reason is None, f"engine = {cfg.engine!r} cannot run this config: {reason} (use engine = 'auto' or 'eager')")
-        _check(cfg.engine != "native" or not str(cfg.device).startswith("cuda"),
-               "engine = 'native' is the C step, which runs on the CPU (use engine = 'fast' or 'compile' on a GPU)")
+    require(r.window >= 2, f"rule.window (N) must be >= 2, got {r.window}")
+    require(len(r.sigmas) == 3, f"rule.sigmas must be [sigma_x, sigma_y, sigma_z], got {r.sigmas}")
+    require(all(s > 0 and math.isfinite(s) for s in r.sigmas), f"rule.sigmas must all be > 0, got {r.sigmas}")
+    require(r.gamma >= 0 and math.isfinite(r.gamma), f"rule.gamma must be >= 0, got {r.gamma}")
+    require(0 < r.mean_rate <= 1, f"rule.mean_rate must be in (0, 1], got {r.mean_rate}")
     o = cfg.optim
-    _choice(o.name, ("adamw", "adam", "sgd"), "optim.name")
-    _check(o.lr > 0 and math.isfinite(o.lr), f"optim.lr must be > 0, got {o.lr}")
-    _check(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), f"optim.betas must be two numbers in [0, 1), got {o.betas}")
-    _check(o.weight_decay >= 0 and o.momentum >= 0, "optim.weight_decay and optim.momentum must be >= 0")
-    _check(o.batch_size >= 1, f"optim.batch_size must be >= 1, got {o.batch_size}")
-    _check(o.readout_lr >= 0 and o.gamma_lr > 0, "optim.readout_lr must be >= 0 and optim.gamma_lr > 0")
-    _check(all(e >= 1 for e in o.milestones), f"optim.milestones must be epochs >= 1, got {o.milestones}")
+    require_choice(o.name, ("adamw", "adam", "sgd"), "optim.name")
+    require(o.lr > 0 and math.isfinite(o.lr), f"optim.lr must be > 0, got {o.lr}")
+    require(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), f"optim.betas must be two numbers in [0, 1), got {o.betas}")
+    require(o.weight_decay >= 0 and o.momentum >= 0, "optim.weight_decay and optim.momentum must be >= 0")
+    require(o.batch_size >= 1, f"optim.batch_size must be >= 1, got {o.batch_size}")
+    require(o.readout_lr >= 0 and o.gamma_lr > 0, "optim.readout_lr must be >= 0 and optim.gamma_lr > 0")
+    require(all(e >= 1 for e in o.milestones), f"optim.milestones must be epochs >= 1, got {o.milestones}")
     e = cfg.eval
-    _check(e.batch_size >= 1, "eval.batch_size must be >= 1")
-    _check(e.hsic_samples >= 2 or e.hsic_samples == 0, "eval.hsic_samples must be 0 (off) or >= 2")
+    require(e.batch_size >= 1, "eval.batch_size must be >= 1")
+    require(e.hsic_samples >= 2 or e.hsic_samples == 0, "eval.hsic_samples must be 0 (off) or >= 2")
+    for check in CHECKS:
+        check(cfg)

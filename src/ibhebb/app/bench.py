@@ -5,7 +5,7 @@ ReLU + LayerNorm, N = 8, AdamW as in ``configs/fig5-mnist.toml``), for
 ``R = 1`` and ``R = 30`` replicas:
 
 - ``biohsic`` with the ``buffer`` and ``recompute`` memories, through the
-  rule's eager loop and through the fast engine (:mod:`ibhebb.engine`) with
+  rule's own loop and through the fast engine (:mod:`ibhebb.engine`) with
   its C step (``native``, CPU) and its ``torch.compile`` step (``compile``;
   chunks replayed from CUDA graphs on a GPU);
 - ``biohsic`` on the leaky (LIF) version of the same network, ``T`` Euler
@@ -155,7 +155,7 @@ def bench_online(kind, memory, engine, replicas, device, samples, rates, lif_ste
     T = lif_steps if kind == "lif" else 1
     model, rule, opt = _online(kind, memory, replicas, device, T)
     x, y, y1 = _data(max(samples, 64), device)
-    if engine == "eager":
+    if engine == "rule":
         def run(lo=0, hi=samples):
             for i in range(lo, hi):
                 for _ in rule.updates(x[i : i + 1], y[i : i + 1]):
@@ -175,7 +175,7 @@ def bench_online(kind, memory, engine, replicas, device, samples, rates, lif_ste
         if eng.backend not in (engine, "cuda-graph"):
             raise RuntimeError(f"the {engine} row ran {eng.backend}")
     per_sample = t / samples
-    used_chunk = 0 if engine == "eager" else (1 if T > 1 and engine == "compile" else step_chunk)
+    used_chunk = 0 if engine == "rule" else (1 if T > 1 and engine == "compile" else step_chunk)
     name = "biohsic (LIF, T=%d)" % T if kind == "lif" else "biohsic"
     limit = _limit(rates, "biohsic", memory, replicas, T)
     cache_limit = _limit(rates, "biohsic", memory, replicas, T, "cache_bandwidth_bytes")
@@ -199,19 +199,19 @@ def bench_backprop(replicas, device, samples, rates, batch=6) -> Row:
     t = _timed(run, device, 1) / batches
     limit = _limit(rates, "backprop", "-", replicas)
     cache_limit = _limit(rates, "backprop", "-", replicas, bandwidth="cache_bandwidth_bytes")
-    return Row("backprop (batch 6)", "-", "eager", replicas, 1e6 * t, batch / t, replicas * batch / t, 1e6 * limit, limit / t,
+    return Row("backprop (batch 6)", "-", "rule", replicas, 1e6 * t, batch / t, replicas * batch / t, 1e6 * limit, limit / t,
                cache_limit_ratio=cache_limit / t)
 
 
 ROW_GROUPS = ("buffer", "recompute", "lif", "backprop")
-ENGINES = ("eager", "native", "compile")
+BENCH_ENGINES = ("rule", "native", "compile")
 
 
 def default_engines(device: str) -> tuple[str, ...]:
     """What the bench times by default: the engine's own choice on the device (the C step on a CPU, the compiled
-    step on a GPU) against the eager loop. On a CPU the compiled rows (``--engines eager,native,compile``) are
+    step on a GPU) against the rule's own loop. On a CPU the compiled rows (``--engines rule,native,compile``) are
     left out by default: compiling them takes a machine's first run past two minutes."""
-    return ("eager", "native") if torch.device(device).type == "cpu" else ("eager", "compile")
+    return ("rule", "native") if torch.device(device).type == "cpu" else ("rule", "compile")
 
 
 def run_bench(device: str = "cpu", steps: int = 0, replicas=(1, 30), lif_steps: int = 20, progress: bool = True,
@@ -224,7 +224,7 @@ def run_bench(device: str = "cpu", steps: int = 0, replicas=(1, 30), lif_steps: 
     rows = []
     for r in replicas:
         base = steps or (2048 if cuda else (1024 if r == 1 else 96))
-        counts = {"eager": max(16, base // (8 if cuda else 4)), "compile": base, "native": base if steps else 4 * base}
+        counts = {"rule": max(16, base // (8 if cuda else 4)), "compile": base, "native": base if steps else 4 * base}
         plan = []
         for kind, memory in (("mlp", "buffer"), ("mlp", "recompute"), ("lif", "buffer")):
             if (kind if kind == "lif" else memory) not in groups:
@@ -232,7 +232,7 @@ def run_bench(device: str = "cpu", steps: int = 0, replicas=(1, 30), lif_steps: 
             for engine in engines:
                 n = counts[engine]
                 if kind == "lif":
-                    n = max(8 if engine == "eager" else 16, n // lif_steps)
+                    n = max(8 if engine == "rule" else 16, n // lif_steps)
                 if cuda and engine == "compile":
                     n = max(n, 256) // 256 * 256
                 plan.append((kind, memory, engine, n))

@@ -87,10 +87,3 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
             a.xaxis.get_major_locator().set_params(integer=True)
             a.legend(fontsize=8)
     return save_figure(fig, out or run_dir / "plot.png")
-
-
-def plot_runs(run_dirs: list[str | Path], out: str | Path) -> Path:
-    """Test accuracy of several runs on one axis, each labelled by the config keys in which the runs differ."""
-    from .compare import compare, plot_comparison
-
-    return plot_comparison(compare(run_dirs), out)

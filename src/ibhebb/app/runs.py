@@ -355,7 +355,7 @@ def export_run(run_dir: str | Path, out: str | Path, seed: int | None = None) ->
     -------
     (path, keys)
     """
-    from .. import __version__
+    from .._version import __version__
 
     cfg = read_run_config(run_dir)
     weights = read_checkpoint(run_dir)["model"]

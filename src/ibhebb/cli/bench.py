@@ -9,7 +9,7 @@ from ..errors import UserError
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "bench",
-        help="time the paper's MNIST step (biohsic eager/fast, LIF, backprop) against the hardware's limit",
+        help="time the paper's MNIST step (biohsic rule loop/engine, LIF, backprop) against the hardware's limit",
         description="Time one training step of the paper's MNIST network for R = 1 and R = 30 seeds and print a Markdown table.",
     )
     p.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default cpu)")
@@ -19,7 +19,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--rows", default="buffer,recompute,lif,backprop", help="which rows (default all): buffer,recompute,lif,backprop")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: torch's default)")
     p.add_argument("--chunk", type=int, default=0, help="samples per call of the engine's C or compiled step (default 0: the engine's choice)")
-    p.add_argument("--engines", default="", help="which engines: eager,native,compile (default: eager,native on the CPU, eager,compile on CUDA)")
+    p.add_argument("--engines", default="", help="which engines: rule,native,compile (default: rule,native on the CPU, rule,compile on CUDA; eager is an old name of rule)")
     p.add_argument("--json", metavar="FILE", help="also write the result as JSON")
     return p
 
@@ -47,12 +47,12 @@ def run(args) -> int:
     unknown = [g for g in groups if g not in ROW_GROUPS]
     if unknown or not groups:
         raise UserError(f"--rows takes some of {','.join(ROW_GROUPS)}, got {args.rows!r}")
-    from ..app.bench import ENGINES
+    from ..app.bench import BENCH_ENGINES
     from ..engine import cstep
 
-    engines = tuple(e.strip() for e in args.engines.split(",") if e.strip()) or None
-    if engines is not None and (not set(engines) <= set(ENGINES)):
-        raise UserError(f"--engines takes some of {','.join(ENGINES)}, got {args.engines!r}")
+    engines = tuple({"eager": "rule"}.get(e.strip(), e.strip()) for e in args.engines.split(",") if e.strip()) or None
+    if engines is not None and (not set(engines) <= set(BENCH_ENGINES)):
+        raise UserError(f"--engines takes some of {','.join(BENCH_ENGINES)}, got {args.engines!r}")
     if engines and "native" in engines and args.device != "cpu":
         raise UserError("--engines native: the C step runs on the CPU only")
     if (engines is None and args.device == "cpu") or (engines and "native" in engines):
@@ -61,7 +61,7 @@ def run(args) -> int:
             if engines:
                 raise UserError(f"--engines native: the C step cannot run here ({reason})")
             print(f"note: no native rows, the C step cannot run here ({reason}); timing the compiled step instead", flush=True)
-            engines = ("eager", "compile")
+            engines = ("rule", "compile")
     result = run_bench(args.device, args.steps, replicas, args.lif_steps, groups=groups, chunk=args.chunk, engines=engines)
     print(markdown(result))
     if args.json:

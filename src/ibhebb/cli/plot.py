@@ -12,7 +12,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from ..app.plot import plot_run, plot_runs
+    from ..app.compare import compare, plot_comparison
+    from ..app.plot import plot_run
     from ..app.sweep_plot import is_sweep, plot_sweep
 
     if len(args.runs) == 1 and is_sweep(args.runs[0]):  # a sweep directory: Fig 6
@@ -20,5 +21,5 @@ def run(args) -> int:
     elif len(args.runs) == 1:
         print(plot_run(args.runs[0], args.out))
     else:
-        print(plot_runs(args.runs, args.out or "comparison.png"))
+        print(plot_comparison(compare(args.runs), args.out or "comparison.png"))  # labelled by what differs
     return 0

@@ -44,7 +44,7 @@ def run(args) -> int:
                   f"{sum(s['correlation']) / len(s['correlation']):7.3f}")
         print(f"-> {Path(args.out) / 'results.json'}")
         return 0
-    from ..reservoir.pretrain import pretrain
+    from ..app.pretrain import pretrain
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:

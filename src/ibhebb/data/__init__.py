@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ibhebb.config import register_check, require, require_choice
 from ibhebb.errors import ConfigError, DataError
 
 from . import cifar10, fashion_mnist, kmnist, mnist, synthetic
@@ -124,3 +125,14 @@ def fetch_dataset(name: str, *, root: str | os.PathLike[str] | None = None, prog
     if key in _SYNTHETIC:
         return data_root(root)
     return _FILE_SETS[key].fetch(data_root(root), progress=progress)
+
+
+IMAGE_SETS = ("mnist", "fashion-mnist", "kmnist", "cifar10")
+"""The data sets of images (the others are vectors)."""
+
+
+@register_check
+def check_data_config(cfg) -> None:
+    """``data.name`` exists, and augmentation only for images."""
+    require_choice(cfg.data.name, DATASETS, "data.name")
+    require(not cfg.data.augment or cfg.data.name in IMAGE_SETS, "data.augment needs images; linear/xor are vectors")

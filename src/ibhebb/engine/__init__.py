@@ -1,83 +1,107 @@
-"""A fast path for online ``biohsic`` training that gives the eager loop's weights.
+"""A fast path for online ``biohsic`` training that gives the rule loop's weights.
 
-``make_engine(model, rule, optimizer)`` returns an :class:`OnlineEngine`
-for what it can run (``biohsic`` with the ``buffer``, ``recompute`` or
-``reservoir`` memory, an ``MLP`` or ``LeakyMLP``, AdamW / Adam / SGD);
-:func:`unsupported` says why a config cannot use it. On the CPU the engine runs a hand-written C step
-(:mod:`.native`), elsewhere (or without a C compiler) the step of
-:mod:`.step` under ``torch.compile`` and CUDA graphs.
+``make_engine(model, rule, optimizer)`` returns an :class:`OnlineEngine` for
+what it can run; :mod:`.capability` holds one table per backend (the torch
+step and the C step) saying what that is, and :func:`unsupported` asks it
+about a config. On the CPU the engine runs the C step (:mod:`.cstep`),
+elsewhere (or where the C step cannot run this config) the torch step of
+:mod:`.step`, under ``torch.compile`` and CUDA graphs.
 
 Examples
 --------
 >>> from ibhebb.config import load_config
 >>> from ibhebb.engine import unsupported
 >>> unsupported(load_config(None, {"rule": {"name": "backprop"}}))
-"rule 'backprop' is not the online rule biohsic"
+"rule 'backprop' is not one of biohsic"
 """
 from __future__ import annotations
 
-from .optim import OPTIMIZERS, OptimSpec, optimizer_update_
+import warnings
+
+from ..config import register_check, require, require_choice
+from ..functional.optim import OptimSpec
+from .capability import NATIVE, TORCH, config_facts, spec_facts
 from .runner import MODES, OnlineEngine
 from .state import bind, unbind
 from .step import EngineState, ReservoirSpec, StepSpec, chunk_step_, fill_step_, leaky_update_, sample_step_
 
-ENGINES = ("auto", "fast", "native", "compile", "eager")
-"""``cfg.engine``: ``fast`` is the engine by whatever path works, ``native``/``compile`` one path only."""
-MEMORIES = ("buffer", "recompute", "reservoir")
-MODELS = ("mlp", "lif-mlp")
+ENGINES = ("auto", "fast", "native", "compile", "rule")
+"""``cfg.engine``: ``auto`` the engine where it can run, else the rule's loop; ``fast`` the engine by whatever path
+works; ``native``/``compile`` one path only; ``rule`` the rule's own loop (``rule.updates`` + ``optimizer.step()``)."""
+ENGINE_ALIASES = {"eager": "rule"}
+"""Old spellings of :data:`ENGINES`, accepted with a deprecation warning."""
 
 
-def unsupported(cfg) -> str | None:
-    """Why the fast engine cannot run ``cfg`` (``None`` if it can)."""
-    r = cfg.rule
-    if r.name != "biohsic":
-        return f"rule {r.name!r} is not the online rule biohsic"
-    if r.memory not in MEMORIES:
-        return f"memory {r.memory!r} is not one of {', '.join(MEMORIES)}"
-    if cfg.model.kind not in MODELS:
-        return f"model.kind {cfg.model.kind!r} is not one of {', '.join(MODELS)}"
-    if cfg.optim.name not in OPTIMIZERS:
-        return f"optimiser {cfg.optim.name!r} is not one of {', '.join(OPTIMIZERS)}"
-    return None
+def canonical_engine(engine: str) -> str:
+    """``engine`` with an old spelling replaced (and a :class:`FutureWarning` saying so)."""
+    if engine in ENGINE_ALIASES:
+        new = ENGINE_ALIASES[engine]
+        warnings.warn(f"engine = {engine!r} is deprecated; it is now spelled {new!r}", FutureWarning, stacklevel=3)
+        return new
+    return engine
+
+
+@register_check
+def check_engine_config(cfg) -> None:
+    """``engine`` exists (an old spelling is renamed), and an engine the config insists on can run it."""
+    cfg.engine = canonical_engine(cfg.engine)
+    require_choice(cfg.engine, ENGINES, "engine")
+    if cfg.engine not in ("auto", "rule"):
+        reason = unsupported(cfg)
+        require(reason is None, f"engine = {cfg.engine!r} cannot run this config: {reason} (use engine = 'auto' or 'rule')")
+
+
+def unsupported(cfg, engine: str | None = None) -> str | None:
+    """Why the engine cannot run ``cfg`` by ``engine`` (default ``cfg.engine``; ``None`` if it can).
+
+    ``native`` asks the C step's table, every other value the torch step's (which can run wherever the
+    engine can).
+    """
+    engine = cfg.engine if engine is None else engine
+    table = NATIVE if engine == "native" else TORCH
+    return table.why_not(config_facts(cfg))
 
 
 def step_spec(model, rule, optimizer) -> StepSpec:
-    """The :class:`StepSpec` of a built model, ``biohsic`` rule and optimiser."""
-    from ..memory.reservoir import ReservoirMemory
-    from ..memory.window import WindowMemory
-    from ..models.networks import MLP, LeakyMLP
-    from ..rules.biohsic import BioHSIC
-
-    if type(model) not in (MLP, LeakyMLP):
-        raise ValueError(f"no fast step for {type(model).__name__}")
-    if type(rule) is not BioHSIC or type(getattr(rule, "memory", None)) not in (WindowMemory, ReservoirMemory):
-        raise ValueError(f"no fast step for rule {type(rule).__name__} with its memory")
+    """The :class:`StepSpec` of a built model, ``biohsic`` rule and optimiser (``ValueError`` saying why there is none)."""
+    if getattr(rule, "name", None) != "biohsic":
+        raise ValueError(f"no fast step for rule {getattr(rule, 'name', type(rule).__name__)!r}")
+    kind = getattr(model, "kind", type(model).__name__)
+    reason = TORCH.why_not({"model": kind, "memory": getattr(rule.memory, "mode", None)})
+    if reason is not None:
+        raise ValueError(f"no fast step: {reason}")
     hidden = model.hidden
     first = hidden[0]
-    if any(l.activation != first.activation or l.layernorm != first.layernorm for l in hidden):
+    if any((l.activation, l.layernorm, l.layernorm_eps) != (first.activation, first.layernorm, first.layernorm_eps) for l in hidden):
         raise ValueError("hidden layers with different activations have no fast step")
-    leaky = isinstance(model, LeakyMLP)
+    leaky = kind == "lif-mlp"
     reservoir = None
-    if isinstance(rule.memory, ReservoirMemory):
+    if rule.memory.mode == "reservoir":
         mem = rule.memory
         if mem.reservoir.noise_hidden > 0 or mem.noise_out > 0:
             raise ValueError("no fast step for a noisy reservoir (its noise comes from torch's random stream)")
         steps = max(1, mem.steps // (int(model.steps) if leaky else 1))
         reservoir = ReservoirSpec(steps, float(mem.reservoir.lr), float(mem.reservoir.sr), bool(mem.feedback))
-    return StepSpec(
+    p = rule.params
+    spec = StepSpec(
         n_hidden=len(hidden),
         activation=first.activation,
         layernorm=first.layernorm,
         leak=float(model.leak) if leaky else None,
         steps=int(model.steps) if leaky else 1,
-        window=int(rule.memory.window_size),
-        memory=rule.memory.mode,  # "buffer", "recompute" or "reservoir"
-        variant=rule.variant,
-        gamma=float(rule.gamma),
-        sigmas=tuple(float(s) for s in rule.sigmas),
+        window=p.window,
+        memory=rule.memory.mode,
+        variant=p.variant,
+        gamma=p.gamma,
+        sigmas=p.sigmas,
         optim=OptimSpec.of(optimizer),
         reservoir=reservoir,
+        layernorm_eps=float(first.layernorm_eps),
     )
+    reason = TORCH.why_not(spec_facts(spec))
+    if reason is not None:
+        raise ValueError(f"no fast step: {reason}")
+    return spec
 
 
 COMPILE_MIN_UPDATES = 100_000
@@ -91,7 +115,7 @@ def worth_compiling(cfg, n_train: int) -> bool:
 
 
 def engine_mode(engine: str) -> str:
-    """The :class:`OnlineEngine` mode of a config's ``engine`` value (not ``eager``, which skips the engine)."""
+    """The :class:`OnlineEngine` mode of a config's ``engine`` value (not ``rule``, which skips the engine)."""
     return {"auto": "auto", "fast": "auto", "native": "native", "compile": "compile"}[engine]
 
 
@@ -101,6 +125,7 @@ def make_engine(model, rule, optimizer, *, mode: str = "auto", **kwargs) -> Onli
 
 
 __all__ = [
-    "COMPILE_MIN_UPDATES", "ENGINES", "EngineState", "engine_mode", "worth_compiling", "MODES", "OnlineEngine", "OptimSpec", "StepSpec", "bind", "chunk_step_",
-    "fill_step_", "leaky_update_", "make_engine", "optimizer_update_", "sample_step_", "step_spec", "unbind", "unsupported",
+    "COMPILE_MIN_UPDATES", "ENGINES", "ENGINE_ALIASES", "EngineState", "MODES", "OnlineEngine", "StepSpec", "bind",
+    "canonical_engine", "chunk_step_", "engine_mode", "fill_step_", "leaky_update_", "make_engine", "sample_step_",
+    "step_spec", "unbind", "unsupported", "worth_compiling",
 ]

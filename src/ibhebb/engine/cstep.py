@@ -37,40 +37,91 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..functional import layers, optim, signals
 from .step import EngineState, StepSpec
 
 MAX_LAYERS = 8
-"""Hidden layers plus the readout that the C step supports (``MAXL`` in ``step.c``)."""
+"""Hidden layers plus the readout that the C step supports (``MAXL`` in the generated header)."""
 
 SOURCE = Path(__file__).with_name("native") / "step.c"
 _REAL = {torch.float32: "float", torch.float64: "double"}
-_ACTIVATIONS = {"relu": 0, "tanh": 1, "sigmoid": 2, "identity": 3}
-_VARIANTS = {"paper": 0, "first-term": 1, "exact": 2}
-_OPTIMS = {"adamw": 0, "adam": 1, "sgd": 2}
 
-_i64, _f64, _ptr = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
+def enums() -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Each enum of the C step: its C prefix and the Python names behind its values, in order (read at each call)."""
+    return {"activation": ("ACT", layers.ACTIVATIONS), "variant": ("XI", signals.VARIANTS), "optimizer": ("OPT", optim.OPTIMIZERS)}
+
+_L, _P = MAX_LAYERS, 2 * MAX_LAYERS
+_FIELDS = [  # (name, C type, array length or 0): the one definition of the C step's Problem
+    ("n_hidden", "int64_t", 0), ("replicas", "int64_t", 0), ("window", "int64_t", 0), ("steps", "int64_t", 0),
+    ("n_samples", "int64_t", 0), ("dims", "int64_t", _L + 1),  # d_x, d_1 .. d_L, C
+    ("activation", "int64_t", 0), ("layernorm", "int64_t", 0), ("has_bias", "int64_t", 0), ("variant", "int64_t", 0),
+    ("recompute", "int64_t", 0), ("optim", "int64_t", 0),
+    ("leak", "double", 0),  # dt / tau_m of a leaky network, 0 for the static one
+    ("ln_eps", "double", 0),  # epsilon of the parameter-free LayerNorm
+    ("gamma", "double", 0), ("sigma_x", "double", 0), ("sigma_y", "double", 0), ("sigma_z", "double", 0),
+    ("beta1", "double", 0), ("beta2", "double", 0), ("eps", "double", 0), ("momentum", "double", 0),
+    ("lr", "double", _P), ("wd", "double", _P),  # per parameter, params() order
+    ("step", "double", 0), ("power1", "double", 0), ("power2", "double", 0),  # in and out
+    ("weight", "real *", _L), ("bias", "real *", _L), ("moment1", "real *", _P), ("moment2", "real *", _P),
+    ("past_x", "real *", 0), ("past_y", "real *", 0), ("past_z", "real *", _L), ("kx", "real *", 0), ("ky", "real *", 0),
+    ("x_all", "const real *", 0), ("y_all", "const real *", 0), ("order", "const int64_t *", 0), ("work", "void *", 0),
+    # the reservoir memory (res_units > 0): a bank of L reservoirs, weights (L, n, .) shared by the replicas
+    ("res_units", "int64_t", 0), ("res_in", "int64_t", 0), ("res_out", "int64_t", 0), ("res_steps", "int64_t", 0),
+    ("res_feedback", "int64_t", 0), ("res_leak", "double", 0), ("res_gain", "double", 0),
+    ("res_w_in_t", "const real *", 0),  # W_in transposed: (L, in, n)
+    ("res_w_fb", "const real *", 0), ("res_readout", "const real *", 0), ("res_scale", "const real *", 0),
+    ("res_u", "real *", 0), ("res_r", "real *", 0), ("res_ro", "real *", 0),  # (L, R, n), (L, R, n), (L, R, m): the state
+    ("res_rec_start", "const int64_t *", 0),  # W_r in compressed rows: (L, n+1) offsets, column indices and
+    ("res_rec_col", "const int32_t *", 0), ("res_rec_val", "const real *", 0),  # values, rows of all L layers in turn
+    ("parts", "int64_t", 0),  # threads that share one replica (ibhebb_part), else 1
+]
+_CTYPES = {"int64_t": ctypes.c_int64, "double": ctypes.c_double}
 
 
 class _Problem(ctypes.Structure):
-    _fields_ = [
-        ("n_hidden", _i64), ("replicas", _i64), ("window", _i64), ("steps", _i64), ("n_samples", _i64),
-        ("dims", _i64 * (MAX_LAYERS + 1)),
-        ("activation", _i64), ("layernorm", _i64), ("has_bias", _i64), ("variant", _i64), ("recompute", _i64), ("optim", _i64),
-        ("leak", _f64), ("gamma", _f64), ("sigma_x", _f64), ("sigma_y", _f64), ("sigma_z", _f64),
-        ("beta1", _f64), ("beta2", _f64), ("eps", _f64), ("momentum", _f64),
-        ("lr", _f64 * (2 * MAX_LAYERS)), ("wd", _f64 * (2 * MAX_LAYERS)),
-        ("step", _f64), ("power1", _f64), ("power2", _f64),
-        ("weight", _ptr * MAX_LAYERS), ("bias", _ptr * MAX_LAYERS),
-        ("moment1", _ptr * (2 * MAX_LAYERS)), ("moment2", _ptr * (2 * MAX_LAYERS)),
-        ("past_x", _ptr), ("past_y", _ptr), ("past_z", _ptr * MAX_LAYERS), ("kx", _ptr), ("ky", _ptr),
-        ("x_all", _ptr), ("y_all", _ptr), ("order", _ptr), ("work", _ptr),
-        ("res_units", _i64), ("res_in", _i64), ("res_out", _i64), ("res_steps", _i64), ("res_feedback", _i64),
-        ("res_leak", _f64), ("res_gain", _f64),
-        ("res_w_in_t", _ptr), ("res_w_fb", _ptr), ("res_readout", _ptr), ("res_scale", _ptr),
-        ("res_u", _ptr), ("res_r", _ptr), ("res_ro", _ptr),
-        ("res_rec_start", _ptr), ("res_rec_col", _ptr), ("res_rec_val", _ptr),
-        ("parts", _i64),
-    ]
+    _fields_ = [(name, (_CTYPES.get(ct, ctypes.c_void_p) * n) if n else _CTYPES.get(ct, ctypes.c_void_p)) for name, ct, n in _FIELDS]
+
+
+def _c_name(prefix: str, name: str) -> str:
+    return f"{prefix}_{name.upper().replace('-', '_')}"
+
+
+def abi_header() -> str:
+    """The C declarations generated from this module: ``MAXL``, one enum per :func:`enums`, ``Problem``."""
+    lines = ["/* generated by ibhebb.engine.cstep.abi_header(): do not edit */", "#pragma once",
+             f"#define MAXL {MAX_LAYERS}"]
+    for prefix, names in enums().values():
+        lines.append("enum { " + ", ".join(f"{_c_name(prefix, n)} = {i}" for i, n in enumerate(names)) + " };")
+    lines.append("typedef struct {")
+    for name, ct, n in _FIELDS:
+        lines.append(f"    {ct}{'' if ct.endswith('*') else ' '}{name}{f'[{n}]' if n else ''};")
+    lines.append("} Problem;")
+    return "\n".join(lines) + "\n"
+
+
+def implements() -> dict[str, tuple[str, ...]]:
+    """What ``step.c`` declares it implements of each enum (its ``ibhebb:implements KIND NAME…`` lines)."""
+    if not _IMPLEMENTS:
+        found = {kind: () for kind in enums()}
+        for line in SOURCE.read_text().splitlines():
+            if "ibhebb:implements" in line:
+                kind, *names = line.split("ibhebb:implements", 1)[1].replace("*/", "").split()
+                found[kind] = tuple(names)
+        _IMPLEMENTS.update(found)
+    return dict(_IMPLEMENTS)
+
+
+_IMPLEMENTS: dict[str, tuple[str, ...]] = {}
+
+
+def _values(spec: StepSpec) -> dict[str, int]:
+    """The enum values of a spec, or ``ValueError`` naming what the C step does not implement."""
+    out, names, done = {}, enums(), implements()
+    for kind, value in (("activation", spec.activation), ("variant", spec.variant), ("optimizer", spec.optim.name)):
+        if value not in done[kind] or value not in names[kind][1]:
+            raise ValueError(f"the C step implements no {kind} {value!r} (it has {', '.join(done[kind])})")
+        out[kind] = names[kind][1].index(value)
+    return out
 
 
 _LIBS: dict = {}
@@ -97,7 +148,8 @@ def _compile(real: str) -> Path:
     if shutil.which(cc) is None:
         raise RuntimeError(f"no C compiler ({cc!r} not found; set CC)")
     common = ["-O3", "-fno-math-errno", "-fopenmp-simd", "-shared", "-fPIC", f"-DREAL={real}"]
-    source, machine, errors = SOURCE.read_bytes(), [platform.machine(), _cpu_id()], []
+    header = abi_header()
+    source, machine, errors = SOURCE.read_bytes() + header.encode(), [platform.machine(), _cpu_id()], []
     for arch in (["-march=native"], []):  # some compilers (older clang on arm64) refuse -march=native
         flags = arch + common
         key = hashlib.sha256(source + " ".join([cc, *flags, *machine]).encode()).hexdigest()[:16]
@@ -107,8 +159,10 @@ def _compile(real: str) -> Path:
         out.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
         os.close(fd)
+        include = tempfile.mkdtemp(dir=out.parent)
+        Path(include, "ibhebb_abi.h").write_text(header)
         try:
-            res = subprocess.run([cc, *flags, str(SOURCE), "-o", tmp, "-lm"], capture_output=True, text=True, timeout=300)
+            res = subprocess.run([cc, *flags, f"-I{include}", str(SOURCE), "-o", tmp, "-lm"], capture_output=True, text=True, timeout=300)
             if res.returncode == 0:
                 os.replace(tmp, out)  # atomic: concurrent processes (a sweep) may compile at once
                 return out
@@ -116,6 +170,7 @@ def _compile(real: str) -> Path:
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+            shutil.rmtree(include, ignore_errors=True)
     raise RuntimeError(f"{cc} failed: {errors[-1]}")
 
 
@@ -131,11 +186,11 @@ def library(dtype: torch.dtype):
             for name in ("ibhebb_begin", "ibhebb_end"):
                 getattr(lib, name).argtypes = [ctypes.POINTER(_Problem)]
                 getattr(lib, name).restype = ctypes.c_int
-            lib.ibhebb_replicas.argtypes = [ctypes.POINTER(_Problem), _i64, _i64, _ptr]
+            lib.ibhebb_replicas.argtypes = [ctypes.POINTER(_Problem), ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
             lib.ibhebb_replicas.restype = ctypes.c_int
-            lib.ibhebb_part.argtypes = [ctypes.POINTER(_Problem), _i64, _i64, _ptr]
+            lib.ibhebb_part.argtypes = [ctypes.POINTER(_Problem), ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
             lib.ibhebb_part.restype = ctypes.c_int
-            lib.ibhebb_problem_size.restype = lib.ibhebb_real_size.restype = _i64
+            lib.ibhebb_problem_size.restype = lib.ibhebb_real_size.restype = ctypes.c_int64
             if (lib.ibhebb_problem_size(), lib.ibhebb_real_size()) != (ctypes.sizeof(_Problem), torch.finfo(dtype).bits // 8):
                 raise RuntimeError("the compiled step does not match this module")
             _LIBS[dtype] = lib
@@ -154,10 +209,12 @@ def unavailable(dtype: torch.dtype) -> str | None:
 
 def unsupported(spec: StepSpec, st: EngineState) -> str | None:
     """Why :class:`NativeStep` cannot train this state (``None`` if it can)."""
-    if spec.n_hidden + 1 > MAX_LAYERS:
+    if spec.n_hidden + 1 > MAX_LAYERS:  # also in capability.NATIVE; the struct's arrays cannot hold more
         return f"more than {MAX_LAYERS - 1} hidden layers"
-    if spec.memory not in ("buffer", "recompute", "reservoir"):
-        return f"memory {spec.memory!r}"
+    try:
+        _values(spec)
+    except ValueError as e:
+        return str(e)
     if st.reservoir is not None and st.reservoir.w_rec.dtype != st.weights[0].dtype:
         return f"a {st.reservoir.w_rec.dtype} reservoir for {st.weights[0].dtype} weights"
     tensors = st.tensors()
@@ -221,9 +278,11 @@ class NativeStep:
         dims = [st.weights[0].shape[-1], *(w.shape[-2] for w in st.weights)]
         for i, d in enumerate(dims):
             p.dims[i] = d
-        p.activation, p.layernorm, p.has_bias = _ACTIVATIONS[spec.activation], int(spec.layernorm), int(bool(st.biases))
-        p.variant, p.recompute, p.optim = _VARIANTS[spec.variant], int(spec.memory == "recompute"), _OPTIMS[spec.optim.name]
+        enum = _values(spec)
+        p.activation, p.layernorm, p.has_bias = enum["activation"], int(spec.layernorm), int(bool(st.biases))
+        p.variant, p.recompute, p.optim = enum["variant"], int(spec.memory == "recompute"), enum["optimizer"]
         p.leak = spec.leak or 0.0
+        p.ln_eps = spec.layernorm_eps
         p.gamma = spec.gamma
         p.sigma_x, p.sigma_y, p.sigma_z = spec.sigmas
         p.beta1, p.beta2 = spec.optim.betas

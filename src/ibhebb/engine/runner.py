@@ -1,12 +1,12 @@
-"""Drive the online step over an epoch: in C, eager, ``torch.compile``d in chunks, or replayed from a CUDA graph.
+"""Drive the online step over an epoch: in C, with torch ops, ``torch.compile``d in chunks, or replayed from a CUDA graph.
 
-:class:`OnlineEngine` trains a model with ``biohsic`` exactly as the eager
+:class:`OnlineEngine` trains a model with ``biohsic`` exactly as the rule's
 loop ``for _ in rule.updates(x, y): optimizer.step()`` would, one sample at a
 time over a shuffled order of a data set that stays on the device:
 
 - the first ``N - 1`` samples of a run only fill the window (eager);
 - on the CPU, chunks of samples go through one call of the C step
-  (:mod:`.native`), which trains each replica over the whole chunk while its
+  (:mod:`.cstep`), which trains each replica over the whole chunk while its
   weights and moments sit in cache; if it cannot run (no C compiler, an
   unsupported layout), the engine falls back to the rest of this list;
 - otherwise chunks of ``k`` samples go through one call of the compiled
@@ -32,10 +32,13 @@ import torch
 from torch import Tensor
 
 from . import cstep
+from .capability import NATIVE, spec_facts
 from .state import bind, unbind
 from .step import EngineState, StepSpec, chunk_step_, clone_state, fill_step_, leaky_sample_, leaky_update_, sample_step_
 
-MODES = ("auto", "native", "compile", "eager")
+MODES = ("auto", "native", "compile", "torch")
+MODE_ALIASES = {"eager": "torch"}
+"""Old spellings of :data:`MODES`, accepted with a deprecation warning."""
 NATIVE_CHUNK = 256
 """Samples per call of the C step: long enough to amortise the call, short enough for a lively progress bar."""
 _COMPILED: dict = {}
@@ -64,7 +67,7 @@ def default_chunk(device: torch.device, replicas: int = 1) -> int:
 
 
 class OnlineEngine:
-    """Fast online ``biohsic`` training with the same result as the rule's eager loop.
+    """Fast online ``biohsic`` training with the same result as the rule's own loop.
 
     Parameters
     ----------
@@ -72,10 +75,11 @@ class OnlineEngine:
     model, memory, optimizer
         The model (an ``MLP`` or ``LeakyMLP``), the rule's window memory and
         the optimiser; they stay the source of truth between epochs.
-    mode : {"auto", "native", "compile", "eager"}
-        ``auto``: the C step on the CPU where it can run, else ``torch.compile``
-        (if ``torch_compile``), falling back to eager with a warning if that
-        fails; ``native``, ``compile`` and ``eager`` insist on one path.
+    mode : {"auto", "native", "compile", "torch"}
+        ``auto``: the C step on the CPU where it can run, else the torch step
+        under ``torch.compile`` (if ``torch_compile``), falling back to it
+        uncompiled with a warning if that fails; ``native``, ``compile`` and
+        ``torch`` (the uncompiled torch step) insist on one path.
     chunk : int, optional
         Samples per call of the C step (default :data:`NATIVE_CHUNK`) or per
         compiled call (default :func:`default_chunk`).
@@ -87,6 +91,9 @@ class OnlineEngine:
 
     def __init__(self, spec: StepSpec, model, memory, optimizer, *, mode: str = "auto", chunk: int | None = None, graph_samples: int = 256,
                  torch_compile: bool = True):
+        if mode in MODE_ALIASES:
+            warnings.warn(f"engine mode {mode!r} is now spelled {MODE_ALIASES[mode]!r}", DeprecationWarning, stacklevel=2)
+            mode = MODE_ALIASES[mode]
         if mode not in MODES:
             raise ValueError(f"unknown engine mode {mode!r}; choose one of {', '.join(MODES)}")
         self.spec, self.model, self.memory, self.optimizer, self.mode = spec, model, memory, optimizer, mode
@@ -102,7 +109,9 @@ class OnlineEngine:
         self._native_key = None
         self.compile_failed = False
         self.backend: str | None = None
-        """``native``, ``compile``, ``cuda-graph`` or ``eager``: what ran the last epoch's updates."""
+        """``native``, ``compile``, ``cuda-graph`` or ``torch``: what ran the last epoch's updates."""
+        self.fallback: str | None = None
+        """Why the last epoch did not run the C step in ``auto`` mode on the CPU (``None``: it did, or was not asked to)."""
         if mode == "native":
             reason = cstep.unavailable(weight.dtype) if weight.device.type == "cpu" else "the C step runs on the CPU only"
             if reason is not None:
@@ -128,7 +137,7 @@ class OnlineEngine:
 
     # -- compiled chunk ------------------------------------------------------------------------
     def _compiled_fn(self, step: Callable) -> Callable | None:
-        if self.mode in ("eager", "native") or self.compile_failed or not self.torch_compile:
+        if self.mode in ("torch", "native") or self.compile_failed or not self.torch_compile:
             return None
         return _compiled(step, self.spec)
 
@@ -141,10 +150,11 @@ class OnlineEngine:
         if self._native is not None:
             self._native.close()
             self._native = None
-        reason = cstep.unsupported(self.spec, st)
+        reason = NATIVE.why_not(spec_facts(self.spec)) or cstep.unsupported(self.spec, st)
         if reason is not None:
             if self.mode == "native":
                 raise ValueError(f"no C step: {reason}")
+            self.fallback = reason
             return None
         self._native = cstep.NativeStep(self.spec, st)
         self._native_key = (self._native.key(), torch.get_num_threads())
@@ -203,7 +213,7 @@ class OnlineEngine:
     def train_epoch(self, x: Tensor, y1: Tensor, order: Tensor, progress: Callable[[int], None] | None = None) -> int:
         """Learn from ``x[order[0]], x[order[1]], …`` (``x`` ``(n, d_x)``, one-hot ``y1`` ``(n, C)``); returns the updates made."""
         spec = self.spec
-        self.backend = None
+        self.backend = self.fallback = None
         with torch.no_grad():
             st, count = bind(spec, self.model, self.memory, self.optimizer)
             st = self._keep(st)
@@ -253,7 +263,7 @@ class OnlineEngine:
                 if progress:
                     progress(k)
             if pos < n and self.backend is None:
-                self.backend = "compile" if per_update and self._compiled_fn(leaky_update_) is not None else "eager"
+                self.backend = "compile" if per_update and self._compiled_fn(leaky_update_) is not None else "torch"
             while pos < n:
                 j = order[pos : pos + 1]
                 xj, yj = x.index_select(0, j), y1.index_select(0, j)

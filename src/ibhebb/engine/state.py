@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .step import EngineState, ReservoirTensors, StepSpec, full_kernel
+from ..functional.biohsic import WindowState, window_state, window_state_of
+from .step import EngineState, ReservoirTensors, StepSpec
 
 
 def _scalar_dtype() -> torch.dtype:
@@ -80,26 +81,17 @@ def bind(spec: StepSpec, model, memory, optimizer: torch.optim.Optimizer) -> tup
     step = torch.tensor([t], **f64)
     b1, b2 = spec.optim.betas if spec.optim.name != "sgd" else (1.0, 1.0)
     powers = torch.tensor([b1**t, b2**t], **f64)
-    m = spec.window - 1
-    n_classes = layers[-1].out_features
-    dtype = ref.dtype
+    keeps_z = spec.memory in ("buffer", "reservoir")
     count = int(memory.count)
-    if memory.x is None:
-        past_x = torch.zeros(m, layers[0].in_features, device=ref.device, dtype=dtype)
-        past_y = torch.zeros(m, n_classes, device=ref.device, dtype=dtype)
-    else:
-        past_x, past_y = memory.x.clone(), memory.y.clone()
-    past_z = ()
-    if spec.memory in ("buffer", "reservoir"):
-        if memory.z:
-            past_z = tuple(z.clone() for z in memory.z)
-        else:
-            past_z = tuple(torch.zeros(ref.shape[0], m, layer.out_features, device=ref.device, dtype=dtype) for layer in layers[:-1])
-    sx, sy, _ = spec.sigmas
+    if memory.state is None:
+        dims = [layer.out_features for layer in layers[:-1]] if keeps_z else []
+        win = window_state(spec.window, layers[0].in_features, layers[-1].out_features, z_dims=dims, replicas=ref.shape[0], like=ref)
+    else:  # the kernel matrices rebuilt from the samples (a checkpoint's window then continues bit for bit)
+        st = memory.state
+        win = window_state_of(st.x.clone(), st.y.clone(), tuple(z.clone() for z in st.z), spec.sigmas)
     reservoir = _reservoir(owner, layers, ref.shape[0]) if spec.memory == "reservoir" else None
     st = EngineState(
-        weights, biases, tuple(moments), tuple(lrs), tuple(wds), step, powers,
-        past_x, past_y, past_z, full_kernel(past_x, sx), full_kernel(past_y, sy), reservoir,
+        weights, biases, tuple(moments), tuple(lrs), tuple(wds), step, powers, *win, reservoir,
     )
     return st, count
 
@@ -112,8 +104,7 @@ def unbind(spec: StepSpec, st: EngineState, count: int, model, memory, optimizer
         stats = res.stats.cpu()
         memory._stats = stats.clone() if memory._stats is None else memory._stats + stats
     memory = _window(memory)
-    memory.x, memory.y = st.past_x.clone(), st.past_y.clone()
-    memory.z = [z.clone() for z in st.past_z] if spec.memory in ("buffer", "reservoir") else []
+    memory.state = WindowState(st.past_x.clone(), st.past_y.clone(), tuple(z.clone() for z in st.past_z), st.kx.clone(), st.ky.clone())
     memory.count.fill_(count)
     optimizer._opt_called = True  # it did step (through the engine): no "scheduler before optimizer" warning
     if spec.optim.name != "sgd":

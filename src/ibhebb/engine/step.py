@@ -32,9 +32,10 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from ..models.layers import activate, activation_vjp, layernorm, layernorm_vjp
-from ..functional.signals import signal_from_kernels
-from .optim import OptimSpec, optimizer_update_
+from ..functional.biohsic import BioHSICParams, DenseTrace, WindowState, biohsic_grads, window_kernels, window_push_, window_signals
+from ..functional.layers import LAYERNORM_EPS, affine, dense_output, leaky_step
+from ..functional.optim import OptimSpec, optimizer_update_
+from ..functional.reservoir import ReservoirState, reservoir_inputs, reservoir_step
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,11 @@ class StepSpec:
     sigmas: tuple[float, float, float]
     optim: OptimSpec
     reservoir: "ReservoirSpec | None" = None
+    layernorm_eps: float = LAYERNORM_EPS
+
+    @property
+    def rule(self) -> BioHSICParams:
+        return BioHSICParams(self.window, self.gamma, self.sigmas, self.variant)
 
 
 @dataclass(frozen=True)
@@ -121,6 +127,11 @@ class EngineState(NamedTuple):
             return list(self.weights)
         return [t for pair in zip(self.weights, self.biases) for t in pair]
 
+    @property
+    def window(self) -> WindowState:
+        """The window's past as the core's :class:`~ibhebb.functional.biohsic.WindowState` (the same tensors)."""
+        return WindowState(self.past_x, self.past_y, self.past_z, self.kx, self.ky)
+
     def tensors(self) -> list[Tensor]:
         """Every tensor of the state (for copying and for CUDA-graph address checks)."""
         out = [*self.weights, *self.biases, *(t for ms in self.moments for t in ms), *self.lr, *self.wd, self.step, self.powers]
@@ -138,28 +149,18 @@ def clone_state(st: EngineState) -> EngineState:
     return EngineState(*(copy(f) for f in st))
 
 
-def affine(h: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
-    """``W h + b`` for ``R`` replicas: ``h`` ``(B, in)`` (shared) or ``(R, B, in)`` → ``(R, B, out)``."""
-    a = torch.matmul(h, w.transpose(-1, -2))
-    return a if b is None else a + b.unsqueeze(-2)
-
-
 def _bias(st: EngineState, i: int) -> Tensor | None:
     return st.biases[i] if st.biases else None
 
 
 def hidden_step(spec: StepSpec, st: EngineState, x: Tensor, us: list[Tensor] | None):
-    """One time step of the hidden layers: ``[(h, a, r, z)]`` per layer and the new potentials."""
+    """One time step of the hidden layers: a :class:`DenseTrace` per layer and the new potentials."""
     h, traces, new_us = x, [], []
     for i in range(spec.n_hidden):
         drive = affine(h, st.weights[i], _bias(st, i))
-        if spec.leak is None:
-            a = drive
-        else:
-            a = spec.leak * drive if us is None else us[i] + spec.leak * (drive - us[i])
-        r = activate(a, spec.activation)
-        z = layernorm(r) if spec.layernorm else r
-        traces.append((h, a, r, z))
+        a = drive if spec.leak is None else leaky_step(None if us is None else us[i], drive, spec.leak)
+        r, z = dense_output(a, spec.activation, spec.layernorm, spec.layernorm_eps)
+        traces.append(DenseTrace(h, a, r, z))
         new_us.append(a)
         h = z
     return traces, new_us
@@ -170,53 +171,21 @@ def represent(spec: StepSpec, st: EngineState, x: Tensor) -> list[Tensor]:
     us = None
     for _ in range(spec.steps):
         traces, us = hidden_step(spec, st, x, us)
-    return [t[3] for t in traces]
-
-
-def kernel_row(past: Tensor, new: Tensor, sigma: float) -> Tensor:
-    """``k(new, past_p)`` for every stored sample: ``past`` ``(M, d)``, ``new`` ``(1, d)`` → ``(M,)``."""
-    diff = past - new
-    return torch.exp(-(diff * diff).sum(-1) / (2.0 * sigma**2 * past.shape[-1]))
-
-
-def window_kernel(k_past: Tensor, row: Tensor) -> Tensor:
-    """The window's kernel matrix ``(N, N)``: the past one bordered by the new row (unit diagonal)."""
-    top = torch.cat([k_past, row.unsqueeze(-1)], -1)
-    bottom = torch.cat([row, torch.ones_like(row[:1])]).unsqueeze(0)
-    return torch.cat([top, bottom], 0)
-
-
-def full_kernel(v: Tensor, sigma: float) -> Tensor:
-    """``[K]_pq = k(v_p, v_q)`` computed row by row as :func:`kernel_row` does."""
-    diff = v.unsqueeze(-2) - v.unsqueeze(-3)
-    return torch.exp(-(diff * diff).sum(-1) / (2.0 * sigma**2 * v.shape[-1]))
-
-
-def _shift_in_(past: Tensor, new: Tensor, dim: int) -> None:
-    past.copy_(torch.cat([past.narrow(dim, 1, past.shape[dim] - 1), new], dim))
+    return [t.z for t in traces]
 
 
 def push_(spec: StepSpec, st: EngineState, x: Tensor, y: Tensor, zs: list[Tensor], kx: Tensor, ky: Tensor) -> None:
     """Remember the sample just presented; ``kx``/``ky`` are the window's ``(N, N)`` kernels with it last."""
-    _shift_in_(st.past_x, x, 0)
-    _shift_in_(st.past_y, y, 0)
-    for past, z in zip(st.past_z, zs):
-        _shift_in_(past, z, 1)
-    st.kx.copy_(kx[1:, 1:])
-    st.ky.copy_(ky[1:, 1:])
+    window_push_(st.window, x, y, zs if st.past_z else [], kx, ky)
 
 
-def window_kernels(spec: StepSpec, st: EngineState, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    sx, sy, _ = spec.sigmas
-    return (
-        window_kernel(st.kx, kernel_row(st.past_x, x, sx)),
-        window_kernel(st.ky, kernel_row(st.past_y, y, sy)),
-    )
+def window_kernels_(spec: StepSpec, st: EngineState, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    return window_kernels(st.window, x, y, spec.sigmas)
 
 
 def fill_step_(spec: StepSpec, st: EngineState, x: Tensor, y: Tensor) -> None:
     """Present a sample while the window is still filling: no update, only the push."""
-    kx, ky = window_kernels(spec, st, x, y)
+    kx, ky = window_kernels_(spec, st, x, y)
     push_(spec, st, x, y, represent(spec, st, x) if st.past_z else [], kx, ky)
 
 
@@ -226,9 +195,6 @@ def reservoir_signals_(spec: StepSpec, res: ReservoirTensors, x: Tensor, y: Tens
     ``u ← lerp(u, λ W_r r + W_in r_i + W_fb r_o, leak)``, ``r = tanh(u)``,
     ``r_o = W_out r``, ``ξ^ℓ = r_o[:d_ℓ] / scale_ℓ`` (the state in place).
     """
-    from ..memory.reservoir import reservoir_inputs
-    from ..reservoir.dynamics import ReservoirState, reservoir_step
-
     rs = spec.reservoir
     drive_in = torch.bmm(reservoir_inputs(x, y, zs, res.w_in.shape[-1], res.w_in.dtype), res.w_in.transpose(1, 2))
     state = ReservoirState(res.u, res.r)
@@ -250,34 +216,20 @@ def update_(spec: StepSpec, st: EngineState, x: Tensor, yw: Tensor, kx: Tensor, 
     ``yw`` are the window's one-hot labels with the current one last, ``kx``/``ky``
     its kernel matrices. Returns the hidden layers' traces and the new potentials.
     """
-    n = spec.window
     scale = 1.0 if spec.leak is None else spec.leak
     traces, us = hidden_step(spec, st, x, us)
     past = list(st.past_z) if st.past_z else represent(spec, st, st.past_x)
+    zws = [torch.cat([zp, t.z], -2) for zp, t in zip(past, traces)]
+    xis = window_signals(spec.rule, kx, ky, zws)
     if st.reservoir is not None:
-        from_reservoir = reservoir_signals_(spec, st.reservoir, x, yw[-1:], [t[3] for t in traces])
-    grads = []
-    for i, ((h, a, r, z), zp) in enumerate(zip(traces, past)):
-        zw = torch.cat([zp, z], -2)
-        xi = signal_from_kernels(kx, ky, zw, gamma=spec.gamma, sigma_z=spec.sigmas[2], variant=spec.variant)
-        if st.reservoir is not None:
-            _score_(st.reservoir.stats, i, from_reservoir[i], xi)
-            xi = from_reservoir[i]
-        cot = xi.unsqueeze(-2)
-        if spec.layernorm:
-            cot = layernorm_vjp(r, z, cot)
-        cot = activation_vjp(a, r, cot, spec.activation)
-        grads.append((cot.transpose(-1, -2) * h) * scale)
-        if st.biases:
-            grads.append(cot.squeeze(-2) * scale)
-        if i == spec.n_hidden - 1:
-            hw = zw
+        from_reservoir = reservoir_signals_(spec, st.reservoir, x, yw[-1:], [t.z for t in traces])
+        for i, (mine, true) in enumerate(zip(from_reservoir, xis)):
+            _score_(st.reservoir.stats, i, mine, true)
+        xis = from_reservoir
     readout = spec.n_hidden
-    logits = affine(hw, st.weights[readout], _bias(st, readout))
-    delta = (torch.softmax(logits, -1) - yw) / n
-    grads.append(torch.bmm(delta.transpose(-1, -2), hw))
-    if st.biases:
-        grads.append(delta.sum(-2))
+    grads = biohsic_grads(traces, xis, zws[-1], yw, st.weights[readout], _bias(st, readout),
+                          activation=spec.activation, layernorm=spec.layernorm, scale=scale,
+                          layernorm_eps=spec.layernorm_eps)
     st.step.add_(1)
     st.powers.mul_(st.powers.new_tensor(spec.optim.betas))
     powers = (st.powers[0], st.powers[1])
@@ -296,12 +248,12 @@ def leaky_update_(spec: StepSpec, st: EngineState, x: Tensor, yw: Tensor, kx: Te
     traces, new = update_(spec, st, x, yw, kx, ky, list(us))
     for u, a, z, t in zip(us, new, zs, traces):
         u.copy_(a)
-        z.copy_(t[3])
+        z.copy_(t.z)
 
 
 def leaky_sample_(spec: StepSpec, st: EngineState, x: Tensor, y: Tensor, update) -> None:
     """:func:`sample_step_` as ``T`` calls of ``update(st, x, yw, kx, ky, us, zs)`` (a compiled :func:`leaky_update_`)."""
-    kx, ky = window_kernels(spec, st, x, y)
+    kx, ky = window_kernels_(spec, st, x, y)
     yw = torch.cat([st.past_y, y], 0)
     us = [x.new_zeros(st.weights[0].shape[0], 1, w.shape[-2]) for w in st.weights[:-1]]
     zs = [u.clone() for u in us]
@@ -316,12 +268,12 @@ def sample_step_(spec: StepSpec, st: EngineState, x: Tensor, y: Tensor) -> None:
     Equal to ``for _ in rule.updates(x, y): optimizer.step(); optimizer.zero_grad()``
     of :class:`~ibhebb.rules.biohsic.BioHSIC` with a ready memory.
     """
-    kx, ky = window_kernels(spec, st, x, y)
+    kx, ky = window_kernels_(spec, st, x, y)
     yw = torch.cat([st.past_y, y], 0)
     us = None
     for _ in range(spec.steps):
         traces, us = update_(spec, st, x, yw, kx, ky, us)
-    push_(spec, st, x, y, [t[3] for t in traces], kx, ky)
+    push_(spec, st, x, y, [t.z for t in traces], kx, ky)
 
 
 def chunk_step_(spec: StepSpec, st: EngineState, x_all: Tensor, y_all: Tensor, idx: Tensor) -> None:

@@ -1,4 +1,4 @@
-"""Kernels and the HSIC estimator (MATH §1–§2).
+"""Gaussian kernels and the HSIC estimator (MATH §1–§2).
 
 Every function takes tensors with any number of leading (replica, batch)
 dimensions; a set of ``N`` samples of a variable of dimension ``d`` is a
@@ -27,21 +27,45 @@ def squared_distances(a: Tensor, b: Tensor) -> Tensor:
     return (a2 + b2 - 2.0 * a @ b.transpose(-1, -2)).clamp_min(0.0)
 
 
-def gaussian_kernel(a: Tensor, b: Tensor, sigma: float) -> Tensor:
-    """Gaussian kernel whose width grows with the dimension ``d``.
+def gaussian(sq_dist: Tensor, sigma: float, d: int) -> Tensor:
+    """The Gaussian kernel of a squared distance, with a width that grows with the dimension ``d``.
 
-    ``k(a, b) = exp(-‖a - b‖² / (2 σ² d))``, elementwise over matching leading
-    dimensions: ``a`` and ``b`` are ``(..., d)`` and the result is ``(...)``.
+    ``k(a, b) = exp(-‖a - b‖² / (2 σ² d))``: the one definition every kernel of
+    ibhebb is computed from (matrices, rows, the ``α`` of ξ, the C step's).
 
     Examples
     --------
     >>> import torch
-    >>> from ibhebb.functional.kernels import gaussian_kernel
-    >>> gaussian_kernel(torch.zeros(4), torch.zeros(4), 0.5).item()
-    1.0
+    >>> from ibhebb.functional.kernels import gaussian
+    >>> [round(v, 4) for v in gaussian(torch.tensor([0.0, 2.0]), 0.5, 4).tolist()]
+    [1.0, 0.3679]
     """
-    d = a.shape[-1]
-    return torch.exp(-((a - b) ** 2).sum(-1) / (2.0 * sigma**2 * d))
+    return torch.exp(-sq_dist / (2.0 * sigma**2 * d))
+
+
+def kernel_row(past: Tensor, new: Tensor, sigma: float) -> Tensor:
+    """``k(new, past_p)`` for every stored sample: ``past`` ``(..., M, d)``, ``new`` ``(..., 1, d)`` → ``(..., M)``.
+
+    Differences first (not the expanded form), so a sample equal to a stored one gets exactly 1.
+    """
+    diff = past - new
+    return gaussian((diff * diff).sum(-1), sigma, past.shape[-1])
+
+
+def row_kernel_matrix(v: Tensor, sigma: float) -> Tensor:
+    """``[K]_pq = k(v_p, v_q)`` of ``v`` ``(..., M, d)`` with the arithmetic of :func:`kernel_row` (differences first).
+
+    What a window's kernel matrices are rebuilt from, so they equal the ones kept up to date row by row.
+    """
+    diff = v.unsqueeze(-2) - v.unsqueeze(-3)
+    return gaussian((diff * diff).sum(-1), sigma, v.shape[-1])
+
+
+def window_kernel(k_past: Tensor, row: Tensor) -> Tensor:
+    """The kernel matrix ``(N, N)`` of a window: that of its past ``(N-1, N-1)`` bordered by the new row (unit diagonal)."""
+    top = torch.cat([k_past, row.unsqueeze(-1)], -1)
+    bottom = torch.cat([row, torch.ones_like(row[..., :1])], -1).unsqueeze(-2)
+    return torch.cat([top, bottom], -2)
 
 
 def kernel_matrix(v: Tensor, sigma: float) -> Tensor:
@@ -49,11 +73,9 @@ def kernel_matrix(v: Tensor, sigma: float) -> Tensor:
 
     The diagonal is exactly 1.
     """
-    d = v.shape[-1]
     dist = squared_distances(v, v)
     eye = torch.eye(v.shape[-2], dtype=torch.bool, device=v.device)
-    dist = dist.masked_fill(eye, 0.0)
-    return torch.exp(-dist / (2.0 * sigma**2 * d))
+    return gaussian(dist.masked_fill(eye, 0.0), sigma, v.shape[-1])
 
 
 def centred_diagonal(K: Tensor) -> Tensor:

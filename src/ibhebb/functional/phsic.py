@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .kernels import squared_distances
+from .kernels import gaussian, squared_distances
 
 KERNELS = ("gaussian", "cossim")
 COSINE_EPS = 1e-6
@@ -48,7 +48,7 @@ def gaussian_kernel_matrix(a: Tensor, sigma: float) -> Tensor:
     """``[K]_ij = exp(-‖a_i - a_j‖² / (2σ²))`` (eq 15); the diagonal is exactly 1."""
     dist = squared_distances(a, a)
     eye = torch.eye(a.shape[-2], dtype=torch.bool, device=a.device)
-    return torch.exp(-dist.masked_fill(eye, 0.0) / (2.0 * sigma**2))
+    return gaussian(dist.masked_fill(eye, 0.0), sigma, 1)
 
 
 def layer_kernel_matrix(a: Tensor, kernel: str, sigma: float) -> Tensor:
@@ -167,6 +167,17 @@ def group_code_derivative(z: Tensor, groups: int, delta: float, p: float) -> Ten
     return (2.0 * (1.0 - p) / size) * divisive_normalise(z, groups, delta, p)
 
 
+def pair_third_factor(kz: Tensor, ky: Tensor | float, mean_kz: Tensor | float, mean_ky: Tensor | float,
+                      gamma: float, sigma: float) -> Tensor:
+    """``M_ij = -(γ k̊_y - 2 k̊_z) k_z / σ²`` (eq 12b): the third factor of the pair ``(i, j)`` for a Gaussian kernel.
+
+    ``k̊ = k - μ`` with running means ``μ``. With it the gradient of
+    :func:`pair_objective` through ``z_i`` of a Gaussian kernel is ``-M (z_i - z_j)``,
+    which eq 20 writes with a running mean of activity in place of ``z_j``.
+    """
+    return (2.0 * (kz - mean_kz) - gamma * (ky - mean_ky)) * kz / sigma**2
+
+
 def grouped_third_factor(
     kz: Tensor, ky: Tensor | float, mean_kz: Tensor | float, mean_ky: Tensor | float,
     v_i: Tensor, v_j: Tensor, gamma: float, sigma: float,
@@ -179,8 +190,7 @@ def grouped_third_factor(
     ``-M_α,ij (e_αn,i h_m,i - e_αn,j h_m,j)``, with ``e = f'(a) ∘ ∂w/∂z``
     (:func:`group_code_derivative`) and ``h`` the layer's input.
     """
-    centred = 2.0 * (kz - mean_kz) - gamma * (ky - mean_ky)
-    return (centred * kz / sigma**2).unsqueeze(-1) * (v_i - v_j)
+    return pair_third_factor(kz, ky, mean_kz, mean_ky, gamma, sigma).unsqueeze(-1) * (v_i - v_j)
 
 
 def per_neuron(m: Tensor, size: int) -> Tensor:

@@ -23,16 +23,22 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .kernels import centred_diagonal, double_centre, kernel_matrix
+from .kernels import centred_diagonal, double_centre, gaussian, kernel_matrix
 
 VARIANTS = ("paper", "first-term", "exact")
 
 
-def _alpha(z: Tensor, sigma_z: float) -> Tensor:
-    """``α(z_p)`` for every window entry, ``(..., N, d_z)``; the last (current) row is 0."""
+def check_window(n: int) -> None:
+    """``ValueError`` unless a window of ``n`` samples can give ξ (``N >= 2``: the current sample and one before it)."""
+    if n < 2:
+        raise ValueError(f"a window needs N >= 2 samples, got {n}")
+
+
+def alpha(z: Tensor, sigma_z: float) -> Tensor:
+    """``α(z_p) = (2 / (σ_z² d_z)) k_z(z_0, z_p) (z_0 - z_p)`` for every window entry, ``(..., N, d_z)``; the current (last) row is 0."""
     d = z.shape[-1]
     diff = z[..., -1:, :] - z
-    k0 = torch.exp(-(diff * diff).sum(-1, keepdim=True) / (2.0 * sigma_z**2 * d))
+    k0 = gaussian((diff * diff).sum(-1, keepdim=True), sigma_z, d)
     return (2.0 / (sigma_z**2 * d)) * k0 * diff
 
 
@@ -77,9 +83,7 @@ def global_signal(
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown ξ variant {variant!r}; choose one of {', '.join(VARIANTS)}")
-    n = z.shape[-2]
-    if n < 2:
-        raise ValueError(f"a window needs N >= 2 samples, got {n}")
+    check_window(z.shape[-2])
     sx, sy, sz = sigmas
     return signal_from_kernels(kernel_matrix(x, sx), kernel_matrix(y, sy), z, gamma=gamma, sigma_z=sz, variant=variant)
 
@@ -91,16 +95,18 @@ def signal_from_kernels(Kx: Tensor, Ky: Tensor, z: Tensor, *, gamma: float, sigm
     ``K_Y`` of the window up to date themselves (one new row per sample).
     """
     n = z.shape[-2]
-    alpha = _alpha(z, sigma_z)
+    a = alpha(z, sigma_z)
     norm = 1.0 / (n - 1) ** 2
     if variant == "exact":
         m0 = double_centre(Kx - gamma * Ky)[..., -1, :]
-        return -norm * (m0.unsqueeze(-1) * alpha).sum(-2)
+        return -norm * (m0.unsqueeze(-1) * a).sum(-2)
     s = centred_diagonal(Kx) - gamma * centred_diagonal(Ky)
-    alpha_bar = alpha.sum(-2) / n
+    alpha_bar = a.sum(-2) / n
     xi = s[..., -1:] * alpha_bar
     if variant == "paper":
-        xi = xi + (s.unsqueeze(-1) * alpha).sum(-2) / n
+        xi = xi + (s.unsqueeze(-1) * a).sum(-2) / n
+    elif variant != "first-term":
+        raise ValueError(f"unknown ξ variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     return norm * xi
 
 

@@ -28,40 +28,10 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..functional.reservoir import ReservoirState, reservoir_inputs
+from ..reservoir.dynamics import Reservoir
+from ..reservoir.file import load_reservoir_file
 from .window import WindowMemory
-
-
-def load_reservoir_file(path: str | Path) -> dict:
-    """The dict a pre-training run saved; :class:`ConfigError` if missing or not one."""
-    from ..reservoir.pretrain import FORMAT
-
-    p = Path(path)
-    if not str(path):
-        raise ConfigError("rule.memory = 'reservoir' needs rule.reservoir = 'FILE.pt' (make one with: ibhebb reservoir pretrain)")
-    if not p.is_file():
-        raise ConfigError(f"rule.reservoir = {str(path)!r} does not exist (make one with: ibhebb reservoir pretrain CONFIG --out {p})")
-    try:
-        state = torch.load(p, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is the user's to fix
-        raise ConfigError(f"rule.reservoir = {str(path)!r} cannot be read as a reservoir file ({type(e).__name__})") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise ConfigError(f"rule.reservoir = {str(path)!r} is not a reservoir file written by 'ibhebb reservoir pretrain'")
-    return state
-
-
-def reservoir_inputs(x: Tensor, y: Tensor, zs: list[Tensor], width: int, dtype: torch.dtype) -> Tensor:
-    """``r_i = [x; y; z^ℓ]`` for every layer's reservoir and replica, zero-padded to ``width``: ``(L, R, width)``.
-
-    ``x`` ``(1, d_x)`` and ``y`` ``(1, C)`` are the current sample, shared by the ``R`` replicas; ``zs[ℓ]`` is
-    ``(R, 1, d_ℓ)`` or ``(R, d_ℓ)``.
-    """
-    R = zs[0].shape[0]
-    rows = []
-    for z in zs:
-        parts = [x.reshape(1, -1).expand(R, -1), y.reshape(1, -1).expand(R, -1), z.reshape(R, -1)]
-        pad = width - sum(p.shape[-1] for p in parts)
-        rows.append(torch.cat([p.to(dtype) for p in parts] + [x.new_zeros(R, pad, dtype=dtype)], -1))
-    return torch.stack(rows)
 
 
 def check_reservoir_config(cfg) -> None:
@@ -97,10 +67,8 @@ class ReservoirMemory(nn.Module):
 
     mode = "reservoir"
 
-    def __init__(self, path: str | Path, window: int):
+    def __init__(self, path: str | Path, window: int, sigmas=(0.5, 0.1, 1.0)):
         super().__init__()
-        from ..reservoir import Reservoir
-
         state = load_reservoir_file(path)
         if state["window"] != window:
             raise ConfigError(f"rule.reservoir = {str(path)!r} was pre-trained for N = {state['window']}, not {window}")
@@ -111,8 +79,8 @@ class ReservoirMemory(nn.Module):
         self.reservoir.load_state_dict(state["reservoir"])
         self.register_buffer("readout", state["readout"].clone())
         self.register_buffer("target_scale", torch.tensor(state["target_scale"], dtype=state["readout"].dtype))
-        self.buffer = WindowMemory(window, "buffer")
-        self.window_size, self.steps = window, int(state["steps"])
+        self.buffer = WindowMemory(window, "buffer", sigmas)
+        self.window, self.steps = window, int(state["steps"])
         self.feedback, self.noise_out = bool(state["feedback"]), float(state["noise_out"])
         self.x_dim, self.classes, self.hidden = state["x_dim"], state["classes"], list(state["hidden"])
         self.path = str(path)
@@ -127,6 +95,10 @@ class ReservoirMemory(nn.Module):
     @property
     def count(self) -> Tensor:
         return self.buffer.count
+
+    def reset(self) -> None:
+        """Empty the window (the reservoirs' state runs on: it is the memory's own dynamics)."""
+        self.buffer.reset()
 
     def push(self, x: Tensor, y: Tensor, zs: list[Tensor]) -> None:
         self.buffer.push(x, y, zs)
@@ -151,8 +123,6 @@ class ReservoirMemory(nn.Module):
             self._check_dims(x, y, zs)
             s0 = res.initial_state(R)
             self.state = (s0.u, s0.r, res.w_rec.new_zeros(res.groups, R, self.readout.shape[1]))
-        from ..reservoir import ReservoirState
-
         u, r, r_o = self.state
         state = ReservoirState(u, r)
         drive = res.input_drive(self._inputs(x, y, zs))

@@ -16,26 +16,25 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..functional.signals import global_signal
+from ..functional.signals import check_window
+
+from ..functional.biohsic import BioHSICParams, WindowState, window_kernels, window_push, window_signals, window_state, window_state_of
 
 WINDOW_MODES = ("buffer", "recompute")
 MEMORIES = (*WINDOW_MODES, "reservoir")
 """Every working memory; ``reservoir`` lives in :mod:`ibhebb.memory.reservoir`."""
 
 
-def _shift_in(past: Tensor, new: Tensor, dim: int) -> Tensor:
-    """Drop the oldest entry along ``dim`` and append ``new`` (size 1 along ``dim``)."""
-    return torch.cat([past.narrow(dim, 1, past.shape[dim] - 1), new], dim)
-
-
 class WindowMemory(nn.Module):
-    """The past ``N - 1`` samples, with the current one appended on request.
+    """The past ``N - 1`` samples (a :class:`~ibhebb.functional.biohsic.WindowState`), with the current one appended on request.
 
     Parameters
     ----------
     window : int
         ``N``, the number of samples in a window, current included.
     mode : {"buffer", "recompute"}
+    sigmas : (σ_x, σ_y, ...)
+        Widths of the input and label kernels the window keeps up to date.
 
     Examples
     --------
@@ -44,51 +43,66 @@ class WindowMemory(nn.Module):
     >>> mem = WindowMemory(3, "buffer")
     >>> for p in range(2):
     ...     mem.push(torch.full((1, 4), float(p)), torch.eye(2)[:1], [torch.zeros(1, 1, 5)])
-    >>> mem.ready
-    True
+    >>> mem.ready, mem.x.shape
+    (True, torch.Size([2, 4]))
     """
 
-    def __init__(self, window: int, mode: str = "buffer"):
+    def __init__(self, window: int, mode: str = "buffer", sigmas=(0.5, 0.1, 1.0)):
         super().__init__()
-        if window < 2:
-            raise ValueError(f"a window needs N >= 2 samples, got {window}")
+        check_window(window)
         if mode not in WINDOW_MODES:
             raise ValueError(f"unknown window memory {mode!r}; choose one of {', '.join(WINDOW_MODES)}")
-        self.window_size, self.mode = window, mode
+        self.window, self.mode, self.sigmas = window, mode, tuple(float(s) for s in sigmas)
         self.register_buffer("count", torch.zeros((), dtype=torch.long))
-        self.x: Tensor | None = None
-        self.y: Tensor | None = None
-        self.z: list[Tensor] = []
+        self.state: WindowState | None = None
 
     @property
     def ready(self) -> bool:
-        return int(self.count) >= self.window_size - 1
+        return int(self.count) >= self.window - 1
+
+    @property
+    def x(self) -> Tensor | None:
+        return None if self.state is None else self.state.x
+
+    @property
+    def y(self) -> Tensor | None:
+        return None if self.state is None else self.state.y
+
+    @property
+    def z(self) -> list[Tensor]:
+        return [] if self.state is None else list(self.state.z)
+
+    def _state(self, x: Tensor, y: Tensor, zs: list[Tensor]) -> WindowState:
+        if self.state is None:
+            dims = [z.shape[-1] for z in zs] if self.mode == "buffer" else []
+            replicas = zs[0].shape[0] if zs else 1
+            self.state = window_state(self.window, x.shape[-1], y.shape[-1], z_dims=dims, replicas=replicas, like=x)
+        return self.state
+
+    def kernels(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """The window's input and label kernel matrices with the current sample last."""
+        return window_kernels(self._state(x, y, []), x, y, self.sigmas)
+
+    def reset(self) -> None:
+        """Forget every sample: the next ``N - 1`` only fill the window again."""
+        self.state = None
+        self.count.zero_()
 
     def push(self, x: Tensor, y: Tensor, zs: list[Tensor]) -> None:
         """Remember the sample just presented: ``x`` ``(1, d_x)``, ``y`` ``(1, C)``, ``zs[ℓ]`` ``(R, 1, d_ℓ)``."""
-        m = self.window_size - 1
-        if self.x is None:
-            self.x = x.new_zeros(m, x.shape[-1])
-            self.y = y.new_zeros(m, y.shape[-1])
-            if self.mode == "buffer":
-                self.z = [z.new_zeros(z.shape[0], m, z.shape[-1]) for z in zs]
-        self.x = _shift_in(self.x, x.detach(), 0)
-        self.y = _shift_in(self.y, y.detach(), 0)
-        if self.mode == "buffer":
-            self.z = [_shift_in(past, z.detach(), 1) for past, z in zip(self.z, zs)]
+        st = self._state(x, y, zs)
+        kx, ky = window_kernels(st, x, y, self.sigmas)
+        self.state = window_push(st, x.detach(), y.detach(), [z.detach() for z in zs] if self.mode == "buffer" else [], kx, ky)
         self.count += 1
 
-    def window(self, model: nn.Module, x: Tensor, y: Tensor, zs: list[Tensor]) -> tuple[Tensor, Tensor, list[Tensor]]:
-        """The full window (past, then the current sample last) of inputs, labels and hidden outputs."""
+    def window_outputs(self, model: nn.Module, zs: list[Tensor]) -> list[Tensor]:
+        """Every hidden layer's outputs over the window ``(R, N, d_ℓ)``: stored (buffer) or recomputed with the current weights, then the current ones."""
         if self.mode == "buffer":
-            past_z = self.z
+            past_z = self.state.z
         else:
             with torch.no_grad():
-                past_z = model.represent(self.x)
-        xw = torch.cat([self.x, x], 0)
-        yw = torch.cat([self.y, y], 0)
-        zw = [torch.cat([p, z.detach()], -2) for p, z in zip(past_z, zs)]
-        return xw, yw, zw
+                past_z = model.represent(self.state.x)
+        return [torch.cat([p, z.detach()], -2) for p, z in zip(past_z, zs)]
 
     def signals(
         self, model: nn.Module, x: Tensor, y: Tensor, zs: list[Tensor], *, gamma: float, sigmas, variant: str
@@ -100,21 +114,19 @@ class WindowMemory(nn.Module):
         one-hot labels ``y`` ``(N, C)`` for the readout's delta rule. Other
         memories (a reservoir) override this.
         """
-        xw, yw, zw = self.window(model, x, y, zs)
-        xis = [global_signal(xw, yw, z, gamma=gamma, sigmas=sigmas, variant=variant) for z in zw]
-        return xis, (zw[-1] if zw else xw), yw
+        kx, ky = self.kernels(x, y)
+        zw = self.window_outputs(model, zs)
+        xis = window_signals(BioHSICParams(self.window, gamma, tuple(sigmas), variant), kx, ky, zw)
+        yw = torch.cat([self.state.y, y], 0)
+        return xis, (zw[-1] if zw else torch.cat([self.state.x, x], 0)), yw
 
     def get_extra_state(self) -> dict:
-        return {"x": self.x, "y": self.y, "z": self.z}
+        return {} if self.state is None else self.state._asdict()
 
     def set_extra_state(self, state: dict) -> None:
-        self.x, self.y, self.z = state["x"], state["y"], list(state["z"])
-
-
-def make_memory(mode: str, window: int, *, reservoir: str = "") -> nn.Module:
-    """A working memory by name; ``reservoir`` is the pre-trained file of mode ``reservoir``."""
-    if mode == "reservoir":
-        from .reservoir import ReservoirMemory
-
-        return ReservoirMemory(reservoir, window)
-    return WindowMemory(window, mode)
+        if not state or state.get("x") is None:
+            self.state = None
+        elif "kx" in state:
+            self.state = WindowState(state["x"], state["y"], tuple(state["z"]), state["kx"], state["ky"])
+        else:  # a checkpoint from before the window kept its kernels
+            self.state = window_state_of(state["x"], state["y"], state["z"], self.sigmas)

@@ -1,6 +1,8 @@
 """Neuron layers and networks, each with a leading replica (seed) dimension."""
+from .cnn import CNN
 from .layers import Dense, replica_generators
 from .networks import MLP, LayerTrace, LeakyMLP
+from .phsic_mlp import PHSICMLP
 from .registry import MODELS, build_model, register_model
 
-__all__ = ["Dense", "MLP", "LeakyMLP", "LayerTrace", "MODELS", "build_model", "register_model", "replica_generators"]
+__all__ = ["CNN", "Dense", "LayerTrace", "LeakyMLP", "MLP", "MODELS", "PHSICMLP", "build_model", "register_model", "replica_generators"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+from ..functional.layers import LAYERNORM_EPS
 from .conv import Conv2dLayer, PooledDense
 from .layers import replica_generators
 from .networks import FeedForward
@@ -52,6 +53,8 @@ class CNN(FeedForward):
     (torch.Size([2, 5, 10]), [1568, 784])
     """
 
+    kind = "cnn"
+
     def __init__(
         self,
         in_shape: tuple[int, int, int],
@@ -66,6 +69,8 @@ class CNN(FeedForward):
         z_after_pool: bool = True,
         kernel_size: int = 3,
         pool_size: int = 2,
+        layernorm_eps: float = LAYERNORM_EPS,
+        init: str = "uniform",
     ):
         gens = replica_generators(seed, replicas)
         shape, pending = tuple(in_shape), 1
@@ -73,13 +78,13 @@ class CNN(FeedForward):
         for c in channels:
             layer = Conv2dLayer(
                 shape, c, generators=gens, kernel_size=kernel_size, activation=activation, layernorm=layernorm,
-                bias=bias, pool_in=pending, pool_out=pool_size if z_after_pool else 1,
+                bias=bias, pool_in=pending, pool_out=pool_size if z_after_pool else 1, layernorm_eps=layernorm_eps, init=init,
             )
             layers.append(layer)
             shape = layer.out_shape
             pending = 1 if z_after_pool else pool_size
         readout = PooledDense(
-            shape, n_classes, pool_in=pending, generators=gens, activation="identity", layernorm=False, bias=bias
+            shape, n_classes, pool_in=pending, generators=gens, activation="identity", layernorm=False, bias=bias, init=init
         )
         super().__init__(layers, readout, in_features=math.prod(in_shape), n_classes=n_classes, replicas=replicas)
         self.in_shape, self.z_after_pool = tuple(in_shape), z_after_pool

@@ -30,76 +30,11 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers import ACTIVATIONS, Dense, _add_grad, activate, activation_vjp, centred_variance, uniform_init
-
-LAYERNORM_EPS = 1e-5
-
-
-def pool(x: Tensor, size: int) -> Tensor:
-    """Average pooling of ``(..., C, H, W)`` over ``size × size`` blocks (floor at the borders); ``size = 1``: identity."""
-    if size == 1:
-        return x
-    lead = x.shape[:-3]
-    y = F.avg_pool2d(x.reshape(-1, *x.shape[-3:]), size)
-    return y.reshape(*lead, *y.shape[-3:])
-
-
-def pool_vjp(cot: Tensor, size: int, height: int, width: int) -> Tensor:
-    """Pull a cotangent of ``pool(x, size)`` back to ``x`` of spatial size ``(height, width)``.
-
-    Each input pixel of a block receives ``1/size²`` of its block's cotangent;
-    pixels dropped by the floor at the border receive 0.
-    """
-    if size == 1:
-        return cot
-    up = cot.repeat_interleave(size, -2).repeat_interleave(size, -1) / (size * size)
-    return F.pad(up, (0, width - up.shape[-1], 0, height - up.shape[-2]))
-
-
-def map_layernorm(r: Tensor) -> Tensor:
-    """Parameter-free LayerNorm of each feature map ``(..., C, H, W)`` over ``(C, H, W)``."""
-    d, var = centred_variance(r, (-3, -2, -1))
-    return d * torch.rsqrt(var + LAYERNORM_EPS)
-
-
-def map_layernorm_vjp(r: Tensor, n: Tensor, cot: Tensor) -> Tensor:
-    """Pull ``cot`` back through ``n = map_layernorm(r)``."""
-    dims = (-3, -2, -1)
-    inv = torch.rsqrt(centred_variance(r, dims)[1] + LAYERNORM_EPS)
-    return inv * (cot - cot.mean(dims, keepdim=True) - n * (cot * n).mean(dims, keepdim=True))
-
-
-def replica_conv2d(h: Tensor, weight: Tensor, bias: Tensor | None, padding: int) -> Tensor:
-    """``R`` convolutions at once: ``h`` ``(B, C, H, W)`` shared or ``(R, B, C, H, W)``, ``weight`` ``(R, O, C, k, k)``.
-
-    Returns ``(R, B, O, H', W')``. Shared inputs use one ordinary convolution
-    with ``R·O`` filters; per-replica inputs one grouped convolution over
-    ``R·C`` channels.
-    """
-    R, O = weight.shape[:2]
-    w = weight.reshape(R * O, *weight.shape[2:])
-    b = bias.reshape(R * O) if bias is not None else None
-    if h.dim() == 4:
-        a = F.conv2d(h, w, b, padding=padding)
-    else:
-        B = h.shape[1]
-        a = F.conv2d(h.transpose(0, 1).reshape(B, -1, *h.shape[-2:]), w, b, padding=padding, groups=R)
-    return a.reshape(a.shape[0], R, O, *a.shape[-2:]).transpose(0, 1)
-
-
-def replica_conv2d_weight_grad(h: Tensor, a_cot: Tensor, weight_shape, padding: int) -> Tensor:
-    """``Σ_batch`` gradient of ``replica_conv2d`` w.r.t. its weight for a cotangent ``a_cot`` ``(R, B, O, H', W')``."""
-    R, O = weight_shape[:2]
-    B = a_cot.shape[1]
-    if h.dim() == 4:
-        h = h.expand(R, *h.shape)
-    x = h.transpose(0, 1).reshape(B, -1, *h.shape[-2:])
-    g = a_cot.transpose(0, 1).reshape(B, R * O, *a_cot.shape[-2:])
-    gw = torch.nn.grad.conv2d_weight(x, (R * O, *weight_shape[2:]), g, padding=padding, groups=R)
-    return gw.reshape(weight_shape)
+from ..functional.conv import MAP_DIMS, pool, pool_vjp, replica_conv2d, replica_conv2d_weight_grad
+from ..functional.layers import ACTIVATIONS, LAYERNORM_EPS, activate, activation_vjp, layernorm, layernorm_vjp
+from .layers import Dense, _add_grad, init_parameters
 
 
 class Conv2dLayer(nn.Module):
@@ -143,6 +78,8 @@ class Conv2dLayer(nn.Module):
         bias: bool = True,
         pool_in: int = 1,
         pool_out: int = 1,
+        layernorm_eps: float = LAYERNORM_EPS,
+        init: str = "uniform",
     ):
         super().__init__()
         if activation not in ACTIVATIONS:
@@ -157,9 +94,10 @@ class Conv2dLayer(nn.Module):
             raise ValueError(f"input maps {in_shape} are too small for pooling by {pool_in} and {pool_out}")
         self.in_features, self.out_features = math.prod(in_shape), math.prod(self.out_shape)
         self.activation, self.layernorm, self.padding = activation, layernorm, kernel_size // 2
-        bound = 1.0 / math.sqrt(c * kernel_size * kernel_size)
-        self.weight = nn.Parameter(uniform_init((out_channels, c, kernel_size, kernel_size), bound, generators))
-        self.bias = nn.Parameter(uniform_init((out_channels,), bound, generators)) if bias else None
+        self.layernorm_eps = layernorm_eps
+        w, b = init_parameters((out_channels, c, kernel_size, kernel_size), c * kernel_size * kernel_size, generators, init, bias)
+        self.weight = nn.Parameter(w)
+        self.bias = nn.Parameter(b) if b is not None else None
 
     @property
     def replicas(self) -> int:
@@ -176,7 +114,7 @@ class Conv2dLayer(nn.Module):
     def output(self, a: Tensor) -> tuple[Tensor, Tensor]:
         """``(r, z)``: the activation map ``r = act(a)`` and the flattened layer output ``z`` ``(R, B, d_out)``."""
         r = activate(a, self.activation)
-        n = map_layernorm(r) if self.layernorm else r
+        n = layernorm(r, MAP_DIMS, self.layernorm_eps) if self.layernorm else r
         z = pool(n, self.pool_out)
         return r, z.reshape(*z.shape[:-3], -1)
 
@@ -187,7 +125,7 @@ class Conv2dLayer(nn.Module):
         """Cotangent of the flattened ``z`` ``(R, B, d_out)`` → cotangent of ``a`` ``(R, B, O, H, W)``."""
         cot = pool_vjp(cot.reshape(*cot.shape[:-1], *self.out_shape), self.pool_out, *self.conv_shape[1:])
         if self.layernorm:
-            cot = map_layernorm_vjp(r, map_layernorm(r), cot)
+            cot = layernorm_vjp(r, layernorm(r, MAP_DIMS, self.layernorm_eps), cot, MAP_DIMS, self.layernorm_eps)
         return activation_vjp(a, r, cot, self.activation)
 
     @torch.no_grad()

@@ -19,8 +19,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-ACTIVATIONS = ("relu", "tanh", "sigmoid", "identity")
-LAYERNORM_EPS = 1e-5
+from ..functional.layers import ACTIVATIONS, LAYERNORM_EPS, affine, dense_output, dense_param_grads, dense_vjp
 
 
 def replica_generators(seed: int, replicas: int) -> list[torch.Generator]:
@@ -33,47 +32,26 @@ def uniform_init(shape: Sequence[int], bound: float, generators: list[torch.Gene
     return torch.stack([(torch.rand(*shape, generator=g) * 2 - 1) * bound for g in generators])
 
 
-def activate(a: Tensor, name: str) -> Tensor:
-    if name == "relu":
-        return torch.relu(a)
-    if name == "tanh":
-        return torch.tanh(a)
-    if name == "sigmoid":
-        return torch.sigmoid(a)
-    return a
+INITS = ("uniform", "lecun-normal")
+"""``uniform``: weights and biases ``U(±1/√fan_in)`` (torch's default); ``lecun-normal``: weights from a normal of
+variance ``1/fan_in`` truncated at two standard deviations (flax's default, the authors' code), biases 0."""
+_TRUNCATED_STD = 0.87962566103423978
+"""Standard deviation of a unit normal truncated to ``[-2, 2]``, which ``lecun-normal`` divides by (as flax does)."""
 
 
-def activation_vjp(a: Tensor, r: Tensor, cot: Tensor, name: str) -> Tensor:
-    """Pull ``cot`` back through ``r = act(a)``."""
-    if name == "relu":
-        return cot * (a > 0).to(cot.dtype)
-    if name == "tanh":
-        return cot * (1 - r * r)
-    if name == "sigmoid":
-        return cot * r * (1 - r)
-    return cot
-
-
-def centred_variance(r: Tensor, dims=(-1,)) -> tuple[Tensor, Tensor]:
-    """``(r - mean, biased variance)`` over ``dims``, in two vectorised passes.
-
-    The same numbers as ``r.var(dims, unbiased=False)`` up to rounding; on the
-    CPU ``torch.var`` over a CNN's 100k-element maps was 11× slower.
-    """
-    d = r - r.mean(dims, keepdim=True)
-    return d, (d * d).mean(dims, keepdim=True)
-
-
-def layernorm(r: Tensor) -> Tensor:
-    """Parameter-free LayerNorm over the last dimension (biased variance)."""
-    d, var = centred_variance(r)
-    return d * torch.rsqrt(var + LAYERNORM_EPS)
-
-
-def layernorm_vjp(r: Tensor, z: Tensor, cot: Tensor) -> Tensor:
-    """Pull ``cot`` back through ``z = layernorm(r)``."""
-    inv = torch.rsqrt(centred_variance(r)[1] + LAYERNORM_EPS)
-    return inv * (cot - cot.mean(-1, keepdim=True) - z * (cot * z).mean(-1, keepdim=True))
+def init_parameters(shape: Sequence[int], fan_in: int, generators: list[torch.Generator], init: str = "uniform",
+                    bias: bool = True) -> tuple[Tensor, Tensor | None]:
+    """Initial ``(weight, bias)`` per replica for a layer of ``shape[0]`` outputs and ``fan_in`` inputs (see :data:`INITS`)."""
+    bound = 1.0 / math.sqrt(fan_in)
+    if init == "uniform":
+        w = uniform_init(shape, bound, generators)
+        return w, (uniform_init(shape[:1], bound, generators) if bias else None)
+    if init == "lecun-normal":
+        std = bound / _TRUNCATED_STD
+        w = torch.stack([torch.nn.init.trunc_normal_(torch.empty(*shape), 0.0, 1.0, -2.0, 2.0, generator=g) * std
+                         for g in generators])
+        return w, (w.new_zeros(len(generators), shape[0]) if bias else None)
+    raise ValueError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
 
 
 class Dense(nn.Module):
@@ -88,6 +66,10 @@ class Dense(nn.Module):
     layernorm : bool
         Apply a parameter-free LayerNorm after the activation.
     bias : bool
+    layernorm_eps : float
+        The LayerNorm's ``ε``.
+    init : {"uniform", "lecun-normal"}
+        See :data:`INITS`.
 
     Examples
     --------
@@ -107,15 +89,17 @@ class Dense(nn.Module):
         activation: str = "relu",
         layernorm: bool = True,
         bias: bool = True,
+        layernorm_eps: float = LAYERNORM_EPS,
+        init: str = "uniform",
     ):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}")
         self.in_features, self.out_features = in_features, out_features
-        self.activation, self.layernorm = activation, layernorm
-        bound = 1.0 / math.sqrt(in_features)
-        self.weight = nn.Parameter(uniform_init((out_features, in_features), bound, generators))
-        self.bias = nn.Parameter(uniform_init((out_features,), bound, generators)) if bias else None
+        self.activation, self.layernorm, self.layernorm_eps = activation, layernorm, layernorm_eps
+        w, b = init_parameters((out_features, in_features), in_features, generators, init, bias)
+        self.weight = nn.Parameter(w)
+        self.bias = nn.Parameter(b) if b is not None else None
 
     @property
     def replicas(self) -> int:
@@ -123,36 +107,26 @@ class Dense(nn.Module):
 
     def preactivation(self, h: Tensor) -> Tensor:
         """``a = W h + b``: ``(R, B, in)`` or ``(B, in)`` → ``(R, B, out)``."""
-        if h.dim() == 2:
-            a = torch.matmul(h, self.weight.transpose(-1, -2))
-        else:
-            a = torch.bmm(h, self.weight.transpose(-1, -2))
-        if self.bias is not None:
-            a = a + self.bias.unsqueeze(-2)
-        return a
+        return affine(h, self.weight, self.bias)
 
     def output(self, a: Tensor) -> tuple[Tensor, Tensor]:
         """``(r, z)``: the activation ``r = act(a)`` and the layer output ``z``."""
-        r = activate(a, self.activation)
-        return r, (layernorm(r) if self.layernorm else r)
+        return dense_output(a, self.activation, self.layernorm, self.layernorm_eps)
 
     def forward(self, h: Tensor) -> Tensor:
         return self.output(self.preactivation(h))[1]
 
     def output_vjp(self, a: Tensor, r: Tensor, z: Tensor, cot: Tensor) -> Tensor:
         """Cotangent of ``z`` → cotangent of ``a``."""
-        if self.layernorm:
-            cot = layernorm_vjp(r, z, cot)
-        return activation_vjp(a, r, cot, self.activation)
+        return dense_vjp(a, r, z, cot, self.activation, self.layernorm, self.layernorm_eps)
 
     @torch.no_grad()
     def accumulate_grad(self, h: Tensor, a_cot: Tensor, scale: float = 1.0) -> None:
         """Add ``scale · Σ_batch a_cot hᵀ`` to ``weight.grad`` (and ``a_cot`` to ``bias.grad``)."""
-        hr = h if h.dim() == 3 else h.expand(self.replicas, *h.shape)
-        gw = torch.bmm(a_cot.transpose(-1, -2), hr)
+        gw, gb = dense_param_grads(h, a_cot)
         _add_grad(self.weight, gw, scale)
         if self.bias is not None:
-            _add_grad(self.bias, a_cot.sum(-2), scale)
+            _add_grad(self.bias, gb, scale)
 
 
 def _add_grad(p: Tensor, g: Tensor, scale: float) -> None:

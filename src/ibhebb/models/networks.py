@@ -15,6 +15,7 @@ from typing import Iterator
 
 from torch import Tensor, nn
 
+from ..functional.layers import LAYERNORM_EPS, leaky_step
 from .layers import Dense, replica_generators
 
 
@@ -89,6 +90,8 @@ class MLP(FeedForward):
     torch.Size([2, 5, 10])
     """
 
+    kind = "mlp"
+
     def __init__(
         self,
         in_features: int,
@@ -100,14 +103,17 @@ class MLP(FeedForward):
         activation: str = "relu",
         layernorm: bool = True,
         bias: bool = True,
+        layernorm_eps: float = LAYERNORM_EPS,
+        init: str = "uniform",
     ):
         gens = replica_generators(seed, replicas)
+        common = dict(generators=gens, bias=bias, init=init)
         sizes = [in_features, *hidden]
         layers = [
-            Dense(i, o, generators=gens, activation=activation, layernorm=layernorm, bias=bias)
+            Dense(i, o, activation=activation, layernorm=layernorm, layernorm_eps=layernorm_eps, **common)
             for i, o in zip(sizes[:-1], sizes[1:])
         ]
-        readout = Dense(sizes[-1], n_classes, generators=gens, activation="identity", layernorm=False, bias=bias)
+        readout = Dense(sizes[-1], n_classes, activation="identity", layernorm=False, **common)
         super().__init__(layers, readout, in_features=in_features, n_classes=n_classes, replicas=replicas)
 
 
@@ -122,6 +128,8 @@ class LeakyMLP(MLP):
     ``∂u/∂W = (Δt/τ_m) z^{ℓ-1}``.
     """
 
+    kind = "lif-mlp"
+
     def __init__(self, *args, tau_m: float = 5.0, dt: float = 1.0, steps: int = 20, **kwargs):
         super().__init__(*args, **kwargs)
         self.leak = dt / tau_m
@@ -133,10 +141,7 @@ class LeakyMLP(MLP):
         for _ in range(self.steps):
             h, traces = x, []
             for i, layer in enumerate(self.layers()):
-                drive = layer.preactivation(h)
-                u = us[i]
-                u = self.leak * drive if u is None else u + self.leak * (drive - u)
-                us[i] = u
+                u = us[i] = leaky_step(us[i], layer.preactivation(h), self.leak)
                 r, z = layer.output(u)
                 traces.append(LayerTrace(h, u, r, z, self.leak))
                 h = z

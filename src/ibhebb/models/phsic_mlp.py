@@ -58,6 +58,8 @@ class PHSICMLP(FeedForward):
     torch.Size([2, 5, 10])
     """
 
+    kind = "phsic-mlp"
+
     def __init__(
         self,
         in_features: int,

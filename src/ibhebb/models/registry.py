@@ -10,6 +10,10 @@ from typing import Callable
 
 from torch import nn
 
+from ..config import register_check, require, require_choice
+from ..functional.layers import ACTIVATIONS
+from .layers import INITS
+
 MODELS: dict[str, Callable] = {}
 
 
@@ -27,7 +31,8 @@ def build_model(cfg, data) -> nn.Module:
 
 def _common(cfg) -> dict:
     m = cfg.model
-    return dict(replicas=cfg.seeds, seed=cfg.seed, activation=m.activation, layernorm=m.layernorm, bias=m.bias)
+    return dict(replicas=cfg.seeds, seed=cfg.seed, activation=m.activation, layernorm=m.layernorm, bias=m.bias,
+                layernorm_eps=m.layernorm_eps, init=m.init)
 
 
 @register_model("mlp")
@@ -70,3 +75,16 @@ def _phsic_mlp(cfg, data):
         negative_slope=m.negative_slope, dropout=m.dropout, divisive_norm=m.divisive_norm,
         grouping=Grouping(m.groups, m.group_delta, m.group_p),
     )
+
+
+@register_check
+def check_model_config(cfg) -> None:
+    """``model.kind`` and ``model.activation`` exist; a CNN has channels and images."""
+    m = cfg.model
+    require_choice(m.kind, sorted(MODELS), "model.kind")
+    require_choice(m.activation, ACTIVATIONS, "model.activation")
+    require_choice(m.init, INITS, "model.init")
+    require(m.layernorm_eps > 0, f"model.layernorm_eps must be > 0, got {m.layernorm_eps}")
+    if m.kind == "cnn":
+        require(len(m.channels) >= 1 and all(c >= 1 for c in m.channels), f"model.channels must be positive, got {m.channels}")
+        require(cfg.data.name not in ("linear", "xor"), f"model.kind = 'cnn' needs images; data.name = {cfg.data.name!r} is vectors")

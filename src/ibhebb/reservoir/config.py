@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-from ..config import _check, check_device_and_dtype, fill_from
+from ..config import check_device_and_dtype, fill_from, require
 
 
 @dataclass
@@ -125,26 +125,26 @@ def _validate_common(cfg) -> None:
 
     r, o = cfg.reservoir, cfg.readout
     check_device_and_dtype(cfg)
-    _check(r.units >= 1, f"reservoir.units must be >= 1, got {r.units}")
-    _check(0 < r.lr <= 1, f"reservoir.lr (Δt/τ_r) must be in (0, 1], got {r.lr}")
-    _check(0 < r.connectivity <= 1, f"reservoir.connectivity must be in (0, 1], got {r.connectivity}")
-    _check(r.sr >= 0 and math.isfinite(r.sr), f"reservoir.sr must be >= 0, got {r.sr}")
-    _check(len(r.input_scaling) == 3, f"reservoir.input_scaling must be [x, y, z] scales, got {r.input_scaling}")
-    _check(r.steps >= 1, f"reservoir.steps must be >= 1, got {r.steps}")
-    _check(r.noise_hidden >= 0 and r.noise_out >= 0, "reservoir.noise_hidden and noise_out must be >= 0")
+    require(r.units >= 1, f"reservoir.units must be >= 1, got {r.units}")
+    require(0 < r.lr <= 1, f"reservoir.lr (Δt/τ_r) must be in (0, 1], got {r.lr}")
+    require(0 < r.connectivity <= 1, f"reservoir.connectivity must be in (0, 1], got {r.connectivity}")
+    require(r.sr >= 0 and math.isfinite(r.sr), f"reservoir.sr must be >= 0, got {r.sr}")
+    require(len(r.input_scaling) == 3, f"reservoir.input_scaling must be [x, y, z] scales, got {r.input_scaling}")
+    require(r.steps >= 1, f"reservoir.steps must be >= 1, got {r.steps}")
+    require(r.noise_hidden >= 0 and r.noise_out >= 0, "reservoir.noise_hidden and noise_out must be >= 0")
     for name in [o.learner, *o.learners]:
-        _check(name in ("lms", "rls"), f"readout learner {name!r} is not one of: lms, rls")
-    _check(o.lms_lr > 0 and o.alpha > 0, "readout.lms_lr and readout.alpha must be > 0")
-    _check(0 < o.forgetting <= 1, f"readout.forgetting must be in (0, 1], got {o.forgetting}")
-    _check(o.every >= 1, f"readout.every must be >= 1, got {o.every}")
-    _check(o.target_scale >= 0, f"readout.target_scale must be >= 0 (0: automatic), got {o.target_scale}")
+        require(name in ("lms", "rls"), f"readout learner {name!r} is not one of: lms, rls")
+    require(o.lms_lr > 0 and o.alpha > 0, "readout.lms_lr and readout.alpha must be > 0")
+    require(0 < o.forgetting <= 1, f"readout.forgetting must be in (0, 1], got {o.forgetting}")
+    require(o.every >= 1, f"readout.every must be >= 1, got {o.every}")
+    require(o.target_scale >= 0, f"readout.target_scale must be >= 0 (0: automatic), got {o.target_scale}")
     return VARIANTS
 
 
 def _validate_xi(t, where: str, variants) -> None:
-    _check(t.window >= 2, f"{where}.window (N) must be >= 2, got {t.window}")
-    _check(len(t.sigmas) == 3 and all(s > 0 for s in t.sigmas), f"{where}.sigmas must be three numbers > 0, got {t.sigmas}")
-    _check(t.variant in variants, f"{where}.variant = {t.variant!r} is not one of: {', '.join(variants)}")
+    require(t.window >= 2, f"{where}.window (N) must be >= 2, got {t.window}")
+    require(len(t.sigmas) == 3 and all(s > 0 for s in t.sigmas), f"{where}.sigmas must be three numbers > 0, got {t.sigmas}")
+    require(t.variant in variants, f"{where}.variant = {t.variant!r} is not one of: {', '.join(variants)}")
 
 
 def load(cls, path, overrides=None):
@@ -154,17 +154,17 @@ def load(cls, path, overrides=None):
     variants = _validate_common(cfg)
     if isinstance(cfg, Fig3Config):
         t = cfg.task
-        _check(bool(cfg.sizes) and all(s >= 1 for s in cfg.sizes), f"sizes must be positive, got {cfg.sizes}")
-        _check(cfg.seeds >= 1, f"seeds must be >= 1, got {cfg.seeds}")
-        _check(t.samples >= t.window, f"task.samples must be >= task.window, got {t.samples}")
-        _check(t.epochs >= 1 and t.z_dim >= 1, "task.epochs and task.z_dim must be >= 1")
+        require(bool(cfg.sizes) and all(s >= 1 for s in cfg.sizes), f"sizes must be positive, got {cfg.sizes}")
+        require(cfg.seeds >= 1, f"seeds must be >= 1, got {cfg.seeds}")
+        require(t.samples >= t.window, f"task.samples must be >= task.window, got {t.samples}")
+        require(t.epochs >= 1 and t.z_dim >= 1, "task.epochs and task.z_dim must be >= 1")
         _validate_xi(t, "task", variants)
     else:
         t, s = cfg.target, cfg.stream
-        _check(t.x_dim >= 1 and t.classes >= 2, "target.x_dim must be >= 1 and target.classes >= 2")
-        _check(bool(t.hidden) and all(h >= 1 for h in t.hidden), f"target.hidden must be positive sizes, got {t.hidden}")
+        require(t.x_dim >= 1 and t.classes >= 2, "target.x_dim must be >= 1 and target.classes >= 2")
+        require(bool(t.hidden) and all(h >= 1 for h in t.hidden), f"target.hidden must be positive sizes, got {t.hidden}")
         _validate_xi(t, "target", variants)
-        _check(s.z in ("normal", "uniform"), f"stream.z = {s.z!r} is not one of: normal, uniform")
-        _check(len(s.x_range) == 2 and s.x_range[0] < s.x_range[1], f"stream.x_range must be [low, high], got {s.x_range}")
-        _check(s.samples > t.window and s.test_samples > t.window, "stream.samples and test_samples must exceed target.window")
+        require(s.z in ("normal", "uniform"), f"stream.z = {s.z!r} is not one of: normal, uniform")
+        require(len(s.x_range) == 2 and s.x_range[0] < s.x_range[1], f"stream.x_range must be [low, high], got {s.x_range}")
+        require(s.samples > t.window and s.test_samples > t.window, "stream.samples and test_samples must exceed target.window")
     return cfg

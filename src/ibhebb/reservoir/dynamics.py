@@ -39,12 +39,7 @@ from typing import NamedTuple, Sequence
 import torch
 from torch import Tensor, nn
 
-
-class ReservoirState(NamedTuple):
-    """``u`` potentials and ``r`` rates, both ``(G, B, n)``."""
-
-    u: Tensor
-    r: Tensor
+from ..functional.reservoir import ReservoirState, reservoir_step
 
 
 def recurrent_weights(groups: int, units: int, connectivity: float, generator: torch.Generator) -> Tensor:
@@ -58,69 +53,6 @@ def uniform_weights(groups: int, units: int, columns: int, scaling, generator: t
     """``scaling · U(-1, 1)`` of shape ``(G, n, columns)``; ``scaling`` a scalar or ``(columns,)``."""
     w = torch.rand(groups, units, columns, generator=generator) * 2.0 - 1.0
     return w * torch.as_tensor(scaling, dtype=w.dtype)
-
-
-def reservoir_step(
-    state: ReservoirState,
-    input_drive: Tensor,
-    r_out: Tensor | None,
-    w_rec: Tensor,
-    w_fb: Tensor | None,
-    *,
-    leak: float,
-    gain: float,
-    noise: float = 0.0,
-    generator: torch.Generator | None = None,
-    out: ReservoirState | None = None,
-    work: Tensor | None = None,
-) -> ReservoirState:
-    """One Euler step of eq 8.
-
-    ``u ← u + leak · (-u + gain · W_r r + W_in r_i + W_fb r_o)``, ``r ← tanh(u) + ζ_h``.
-
-    Parameters
-    ----------
-    state : ReservoirState, ``(G, B, n)``
-    input_drive : Tensor ``(G, B, n)``
-        ``W_in r_i``, constant while a sample is held (see :meth:`Reservoir.input_drive`).
-    r_out : Tensor ``(G, B, m)`` or None
-        The readout fed back; None: no feedback.
-    w_rec : Tensor ``(G, n, n)``; w_fb : Tensor ``(G, n, m)`` or None
-    leak, gain : ``Δt/τ_r`` and ``λ``.
-    noise : ``ε_h`` of the hidden noise (0: none).
-    out : ReservoirState, optional
-        Where to write the new state; may be ``state`` itself (in place). Without
-        it new tensors are returned and ``state`` is left alone.
-    work : Tensor ``(G, B, n)``, optional
-        Scratch space; with ``out`` and ``work`` the step allocates nothing.
-
-    Cost: ``O(G B n²)`` for ``W_r r`` plus ``O(G B n m)`` for the feedback.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from ibhebb.reservoir.dynamics import ReservoirState, reservoir_step
-    >>> s = ReservoirState(torch.zeros(1, 2, 5), torch.zeros(1, 2, 5))
-    >>> w = torch.zeros(1, 5, 5)
-    >>> reservoir_step(s, torch.ones(1, 2, 5), None, w, None, leak=0.5, gain=1.0).u[0, 0, 0].item()
-    0.5
-    """
-    u, r = state
-    if out is None:
-        out = ReservoirState(torch.empty_like(u), torch.empty_like(r))
-    drive = torch.empty_like(u) if work is None else work
-    torch.bmm(r, w_rec.transpose(1, 2), out=drive)
-    if gain != 1.0:
-        drive.mul_(gain)
-    drive.add_(input_drive)
-    if r_out is not None and w_fb is not None:
-        drive.baddbmm_(r_out, w_fb.transpose(1, 2))
-    torch.lerp(u, drive, leak, out=out.u)
-    torch.tanh(out.u, out=out.r)
-    if noise > 0:
-        drive.uniform_(-noise, noise, generator=generator)
-        out.r.add_(drive)
-    return out
 
 
 class Reservoir(nn.Module):

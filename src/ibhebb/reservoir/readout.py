@@ -27,53 +27,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-
-def lms_update_(weight: Tensor, r: Tensor, target: Tensor, lr: float, err: Tensor) -> Tensor:
-    """In place: ``W ← W - lr (W r - ξ) rᵀ``; ``weight`` ``(G, m, n)``, ``r`` ``(G, n)``,
-    ``target`` ``(G, m)``, ``err`` a ``(G, m, 1)`` buffer that receives the error. Returns ``err``."""
-    torch.bmm(weight, r.unsqueeze(-1), out=err)
-    err.sub_(target.unsqueeze(-1))
-    weight.baddbmm_(err, r.unsqueeze(-2), alpha=-lr)
-    return err
-
-
-def rls_update_(
-    weight: Tensor, P: Tensor, r: Tensor, target: Tensor, *, forgetting: float = 1.0, work: tuple[Tensor, Tensor, Tensor, Tensor]
-) -> Tensor:
-    """In place, one FORCE/RLS step (see the module docstring).
-
-    Parameters
-    ----------
-    weight : ``(G, m, n)``; P : ``(G, n, n)``; r : ``(G, n)``; target : ``(G, m)``
-    forgetting : ``ρ`` in (0, 1].
-    work : buffers ``(Pr (G, n, 1), k (G, n, 1), den (G, 1, 1), err (G, m, 1))``.
-
-    Returns the a-priori error ``W r - ξ`` ``(G, m, 1)`` (a view of ``err``).
-
-    Examples
-    --------
-    >>> import torch
-    >>> from ibhebb.reservoir.readout import RLS
-    >>> rls = RLS(1, 3, 1, alpha=1e-6, dtype=torch.float64)
-    >>> r = torch.eye(3, dtype=torch.float64)
-    >>> for t in range(3):
-    ...     rls.partial_fit(r[t][None], torch.tensor([[float(t)]], dtype=torch.float64))
-    >>> [round(v, 4) for v in rls.weight[0, 0].tolist()]
-    [0.0, 1.0, 2.0]
-    """
-    pr, k, den, err = work
-    rc = r.unsqueeze(-1)
-    torch.bmm(P, rc, out=pr)
-    torch.bmm(r.unsqueeze(-2), pr, out=den)
-    den.add_(forgetting)
-    torch.div(pr, den, out=k)
-    torch.bmm(weight, rc, out=err)
-    err.sub_(target.unsqueeze(-1))
-    P.baddbmm_(k, pr.transpose(1, 2), alpha=-1.0)
-    if forgetting != 1.0:
-        P.div_(forgetting)
-    weight.baddbmm_(err, k.transpose(1, 2), alpha=-1.0)
-    return err
+from ..functional.reservoir import lms_update_, rls_update_
 
 
 class Readout(nn.Module):

@@ -18,6 +18,8 @@ from typing import Any, Callable, Iterator
 
 from torch import Tensor, nn
 
+from ..config import register_check, require_choice
+
 RULES: dict[str, type["Rule"]] = {}
 
 
@@ -49,6 +51,9 @@ class Rule(nn.Module):
         """Write updates into ``.grad``; yield once each time one is ready to apply."""
         raise NotImplementedError
 
+    def new_epoch(self) -> None:
+        """Called by the trainer before each epoch (e.g. to empty a working memory); nothing by default."""
+
     def trainable(self) -> list[nn.Parameter]:
         """The parameters this rule updates (what the optimiser is given)."""
         return list(self.model.parameters())
@@ -58,3 +63,10 @@ def make_rule(name: str, model: nn.Module, config: Any) -> Rule:
     if name not in RULES:
         raise KeyError(f"unknown rule {name!r}; known: {', '.join(sorted(RULES))}")
     return RULES[name](model, config)
+
+
+@register_check
+def check_rule_config(cfg: Any) -> None:
+    """``rule.name`` exists, then the rule's own :meth:`Rule.check_config`."""
+    require_choice(cfg.rule.name, sorted(RULES), "rule.name")
+    RULES[cfg.rule.name].check_config(cfg)

@@ -13,8 +13,13 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
+from ..config import require_choice
 from ..errors import ConfigError
-from ..memory import make_memory
+from ..functional.biohsic import BioHSICParams
+from ..functional.layers import softmax_delta
+from ..functional import signals
+from ..memory import MEMORIES, make_memory
+from ..memory.reservoir import check_reservoir_config
 from .base import Rule, register_rule
 
 
@@ -24,15 +29,24 @@ class BioHSIC(Rule):
 
     def __init__(self, model, config):
         super().__init__(model, config)
-        self.memory = make_memory(config.memory, config.window, reservoir=getattr(config, "reservoir", ""))
+        self.memory = make_memory(config.memory, config.window, sigmas=config.sigmas, reservoir=getattr(config, "reservoir", ""))
         self.gamma = float(config.gamma)
         self.sigmas = tuple(float(s) for s in config.sigmas)
         self.variant = config.variant
+        self.params = BioHSICParams(int(config.window), self.gamma, self.sigmas, self.variant)
 
     @classmethod
     def check_config(cls, cfg) -> None:
         if cfg.model.kind != "cnn" and not cfg.model.hidden:  # a cnn's hidden layers are model.channels
             raise ConfigError("rule biohsic needs at least one hidden layer (model.hidden is empty)")
+        require_choice(cfg.rule.variant, signals.VARIANTS, "rule.variant")
+        require_choice(cfg.rule.memory, MEMORIES, "rule.memory")
+        if cfg.rule.memory == "reservoir":
+            check_reservoir_config(cfg)
+
+    def new_epoch(self) -> None:
+        if getattr(self.config, "reset_each_epoch", False):
+            self.memory.reset()
 
     def updates(self, x: Tensor, y: Tensor) -> Iterator[None]:
         x = self.model.flatten(x)
@@ -57,5 +71,4 @@ class BioHSIC(Rule):
 
 def readout_delta_rule(readout, h: Tensor, y1: Tensor) -> None:
     """Softmax cross-entropy gradient of the readout over a window ``h`` ``(R, N, d)`` or ``(N, d)``."""
-    logits = readout.preactivation(h)
-    readout.accumulate_grad(h, (torch.softmax(logits, -1) - y1) / h.shape[-2])
+    readout.accumulate_grad(h, softmax_delta(readout.preactivation(h), y1))

@@ -35,13 +35,18 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
+from ..config import require_choice
 from ..errors import ConfigError
 from ..functional.phsic import (
     group_code_derivative, grouped_third_factor, label_kernel_matrix, layer_kernel_matrix, pair_objective,
-    per_neuron, phsic_objective,
+    pair_third_factor, per_neuron, phsic_objective,
 )
 from .base import Rule, register_rule
 from .local import local_forward, readout_step, require_static_model
+
+
+FORMS = ("batch", "pair", "running-mean", "split")
+"""``rule.form``: the batch objective (eq 10) or one of the online two-point forms (eqs 18–22)."""
 
 
 @register_rule("phsic")
@@ -81,6 +86,8 @@ class PHSIC(Rule):
     def check_config(cls, cfg) -> None:
         require_static_model(cfg, "phsic")
         r = cfg.rule
+        require_choice(r.kernel, ("gaussian", "cossim"), "rule.kernel")
+        require_choice(r.form, FORMS, "rule.form")
         if r.grouped and cfg.model.kind != "phsic-mlp":
             raise ConfigError("rule.grouped = true needs model.kind = 'phsic-mlp' (the model holds the grouping)")
         if r.form == "running-mean" and (r.kernel != "gaussian" or cfg.model.kind != "phsic-mlp"):
@@ -154,8 +161,7 @@ class PHSIC(Rule):
 
     def third_factor(self, i: int, kz: Tensor, ky: Tensor) -> Tensor:
         """``M = -(γ k̊_y - 2 k̊_z) k_z / σ²`` per replica (eq 12b), centred by the running means."""
-        kz_c, ky_c = kz - self.mean_kz[i], ky - self.mean_ky
-        return -(self.gamma * ky_c - 2.0 * kz_c) * kz / self.sigma**2
+        return pair_third_factor(kz, ky, self.mean_kz[i], self.mean_ky, self.gamma, self.sigma)
 
     @torch.no_grad()
     def slope(self, layer, h: Tensor) -> Tensor:

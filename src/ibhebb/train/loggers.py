@@ -19,6 +19,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..config import register_check
 from ..errors import ConfigError
 
 LOGGERS = ("tensorboard", "wandb")
@@ -81,6 +82,11 @@ def check_log_config(log: list[str]) -> None:
             import wandb  # noqa: F401
         except ImportError:
             raise ConfigError("log = ['wandb'] needs the wandb package: pip install 'ibhebb[wandb]'") from None
+
+
+@register_check
+def _check_config(cfg) -> None:
+    check_log_config(list(cfg.log))
 
 
 class TensorBoardLogger:

@@ -225,6 +225,7 @@ class Trainer:
     def _epoch(self, epoch: int) -> int:
         from tqdm.auto import tqdm
 
+        self.rule.new_epoch()
         x, y = self.data.x_train, self.data.y_train
         if self.cfg.data.augment:
             from ..data.augment import augment_images
@@ -263,7 +264,8 @@ class Trainer:
 
             self._engine = None
             cfg = self.cfg
-            if cfg.engine != "eager" and unsupported(cfg) is None:
+            self._engine_reason = unsupported(cfg) if cfg.engine != "rule" and self.rule.online else None
+            if cfg.engine != "rule" and self._engine_reason is None:
                 try:
                     compile_ok = cfg.engine == "compile" or worth_compiling(cfg, len(self.data.x_train))
                     self._engine = make_engine(self.model, self.rule, self.optimizer, mode=engine_mode(cfg.engine),
@@ -271,16 +273,20 @@ class Trainer:
                 except ValueError as e:
                     if cfg.engine != "auto":
                         raise ConfigError(f"engine = {cfg.engine!r} cannot run this config: {e}") from None
+                    self._engine_reason = str(e)
                 else:
                     if compile_ok and not self._engine_native_ok() and self.progress:
                         print("compiling the fast engine's step (once per run; a minute or more on a CPU) ...", file=sys.stderr, flush=True)
         return self._engine
 
-    def _engine_used(self) -> str:
-        """What ran the last epoch's updates: ``native``, ``compile``, ``cuda-graph`` or ``eager`` (the engine's
-        torch step), or ``rule`` (the rule's own loop, also every minibatch rule)."""
+    def _engine_used(self) -> tuple[str, str | None]:
+        """What ran the last epoch's updates: ``native``, ``compile``, ``cuda-graph`` or ``torch`` (the engine's
+        torch step), or ``rule`` (the rule's own loop, also every minibatch rule); and why not the C step or the
+        engine when ``engine = auto`` had to fall back (``None`` otherwise)."""
         engine = self._fast_engine() if self.rule.online else None
-        return (engine.backend or "rule") if engine is not None else "rule"
+        if engine is None:
+            return "rule", getattr(self, "_engine_reason", None)
+        return engine.backend or "rule", engine.fallback
 
     def _engine_native_ok(self) -> bool:
         """Whether the engine will run the C step (nothing to compile with ``torch.compile``)."""
@@ -305,8 +311,10 @@ class Trainer:
                 train_seconds=train_seconds,
                 samples_per_second=len(self.data.x_train) / train_seconds,
                 wall_seconds=self.wall,
-                engine=self._engine_used(),
             )
+            record["engine"], reason = self._engine_used()
+            if reason is not None:
+                record["engine_fallback"] = reason
             diagnostics = getattr(getattr(self.rule, "memory", None), "diagnostics", None)
             if diagnostics is not None:  # e.g. the reservoir memory's ξ correlation with the true ξ
                 record["memory"] = diagnostics()
@@ -319,6 +327,8 @@ class Trainer:
                 m, s = _mean_std(record["test_accuracy"])
                 spread = f" ± {s:.4f}" if cfg.seeds > 1 else ""
                 path = {"native": ", C step", "compile": ", compiled step", "cuda-graph": ", CUDA graphs"}.get(record["engine"], "")
+                if reason is not None:
+                    path += f"; not the fast path: {reason}"
                 print(f"epoch {epoch + 1}/{cfg.epochs}: test accuracy {m:.4f}{spread} ({train_seconds:.1f} s{path})", flush=True)
         self.loggers.close()
         if record is None:

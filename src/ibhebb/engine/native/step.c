@@ -35,38 +35,14 @@
 #endif
 typedef REAL real;
 
-#define MAXL 8
-#define LN_EPS 1e-5
-
-enum { ACT_RELU, ACT_TANH, ACT_SIGMOID, ACT_IDENTITY };
-enum { XI_PAPER, XI_FIRST_TERM, XI_EXACT };
-enum { OPT_ADAMW, OPT_ADAM, OPT_SGD };
-
-typedef struct {
-    int64_t n_hidden, replicas, window, steps, n_samples;
-    int64_t dims[MAXL + 1]; /* d_x, d_1 .. d_L, C */
-    int64_t activation, layernorm, has_bias, variant, recompute, optim;
-    double leak; /* dt / tau_m of a leaky network, 0 for the static one */
-    double gamma, sigma_x, sigma_y, sigma_z;
-    double beta1, beta2, eps, momentum;
-    double lr[2 * MAXL], wd[2 * MAXL]; /* per parameter, params() order */
-    double step, power1, power2;       /* in and out */
-    real *weight[MAXL], *bias[MAXL];
-    real *moment1[2 * MAXL], *moment2[2 * MAXL];
-    real *past_x, *past_y, *past_z[MAXL], *kx, *ky;
-    const real *x_all, *y_all;
-    const int64_t *order;
-    void *work;
-    /* the reservoir memory (res_units > 0): a bank of L reservoirs, weights (L, n, .) shared by the replicas */
-    int64_t res_units, res_in, res_out, res_steps, res_feedback;
-    double res_leak, res_gain;
-    const real *res_w_in_t, *res_w_fb, *res_readout, *res_scale; /* W_in transposed: (L, in, n) */
-    real *res_u, *res_r, *res_ro; /* (L, R, n), (L, R, n), (L, R, m): the state, carried from sample to sample */
-    const int64_t *res_rec_start; /* W_r in compressed rows (its connectivity is ~0.1): (L, n+1) offsets, */
-    const int32_t *res_rec_col;   /* column indices and values of the nonzero entries, rows of all L layers */
-    const real *res_rec_val;      /* one after the other */
-    int64_t parts;                /* threads that share one replica (ibhebb_part), else 1 */
-} Problem;
+/* The enums (ACT_*, XI_*, OPT_*), MAXL and the Problem struct are generated
+ * from the Python side at build time (cstep.abi_header), so the two cannot drift.
+ * What this file implements of each enum is declared here and read by cstep.py;
+ * a value Python has and this file lacks makes the engine fall back, never crash. */
+#include "ibhebb_abi.h"
+/* ibhebb:implements activation relu tanh sigmoid identity */
+/* ibhebb:implements variant paper first-term exact */
+/* ibhebb:implements optimizer adamw adam sgd */
 
 typedef struct {
     atomic_long arrived, phase;
@@ -339,7 +315,7 @@ static void layer_output(const Problem *P, int64_t d, const real *a, real *r, re
     mean = mean / (real)d;
     for (int64_t i = 0; i < d; i++) { real c = r[i] - mean; z[i] = c; var += c * c; }
     var = var / (real)d;
-    real inv = (real)(1.0 / sqrt((double)(var + (real)LN_EPS)));
+    real inv = (real)(1.0 / sqrt((double)(var + (real)P->ln_eps)));
     for (int64_t i = 0; i < d; i++) z[i] = z[i] * inv;
 }
 
@@ -494,7 +470,7 @@ static void update(const Problem *P, Work *w, Scratch *s, int64_t rep, int64_t t
             mean = mean / (real)d;
             for (int64_t i = 0; i < d; i++) { real dd = r[i] - mean; var += dd * dd; }
             var = var / (real)d;
-            real inv = (real)(1.0 / sqrt((double)(var + (real)LN_EPS)));
+            real inv = (real)(1.0 / sqrt((double)(var + (real)P->ln_eps)));
             for (int64_t i = 0; i < d; i++) { mc += xi[i]; mcz += xi[i] * z0[i]; }
             mc = mc / (real)d;
             mcz = mcz / (real)d;

@@ -20,12 +20,12 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError
-from .config import PretrainConfig
-from .dynamics import Reservoir
-from .readout import make_readout
-from .stream import block_scaling, fit_scores, run_stream, window_targets
+from ..reservoir.config import PretrainConfig
+from ..reservoir.dynamics import Reservoir
+from ..reservoir.file import FORMAT
+from ..reservoir.readout import make_readout
+from ..reservoir.stream import block_scaling, fit_scores, run_stream, window_targets
 
-FORMAT = "ibhebb-reservoir-v1"
 
 
 def task_free_stream(cfg: PretrainConfig) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:

@@ -81,7 +81,7 @@ def optimizer_update_(
     Examples
     --------
     >>> import torch
-    >>> from ibhebb.engine.optim import OptimSpec, optimizer_update_
+    >>> from ibhebb.functional.optim import OptimSpec, optimizer_update_
     >>> p, g = torch.ones(3), torch.ones(3)
     >>> m, v = torch.zeros(3), torch.zeros(3)
     >>> one = torch.tensor(1.0, dtype=torch.float64)
