@@ -159,7 +159,7 @@ print("the rule's .grad of layer 1 equals the hand computation")
 # %%
 model = fresh_model()
 rule = ibhebb.make_rule("biohsic", model, config)
-opt = torch.optim.AdamW(model.parameters(), lr=3e-3, betas=(0.9, 0.99), weight_decay=1e-4)
+opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=1e-4)
 engine = ibhebb.make_engine(model, rule, opt, mode="auto")
 y_train = torch.nn.functional.one_hot(data.y_train, 2).float()
 y_test = torch.nn.functional.one_hot(data.y_test, 2).float()
