@@ -31,7 +31,7 @@ bench: setup
 
 # The site, into site/ (git-ignored). MathJax is served from the site itself (no network when reading it):
 # the npm package mathjax@3.2.2, unpacked once into docs/assets/mathjax/ (git-ignored). The tutorials are
-# executed during this build (IBHEBB_DOCS_EXECUTE=1), so their pages show outputs and plots; the strict
+# executed during this build (IBHEBB_DOCS_EXECUTE=true), so their pages show outputs and plots; the strict
 # build in `make test` renders them without executing (the tests execute them separately).
 MATHJAX_VERSION := 3.2.2
 MATHJAX := docs/assets/mathjax/tex-svg.js
@@ -44,7 +44,7 @@ $(MATHJAX):
 	  && rm -rf $$tmp && echo "MathJax $(MATHJAX_VERSION) -> $(MATHJAX)"
 
 docs: setup $(MATHJAX)
-	NO_MKDOCS_2_WARNING=1 IBHEBB_DOCS_EXECUTE=1 $(BIN)/mkdocs build --strict --clean -d site
+	NO_MKDOCS_2_WARNING=1 IBHEBB_DOCS_EXECUTE=true $(BIN)/mkdocs build --strict --clean -d site
 	@echo "site built: open file://$(CURDIR)/site/index.html (or run $(BIN)/mkdocs serve)"
 
 clean:
