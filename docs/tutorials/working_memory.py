@@ -85,7 +85,9 @@ def current_only(stream):
 
 w_ls = torch.linalg.lstsq(current_only(train_stream), targets_train).solution
 no_memory = fit_scores((current_only(test_stream) @ w_ls)[:, None, :], targets_test[:, None, :])
-print(f"no memory, current sample only: held-out correlation {no_memory['correlation'][0]:.3f}")
+no_memory_train = fit_scores((current_only(train_stream) @ w_ls)[:, None, :], targets_train[:, None, :])
+print(f"no memory, current sample only: correlation {no_memory_train['correlation'][0]:.3f} on the training stream, "
+      f"{no_memory['correlation'][0]:.3f} held out")
 
 # %% [markdown]
 # ## 2. A reservoir and its readout
@@ -166,8 +168,8 @@ plt.show()
 
 fig, ax = plt.subplots(figsize=(6, 3.2))
 names = ["no memory (least squares)", "reservoir, LMS", "reservoir, RLS"]
-train_r = [float("nan"), results["lms"]["train"]["correlation"][0], results["rls"]["train"]["correlation"][0]]
-test_r = [no_memory["correlation"][0], results["lms"]["test"]["correlation"][0], results["rls"]["test"]["correlation"][0]]
+train_r = [no_memory_train["correlation"][0]] + [results[k]["train"]["correlation"][0] for k in ("lms", "rls")]
+test_r = [no_memory["correlation"][0]] + [results[k]["test"]["correlation"][0] for k in ("lms", "rls")]
 xs = torch.arange(3)
 ax.bar(xs - 0.2, train_r, 0.4, label="training stream")
 ax.bar(xs + 0.2, test_r, 0.4, label="new samples")
