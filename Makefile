@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 DEMO_EPOCHS ?= 3
 DEMO_OUT ?= runs/demo
 
-.PHONY: setup test demo bench clean
+.PHONY: setup test demo bench docs clean
 
 setup: $(VENV)/.installed
 
@@ -30,5 +30,23 @@ demo: setup
 bench: setup
 	$(BIN)/ibhebb bench
 
+# The site, into site/ (git-ignored). MathJax is served from the site itself (no network when reading it):
+# the npm package mathjax@3.2.2, unpacked once into docs/assets/mathjax/ (git-ignored). The tutorials are
+# executed during this build (IBHEBB_DOCS_EXECUTE=true), so their pages show outputs and plots; the strict
+# build in `make test` renders them without executing (the tests execute them separately).
+MATHJAX_VERSION := 3.2.2
+MATHJAX := docs/assets/mathjax/tex-svg.js
+
+$(MATHJAX):
+	@mkdir -p docs/assets/mathjax
+	@tmp=$$(mktemp -d) && cd $$tmp && npm pack --silent mathjax@$(MATHJAX_VERSION) >/dev/null \
+	  && tar -xzf mathjax-$(MATHJAX_VERSION).tgz package/es5/tex-svg.js package/LICENSE \
+	  && cd - >/dev/null && cp $$tmp/package/es5/tex-svg.js $(MATHJAX) && cp $$tmp/package/LICENSE docs/assets/mathjax/LICENSE \
+	  && rm -rf $$tmp && echo "MathJax $(MATHJAX_VERSION) -> $(MATHJAX)"
+
+docs: setup $(MATHJAX)
+	NO_MKDOCS_2_WARNING=1 IBHEBB_DOCS_EXECUTE=true $(BIN)/mkdocs build --strict --clean -d site
+	@echo "site built: open file://$(CURDIR)/site/index.html (or run $(BIN)/mkdocs serve)"
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache site .cache/mkdocs-jupyter

@@ -126,6 +126,7 @@ def test_imports_only_go_down():
 
 def test_public_api():
     assert set(ibhebb.__all__) <= set(dir(ibhebb))
-    for name in ("MLP", "LeakyMLP", "CNN", "make_rule", "RULES", "global_signal", "hsic_bottleneck", "Trainer", "train", "load_config",
-                 "BioHSICLearner", "PHSICLearner"):
+    names = ("MLP", "LeakyMLP", "CNN", "make_rule", "RULES", "global_signal", "hsic_bottleneck", "Trainer", "train",
+             "load_config", "BioHSICLearner", "PHSICLearner", "load_run")
+    for name in names:
         assert name in ibhebb.__all__

@@ -1,4 +1,7 @@
-"""The options behind the authors' settings (seed 000's code): LayerNorm ε, lecun-normal init, a window that restarts each epoch."""
+"""The options behind the authors' settings (seed 000's code).
+
+LayerNorm ε, lecun-normal init, a window that restarts each epoch.
+"""
 import json
 
 import pytest
@@ -10,7 +13,6 @@ from ibhebb.functional.layers import layernorm, layernorm_vjp
 from ibhebb.models import CNN, MLP
 from ibhebb.rules import make_rule
 from ibhebb.train import Trainer
-
 from test_engine import assert_same, eager_epoch, stream
 
 MODES = ["torch"] + (["native"] if cstep.unavailable(torch.float64) is None else [])

@@ -116,7 +116,8 @@ def test_small_cnn_learns_toy_image_task(one_thread):
     rule = make_rule("biohsic", model, RuleConfig(variant="exact", window=8, gamma=2.0, sigmas=[1.0, 0.5, 1.0]))
     opt = torch.optim.Adam(rule.trainable(), lr=3e-3)
     w0 = model.hidden[0].weight.detach().clone()
-    accuracy = lambda: (model(xt).argmax(-1) == yt).double().mean(-1)
+    def accuracy():
+        return (model(xt).argmax(-1) == yt).double().mean(-1)
     assert accuracy().max() < 0.7
     for i in range(len(x)):
         for _ in rule.updates(x[i : i + 1], y[i : i + 1]):
@@ -130,7 +131,8 @@ def test_cnn_refuses_vector_data():
     with pytest.raises(ConfigError, match="cnn"):
         load_config(None, ["model.kind=cnn", "data.name=xor"])
     cfg = load_config(None, ["model.kind=cnn"])
-    vectors = Dataset("xor", torch.zeros(4, 2), torch.zeros(4, dtype=torch.long), torch.zeros(2, 2), torch.zeros(2, dtype=torch.long), 2)
+    long = torch.long
+    vectors = Dataset("xor", torch.zeros(4, 2), torch.zeros(4, dtype=long), torch.zeros(2, 2), torch.zeros(2, dtype=long), 2)
     with pytest.raises(ConfigError, match="images"):
         build_model(cfg, vectors)
     with pytest.raises(ConfigError, match="augment"):
@@ -188,6 +190,7 @@ def test_cifar10_configs_train_on_official_format_files(tmp_path, config, one_th
 
     monkeypatch.setattr(cifar10, "MD5", write_cifar(tmp_path))  # the official checksums cannot match these files
     path = Path(__file__).resolve().parents[1] / "configs" / f"{config}.toml"
-    summary = train(path, tmp_path / "run", [f"data.root={tmp_path}", "epochs=2", "model.channels=[4,8]", "eval.hsic_samples=4"], progress=False)
+    overrides = [f"data.root={tmp_path}", "epochs=2", "model.channels=[4,8]", "eval.hsic_samples=4"]
+    summary = train(path, tmp_path / "run", overrides, progress=False)
     assert summary["epochs"] == 2 and summary["data"] == "cifar10" and summary["model"] == "cnn"
     assert len(summary["test_accuracy"]) == 1

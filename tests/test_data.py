@@ -19,8 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from ibhebb.data import DATASETS, Dataset, data_root, fetch_dataset, load_dataset
-from ibhebb.data import fashion_mnist, idx_folder, mnist, synthetic
+from ibhebb.data import DATASETS, Dataset, data_root, fashion_mnist, fetch_dataset, idx_folder, load_dataset, mnist, synthetic
 from ibhebb.data.download import download, extract_tar
 from ibhebb.data.idx import read_idx, write_idx
 from ibhebb.errors import ConfigError, DataError

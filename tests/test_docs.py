@@ -1,4 +1,4 @@
-"""The README's Python example and the docstring examples run."""
+"""The README's Python example, every Python block of the site's pages and the docstring examples run."""
 import doctest
 import importlib
 import re
@@ -39,12 +39,31 @@ def test_readme_python_examples_run():
         exec(compile(block, "README.md", "exec"), {})
 
 
-@pytest.mark.parametrize("page", ["engine.md"])
-def test_docs_python_examples_run(page):
-    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / page).read_text(), re.S)
-    assert blocks
-    for block in blocks:
-        exec(compile(block, page, "exec"), {})
+PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
+DOC_PAGES = sorted(str(p.relative_to(ROOT / "docs")) for p in (ROOT / "docs").rglob("*.md"))
+PAGES_WITH_CODE = [p for p in DOC_PAGES if PYTHON_BLOCK.search((ROOT / "docs" / p).read_text())]
+
+
+def test_site_pages_have_examples():
+    """The runner below sees the site's pages (a changed fence or folder would silently run nothing)."""
+    assert {"engine.md", "index.md", "concepts/three-factor.md", "howto/train.md"} <= set(PAGES_WITH_CODE)
+
+
+@pytest.mark.parametrize("page", PAGES_WITH_CODE)
+def test_docs_python_examples_run(page, monkeypatch, tmp_path):
+    """Every ```python block of every page of the site runs, the blocks of a page in order in one namespace."""
+    import torch
+
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.chdir(tmp_path)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        namespace: dict = {"__name__": "__docs__"}
+        for block in PYTHON_BLOCK.findall((ROOT / "docs" / page).read_text()):
+            exec(compile(block, page, "exec"), namespace)
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("name", DOCTEST_MODULES)

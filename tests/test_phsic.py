@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from ibhebb.config import RuleConfig
-from ibhebb.models.phsic_mlp import Grouping, PHSICMLP
 from ibhebb.functional.phsic import divisive_normalise, group_code, label_kernel_matrix, phsic_objective
+from ibhebb.models.phsic_mlp import PHSICMLP, Grouping
 from ibhebb.rules import make_rule
 from streaming import stream_on_blobs
 

@@ -7,11 +7,15 @@ import torch
 
 from ibhebb.config import RuleConfig, load_config
 from ibhebb.errors import ConfigError
-from ibhebb.models.phsic_mlp import Grouping, PHSICMLP
 from ibhebb.functional.phsic import (
-    channel_divisive_normalise, channel_group_code, divisive_normalise, group_code, group_code_derivative,
+    channel_divisive_normalise,
+    channel_group_code,
+    divisive_normalise,
+    group_code,
+    group_code_derivative,
     label_kernel_matrix,
 )
+from ibhebb.models.phsic_mlp import PHSICMLP, Grouping
 from ibhebb.rules import make_rule
 from ibhebb.train import Trainer
 from streaming import stream_on_blobs
@@ -212,7 +216,8 @@ def test_resumed_online_phsic_run_equals_an_uninterrupted_one(tmp_path, form, gr
         assert torch.equal(a, b), name
     for a, b in zip(full.rule.mean_z, resumed.rule.mean_z):
         assert torch.equal(a, b)
-    read = lambda run: [json.loads(s)["test_accuracy"] for s in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+    def read(run):
+        return [json.loads(s)["test_accuracy"] for s in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
     assert read("full") == read("part")
 
 

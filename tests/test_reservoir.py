@@ -12,11 +12,11 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from ibhebb.app.pretrain import pretrain
 from ibhebb.config import load_config
 from ibhebb.errors import ConfigError
 from ibhebb.reservoir import LMS, RLS, Reservoir, ReservoirState, reservoir_step
 from ibhebb.reservoir.config import PretrainConfig, load
-from ibhebb.app.pretrain import pretrain
 from ibhebb.reservoir.stream import fit_scores, run_stream
 
 F64 = torch.float64

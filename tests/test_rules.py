@@ -4,9 +4,9 @@ import torch
 
 from ibhebb.config import RuleConfig
 from ibhebb.functional.kernels import hsic_bottleneck
+from ibhebb.functional.signals import diagonal_surrogate
 from ibhebb.models import MLP, LeakyMLP
 from ibhebb.rules import make_rule
-from ibhebb.functional.signals import diagonal_surrogate
 
 SIGMAS = [0.6, 0.4, 0.9]
 GAMMA = 2.0

@@ -4,9 +4,9 @@ import json
 import pytest
 
 from ibhebb.app import sweep
+from ibhebb.app.sweep import cell_name, parse_grid, run_sweep, split_values
 from ibhebb.cli import main
 from ibhebb.errors import ConfigError, UserError
-from ibhebb.app.sweep import cell_name, parse_grid, run_sweep, split_values
 
 CONFIG = """
 seeds = 2

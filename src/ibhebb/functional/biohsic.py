@@ -67,7 +67,10 @@ class WindowState(NamedTuple):
 
 
 class DenseTrace(NamedTuple):
-    """What a dense layer saw and produced for the current sample: input ``h``, preactivation ``a``, activation ``r``, output ``z``."""
+    """What a dense layer saw and produced for the current sample.
+
+    Input ``h``, preactivation ``a``, activation ``r``, output ``z``.
+    """
 
     h: Tensor
     a: Tensor
@@ -95,7 +98,10 @@ def window_state_of(x: Tensor, y: Tensor, z: Sequence[Tensor], sigmas: Sequence[
 
 
 def window_kernels(st: WindowState, x: Tensor, y: Tensor, sigmas: Sequence[float]) -> tuple[Tensor, Tensor]:
-    """The window's input and label kernel matrices ``(N, N)`` with the current sample ``x`` ``(1, d_x)``, ``y`` ``(1, C)`` last."""
+    """The window's input and label kernel matrices ``(N, N)``.
+
+    The current sample ``x`` ``(1, d_x)``, ``y`` ``(1, C)`` comes last.
+    """
     return window_kernel(st.kx, kernel_row(st.x, x, sigmas[0])), window_kernel(st.ky, kernel_row(st.y, y, sigmas[1]))
 
 
@@ -105,7 +111,10 @@ def _shift_in(past: Tensor, new: Tensor, dim: int) -> Tensor:
 
 
 def window_push(st: WindowState, x: Tensor, y: Tensor, zs: Sequence[Tensor], kx: Tensor, ky: Tensor) -> WindowState:
-    """The window after the current sample joins its past: ``kx``/``ky`` are :func:`window_kernels` of it, ``zs[ℓ]`` ``(R, 1, d_ℓ)``."""
+    """The window after the current sample joins its past.
+
+    ``kx``/``ky`` are :func:`window_kernels` of it, ``zs[ℓ]`` ``(R, 1, d_ℓ)``.
+    """
     z = tuple(_shift_in(past, new, 1) for past, new in zip(st.z, zs))
     return WindowState(_shift_in(st.x, x, 0), _shift_in(st.y, y, 0), z, kx[1:, 1:], ky[1:, 1:])
 
@@ -121,12 +130,18 @@ def window_push_(st: WindowState, x: Tensor, y: Tensor, zs: Sequence[Tensor], kx
 
 
 def window_signals(p: BioHSICParams, kx: Tensor, ky: Tensor, zws: Sequence[Tensor]) -> list[Tensor]:
-    """ξ^ℓ ``(R, d_ℓ)`` of every hidden layer from the window's kernels and its outputs ``zws[ℓ]`` ``(R, N, d_ℓ)`` (current last)."""
+    """ξ^ℓ ``(R, d_ℓ)`` of every hidden layer.
+
+    From the window's kernels and its outputs ``zws[ℓ]`` ``(R, N, d_ℓ)`` (current last).
+    """
     return [signal_from_kernels(kx, ky, zw, gamma=p.gamma, sigma_z=p.sigmas[2], variant=p.variant) for zw in zws]
 
 
 def readout_grads(hw: Tensor, yw: Tensor, w: Tensor, b: Tensor | None) -> tuple[Tensor, Tensor]:
-    """The readout's delta rule over the window: ``(g_W, g_b)`` for inputs ``hw`` ``(R, N, d)`` or ``(N, d)`` and labels ``yw`` ``(N, C)``."""
+    """The readout's delta rule over the window.
+
+    ``(g_W, g_b)`` for inputs ``hw`` ``(R, N, d)`` or ``(N, d)`` and labels ``yw`` ``(N, C)``.
+    """
     return dense_param_grads(hw, softmax_delta(affine(hw, w, b), yw))
 
 

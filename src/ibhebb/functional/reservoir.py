@@ -1,4 +1,6 @@
-"""The reservoir's maths (MATH §4, eqs 8–9): one Euler step of a bank of rate reservoirs, its inputs, and the online readout updates.
+"""The reservoir's maths (MATH §4, eqs 8–9).
+
+One Euler step of a bank of rate reservoirs, its inputs, and the online readout updates.
 
 A bank holds ``G`` reservoirs of ``n`` units, each driven by ``B`` streams:
 states are ``(G, B, n)``, weights ``(G, n, ·)``.

@@ -35,7 +35,10 @@ def check_window(n: int) -> None:
 
 
 def alpha(z: Tensor, sigma_z: float) -> Tensor:
-    """``α(z_p) = (2 / (σ_z² d_z)) k_z(z_0, z_p) (z_0 - z_p)`` for every window entry, ``(..., N, d_z)``; the current (last) row is 0."""
+    """``α(z_p) = (2 / (σ_z² d_z)) k_z(z_0, z_p) (z_0 - z_p)`` for every window entry.
+
+    Shape ``(..., N, d_z)``; the current (last) row is 0.
+    """
     d = z.shape[-1]
     diff = z[..., -1:, :] - z
     k0 = gaussian((diff * diff).sum(-1, keepdim=True), sigma_z, d)

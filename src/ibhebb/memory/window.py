@@ -96,7 +96,10 @@ class WindowMemory(nn.Module):
         self.count += 1
 
     def window_outputs(self, model: nn.Module, zs: list[Tensor]) -> list[Tensor]:
-        """Every hidden layer's outputs over the window ``(R, N, d_ℓ)``: stored (buffer) or recomputed with the current weights, then the current ones."""
+        """Every hidden layer's outputs over the window ``(R, N, d_ℓ)``.
+
+        Stored (buffer) or recomputed with the current weights, then the current ones.
+        """
         if self.mode == "buffer":
             past_z = self.state.z
         else:
