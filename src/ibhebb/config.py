@@ -131,6 +131,9 @@ class Config:
     ``eager`` (the rule's own loop)."""
     engine_chunk: int = 0
     """Samples per call of the fast engine's C or compiled step (0: its own choice, see :mod:`ibhebb.engine.runner`)."""
+    on_divergence: str = "stop"
+    """Non-finite weights: ``stop`` the run (the last good checkpoint stays), or ``drop-seeds``: leave the diverged
+    replicas out and go on with the others (accuracies are then means over the surviving seeds)."""
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     rule: RuleConfig = field(default_factory=RuleConfig)
@@ -274,6 +277,8 @@ def validate(cfg: Config) -> None:
 
     _check(cfg.seeds >= 1, f"seeds must be >= 1, got {cfg.seeds}")
     _check(cfg.epochs >= 1, f"epochs must be >= 1, got {cfg.epochs}")
+    _check(cfg.threads >= 0, f"threads must be >= 0 (0: torch's default), got {cfg.threads}")
+    _choice(cfg.on_divergence, ("stop", "drop-seeds"), "on_divergence")
     check_device_and_dtype(cfg)
     from .engine import ENGINES
 

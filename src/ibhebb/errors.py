@@ -14,3 +14,7 @@ class ConfigError(UserError):
 
 class DataError(UserError):
     """A data set that is missing, incomplete or corrupt; the message says how to get it."""
+
+
+class DivergenceError(UserError):
+    """Training produced NaN or infinite weights; the message says where (epoch, samples, seeds, layer)."""
