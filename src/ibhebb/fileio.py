@@ -119,6 +119,19 @@ def save_figure_atomic(fig, path: str | Path, **kwargs) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
+def read_json(path: str | Path, what: str = "file") -> Any:
+    """The JSON in ``path``; a one-line :class:`UserError` if it cannot be read or parsed."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{what} {path} does not exist") from None
+    except OSError as e:
+        raise io_error(e, path, "read") from None
+    except ValueError:
+        raise UserError(f"{what} {path} is corrupt (not valid JSON); remove it or start again in another directory") from None
+
+
 def read_jsonl(path: str | Path) -> tuple[list[dict], bool]:
     """The records of a JSON-lines file, and whether a torn last line was left out.
 

@@ -280,6 +280,6 @@ def markdown(result: dict) -> str:
 
 
 def write_json(result: dict, path) -> None:
-    with open(path, "w") as f:
-        json.dump(result, f, indent=2)
-        f.write("\n")
+    from ..fileio import atomic_write_json
+
+    atomic_write_json(path, result)

@@ -28,6 +28,7 @@ from typing import Any
 
 from ..config import Config, load_config, parse_value
 from ..errors import ConfigError, UserError
+from ..fileio import atomic_write_json, prepare_dir, read_json
 
 SWEEP_FILE = "sweep.json"
 
@@ -111,7 +112,7 @@ def cell_state(cfg: Config, run_dir: Path) -> str:
 def _check_same_run(cfg: Config, run_dir: Path) -> None:
     saved = run_dir / "config.json"
     if saved.exists():
-        mine, theirs = cfg.to_dict(), json.loads(saved.read_text())
+        mine, theirs = cfg.to_dict(), read_json(saved, "run config")
         mine.pop("epochs"), theirs.pop("epochs", None)
         if mine != theirs:
             raise UserError(f"{run_dir} holds a run of another config; choose another --out for this sweep")
@@ -128,7 +129,7 @@ def run_cell(config: dict[str, Any], run_dir: str, progress: bool = False) -> di
     out = Path(run_dir)
     state = cell_state(cfg, out)
     if state == "done":
-        return json.loads((out / "summary.json").read_text())
+        return read_json(out / "summary.json", "run summary")
     return Trainer(cfg, out, resume=state == "resume", overwrite=state == "new", progress=progress).run()
 
 
@@ -141,7 +142,7 @@ def _write_sweep_file(out: Path, config: str | Path, axes, fixed, cells) -> None
     }
     path = out / SWEEP_FILE
     if path.exists():
-        old = json.loads(path.read_text())
+        old = read_json(path, "sweep state")
         same = {k: v for k, v in old.get("fixed", {}).items() if k != "epochs"} == {k: v for k, v in fixed.items() if k != "epochs"}
         if not same or Path(old.get("config", "")).name != Path(config).name:  # more epochs is the same sweep
             raise UserError(f"{out} holds a sweep of another config or fixed overrides; choose another --out")
@@ -152,8 +153,8 @@ def _write_sweep_file(out: Path, config: str | Path, axes, fixed, cells) -> None
             old_axes[k] = sorted(set(map(json.dumps, old_axes.get(k, []) + v)), key=lambda s: (len(s), s))
             old_axes[k] = [json.loads(s) for s in old_axes[k]]
         record["axes"] = [[k, v] for k, v in old_axes.items()]
-    out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    prepare_dir(out, "sweep directory")
+    atomic_write_json(path, record)
 
 
 def run_sweep(
@@ -186,7 +187,7 @@ def run_sweep(
 
         for i in tqdm(todo, desc="sweep", unit="cell", disable=not progress or len(todo) < 2):
             run_cell(configs[i].to_dict(), str(dirs[i]), progress=progress)
-    return [json.loads((d / "summary.json").read_text()) for d in dirs]
+    return [read_json(d / "summary.json", "run summary") for d in dirs]
 
 
 def _run_on_ray(jobs, address: str | None, cpus: float, gpus: float, progress: bool) -> None:

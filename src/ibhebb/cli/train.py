@@ -22,6 +22,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or per-epoch lines")
     p.add_argument("--plot", action="store_true", help="write plot.png into the run directory at the end")
+    p.set_defaults(_extras="overrides")
     return p
 
 
