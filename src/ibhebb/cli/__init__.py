@@ -62,12 +62,15 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.N
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parse(parser, argv)
+    try:
+        args = parse(parser, argv)
+    except SystemExit as e:  # --help, --version, or a refused command line (one line already printed)
+        return e.code if isinstance(e.code, int) else 2
     try:
         return int(args._run(args) or 0)
     except UserError as e:
         print(f"ibhebb: error: {e}", file=sys.stderr)
-        return 2
+        return getattr(e, "exit_status", 2)
     except KeyboardInterrupt:
         print("ibhebb: interrupted", file=sys.stderr)
         return 130

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from ..config import load_config
-from ..errors import UserError
+from ..errors import Interrupted, UserError
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -54,7 +54,7 @@ def run(args) -> int:
     try:
         summary = trainer.run()
     except KeyboardInterrupt:
-        raise UserError(
+        raise Interrupted(
             f"interrupted; finished epochs are kept in {out}: continue with `ibhebb train --resume --out {out}`"
         ) from None
     acc = summary["test_accuracy"]

@@ -8,6 +8,8 @@ engine's C or compiled step between two of its chunks).
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 
@@ -45,10 +47,12 @@ class DivergenceGuard:
         ``drop-seeds``: mark the replicas dead and go on (raise once all are).
     every : int
         Samples between two checks.
+    hint : callable, optional
+        Returns text appended to the message (what was kept, what to do).
     """
 
     def __init__(self, named: list[tuple[str, nn.Parameter]], replicas: int, mode: str = "stop", every: int = CHECK_EVERY,
-                 hint: str = ""):
+                 hint: Callable[[], str] | None = None):
         self.named, self.replicas, self.mode, self.every, self.hint = named, replicas, mode, every, hint
         self.alive = torch.ones(replicas, dtype=torch.bool)
         self.epoch, self.pos, self.checked = 0, 0, 0
@@ -101,5 +105,5 @@ class DivergenceGuard:
         self.alive &= ~bad
         if self.mode == "stop" or not bool(self.alive.any()):
             extra = " (every seed has diverged)" if self.mode != "stop" else ""
-            raise DivergenceError(f"training diverged in {where}: {what}{extra}{self.hint}")
+            raise DivergenceError(f"training diverged in {where}: {what}{extra}{self.hint() if self.hint else ''}")
         warn(f"{what} ({where}); dropped, {int(self.alive.sum())} of {self.replicas} seeds go on")

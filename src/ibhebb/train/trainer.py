@@ -189,7 +189,7 @@ class Trainer:
         self.scheduler = build_scheduler(cfg, self.optimizer)
         if self.rule.online:
             self._fast_engine()  # an engine the config insists on but that cannot run here: say so before any file changes
-        self.guard = DivergenceGuard(self._named_parameters(), cfg.seeds, cfg.on_divergence, hint=self._divergence_hint())
+        self.guard = DivergenceGuard(self._named_parameters(), cfg.seeds, cfg.on_divergence, hint=self._divergence_hint)
         self.start_epoch, self.wall, self.records = 0, 0.0, []
         self.rng = self._initial_rng()
         if resume:
@@ -206,7 +206,10 @@ class Trainer:
         return [(names.get(id(p), "parameter"), p) for g in self.optimizer.param_groups for p in g["params"]]
 
     def _divergence_hint(self) -> str:
-        keep = f"; the last good checkpoint and metrics stay in {self.out}"
+        if (self.out / CHECKPOINT).exists():
+            keep = f"; the checkpoint and metrics of the last good epoch ({len(self.records)}) stay in {self.out}"
+        else:
+            keep = "; no epoch had finished, so there is no checkpoint"
         if self.cfg.on_divergence == "stop":
             return keep + " (lower optim.lr, or set on_divergence = \"drop-seeds\" to go on with the other seeds)"
         return keep
