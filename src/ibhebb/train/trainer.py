@@ -184,6 +184,8 @@ class Trainer:
         cfg = self.cfg
         for f in (CHECKPOINT, METRICS, SUMMARY, CONFIG):  # left by a write cut short
             temp_path(self.out / f).unlink(missing_ok=True)
+        # a damaged checkpoint is refused before the data and the model are built
+        state = read_checkpoint(self.out / CHECKPOINT, cfg.to_dict(), map_location=cfg.device)[1] if resume else None
         self.data = data if data is not None else self._load_data()
         self.model, self.rule, self.optimizer = build(cfg, self.data)
         self.scheduler = build_scheduler(cfg, self.optimizer)
@@ -193,7 +195,7 @@ class Trainer:
         self.start_epoch, self.wall, self.records = 0, 0.0, []
         self.rng = self._initial_rng()
         if resume:
-            self._restore()
+            self._restore(state)
         else:
             for f in (METRICS, SUMMARY, CHECKPOINT):
                 (self.out / f).unlink(missing_ok=True)
@@ -269,9 +271,8 @@ class Trainer:
         }
         write_checkpoint(self.out / CHECKPOINT, state, self.cfg.to_dict(), epoch)
 
-    def _restore(self) -> None:
+    def _restore(self, state: dict[str, Any]) -> None:
         path = self.out / CHECKPOINT
-        _, state = read_checkpoint(path, self.cfg.to_dict(), map_location=self.cfg.device)
         try:
             self.model.load_state_dict(state["model"])
             self.rule.load_state_dict(state["rule"])
