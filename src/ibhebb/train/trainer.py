@@ -239,8 +239,17 @@ class Trainer:
         if self._cuda() and "cuda" in self.rng:
             torch.cuda.set_rng_state(self.rng["cuda"].cpu(), self.cfg.device)
 
+    def _random_modules(self) -> dict[str, torch.nn.Module]:
+        """The modules of the model and the rule that draw from generators of their own (``random_state()``)."""
+        found = {}
+        for prefix, root in (("model", self.model), ("rule", self.rule)):
+            for name, m in root.named_modules():
+                if hasattr(m, "random_state") and hasattr(m, "set_random_state"):
+                    found[f"{prefix}.{name}" if name else prefix] = m
+        return found
+
     def _module_rng(self) -> dict[str, Any]:
-        return {k: m.random_state() for k, m in (("model", self.model), ("rule", self.rule)) if hasattr(m, "random_state")}
+        return {"modules": {k: m.random_state() for k, m in self._random_modules().items()}}
 
     def _load_data(self) -> Dataset:
         d = self.cfg.data
@@ -280,9 +289,8 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
             rng = state["rng"]
             self.rng = {k: v for k, v in rng.items() if k in ("cpu", "cuda")}
-            for key, module in (("model", self.model), ("rule", self.rule)):
-                if hasattr(module, "set_random_state"):
-                    module.set_random_state(rng[key])
+            for key, module in self._random_modules().items():
+                module.set_random_state(rng["modules"][key])
             self.guard.set_dead(state["diverged"])
             self.start_epoch, self.wall = int(state["epoch"]) + 1, float(state["wall"])
         except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
