@@ -190,6 +190,36 @@ def run_sweep(
     return [read_json(d / "summary.json", "run summary") for d in dirs]
 
 
+def connect_ray(ray, address: str | None) -> None:
+    """``ray.init`` on a fresh local instance (``address`` None) or the cluster at ``address``; one line if it fails."""
+    kwargs = dict(log_to_driver=False, configure_logging=False)
+    if address is None:
+        kwargs["include_dashboard"] = False  # only a new local instance takes dashboard options
+    try:
+        ray.init(address=address, **kwargs)
+    except Exception as e:  # noqa: BLE001 - ConnectionError, RuntimeError, ValueError, TimeoutError ...: all mean "not there"
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        if address is None:
+            raise UserError(f"cannot start a local Ray instance ({type(e).__name__}: {first})") from None
+        raise UserError(
+            f"cannot connect to the Ray cluster at {address!r} ({type(e).__name__}: {first}); check that `ray start --head` "
+            "runs there and that ADDRESS is its HOST:PORT (as `ray status` shows it), 'auto' on a node of the cluster, "
+            "or ray://HOST:10001 for Ray Client"
+        ) from None
+
+
+def _cell_error(ray, e: Exception, run_dir: str) -> UserError:
+    """A cell's failure on Ray as one line: its own UserError, or what happened to its worker."""
+    cause = getattr(e, "cause", None)
+    if isinstance(cause, UserError):
+        return UserError(f"cell {Path(run_dir).name}: {cause}")
+    if isinstance(e, (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError, ray.exceptions.TaskCancelledError)):
+        return UserError(f"the worker of cell {Path(run_dir).name} died ({type(e).__name__}); "
+                         "run the sweep again to resume that cell from its last checkpoint")
+    first = (str(cause or e).strip().splitlines() or [type(e).__name__])[-1][:300]
+    return UserError(f"cell {Path(run_dir).name} failed on Ray: {first}; run the sweep again to resume it")
+
+
 def _run_on_ray(jobs, address: str | None, cpus: float, gpus: float, progress: bool) -> None:
     try:
         import ray
@@ -199,15 +229,22 @@ def _run_on_ray(jobs, address: str | None, cpus: float, gpus: float, progress: b
 
     started = not ray.is_initialized()
     if started:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        connect_ray(ray, address)
     try:
-        task = ray.remote(num_cpus=cpus, num_gpus=gpus)(run_cell)
-        pending = [task.remote(cfg, run_dir) for cfg, run_dir in jobs]
+        task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(run_cell)
+        pending = {task.remote(cfg, run_dir): run_dir for cfg, run_dir in jobs}
+        failure = None
         with tqdm(total=len(pending), desc="sweep (ray)", unit="cell", disable=not progress) as bar:
             while pending:
-                done, pending = ray.wait(pending, num_returns=1)
-                ray.get(done)  # re-raises a cell's error here
-                bar.update(len(done))
+                done, _ = ray.wait(list(pending), num_returns=1)
+                run_dir = pending.pop(done[0])
+                try:
+                    ray.get(done[0])
+                except (ray.exceptions.RayError, UserError) as e:
+                    failure = failure or _cell_error(ray, e, run_dir)  # the other cells still finish
+                bar.update(1)
+        if failure is not None:
+            raise failure
     finally:
         if started:
             ray.shutdown()

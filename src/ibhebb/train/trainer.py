@@ -241,11 +241,12 @@ class Trainer:
 
     def _random_modules(self) -> dict[str, torch.nn.Module]:
         """The modules of the model and the rule that draw from generators of their own (``random_state()``)."""
-        found = {}
+        found, seen = {}, set()
         for prefix, root in (("model", self.model), ("rule", self.rule)):
             for name, m in root.named_modules():
-                if hasattr(m, "random_state") and hasattr(m, "set_random_state"):
+                if hasattr(m, "random_state") and hasattr(m, "set_random_state") and id(m) not in seen:
                     found[f"{prefix}.{name}" if name else prefix] = m
+                    seen.add(id(m))
         return found
 
     def _module_rng(self) -> dict[str, Any]:
