@@ -170,6 +170,10 @@ def run_sweep(
 ) -> list[dict[str, Any]]:
     """Run (or finish) the grid of ``items`` over ``config`` into ``out``; returns the cells' summaries in grid order."""
     axes, fixed = parse_grid(items)
+    if use_ray:  # before any file is written: Ray is there, and so is the cluster
+        _import_ray()
+        if ray_address is not None:
+            _check_reachable(ray_address)
     cells = grid_cells(axes)
     out = Path(out)
     configs = [cell_config(config, fixed, c) for c in cells]  # every cell validated before any runs
@@ -190,8 +194,31 @@ def run_sweep(
     return [read_json(d / "summary.json", "run summary") for d in dirs]
 
 
+RAY_HINT = ("check that `ray start --head` runs there and that ADDRESS is its HOST:PORT (as `ray status` shows it), "
+            "'auto' on a node of the cluster, or ray://HOST:10001 for Ray Client")
+
+
+def _check_reachable(address: str) -> None:
+    """Refuse at once a ``HOST:PORT`` (or ``ray://HOST:PORT``) where nothing listens (Ray itself retries for minutes)."""
+    import socket
+
+    hostport = address.split("://", 1)[-1]
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        if address != "auto":
+            raise UserError(f"--ray {address!r} is not HOST:PORT, ray://HOST:PORT or 'auto'")
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as e:
+        raise UserError(f"cannot connect to the Ray cluster at {address!r}: nothing answers at {host}:{port} "
+                        f"({e.strerror or type(e).__name__}); {RAY_HINT}") from None
+
+
 def connect_ray(ray, address: str | None) -> None:
     """``ray.init`` on a fresh local instance (``address`` None) or the cluster at ``address``; one line if it fails."""
+    if address is not None:
+        _check_reachable(address)
     kwargs = dict(log_to_driver=False, configure_logging=False)
     if address is None:
         kwargs["include_dashboard"] = False  # only a new local instance takes dashboard options
@@ -201,11 +228,7 @@ def connect_ray(ray, address: str | None) -> None:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         if address is None:
             raise UserError(f"cannot start a local Ray instance ({type(e).__name__}: {first})") from None
-        raise UserError(
-            f"cannot connect to the Ray cluster at {address!r} ({type(e).__name__}: {first}); check that `ray start --head` "
-            "runs there and that ADDRESS is its HOST:PORT (as `ray status` shows it), 'auto' on a node of the cluster, "
-            "or ray://HOST:10001 for Ray Client"
-        ) from None
+        raise UserError(f"cannot connect to the Ray cluster at {address!r} ({type(e).__name__}: {first}); {RAY_HINT}") from None
 
 
 def _cell_error(ray, e: Exception, run_dir: str) -> UserError:
@@ -220,11 +243,16 @@ def _cell_error(ray, e: Exception, run_dir: str) -> UserError:
     return UserError(f"cell {Path(run_dir).name} failed on Ray: {first}; run the sweep again to resume it")
 
 
-def _run_on_ray(jobs, address: str | None, cpus: float, gpus: float, progress: bool) -> None:
+def _import_ray():
     try:
         import ray
     except ImportError:
         raise UserError("--ray needs Ray, which is not installed: pip install 'ibhebb[ray]'") from None
+    return ray
+
+
+def _run_on_ray(jobs, address: str | None, cpus: float, gpus: float, progress: bool) -> None:
+    ray = _import_ray()
     from tqdm.auto import tqdm
 
     started = not ray.is_initialized()
