@@ -93,6 +93,7 @@ def sweep(config, out, address, *extra):
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow  # 1-6 min: the head node takes 20-40 s to start on two shared cores, a worker as long again
 def test_sweep_on_a_running_cluster_survives_a_killed_worker(tmp_path, head_node):
     from ibhebb.config import load_config
     from ibhebb.fileio import LOCK
