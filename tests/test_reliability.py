@@ -404,3 +404,15 @@ def test_the_global_generator_is_seeded_per_run_and_restored(tmp_path):
     Drawing(load_config(LINEAR, MLP + ["epochs=2", "engine=eager", "data.n_train=100"]), tmp_path / "p", resume=True,
             progress=False).run()
     assert draws[2 * n :] == draws[:n]
+
+
+def test_resume_may_change_the_engine_and_the_divergence_policy(finished_run):
+    cfg = load_config(finished_run / "config.json", ["epochs=2", "engine=eager", "on_divergence=drop-seeds", "threads=1"])
+    Trainer(cfg, finished_run, resume=True, progress=False).run()
+    assert ckpt.read_checkpoint(finished_run / "checkpoint.pt")[0]["epoch"] == 1
+
+
+def test_a_trainer_never_run_does_not_lock_its_own_process_out(tmp_path, capsys):
+    trainer(tmp_path, XOR, TINY + ["epochs=1"])
+    trainer(tmp_path, XOR, TINY + ["epochs=1"], overwrite=True).run()
+    assert "stale lock" not in capsys.readouterr().err

@@ -240,7 +240,10 @@ class RunLock:
                     f"{self.path.parent} is in use by process {owner['pid']} on host {owner.get('host')} "
                     f"(lock file {self.path}); if no run is going on there, delete that file"
                 )
-            if owner is not None and _pid_alive(owner["pid"]) and owner["pid"] != os.getpid():
+            if owner is not None and owner["pid"] == os.getpid():  # this process's own (a trainer never run)
+                self.path.unlink(missing_ok=True)
+                continue
+            if owner is not None and _pid_alive(owner["pid"]):
                 raise UserError(
                     f"{self.path.parent} is in use by another ibhebb process (PID {owner['pid']} on {owner['host']}); "
                     "wait for it to finish or choose another --out"

@@ -28,8 +28,9 @@ from ..fileio import atomic_write_bytes, io_error, warn
 
 MAGIC = b"IBHEBB-CHECKPOINT\n"
 FORMAT = 1
-IGNORED_KEYS = ("epochs", "threads")
-"""Config keys that may change between a run and its resumption (they do not change the trajectory)."""
+IGNORED_KEYS = ("epochs", "threads", "engine", "engine_chunk", "on_divergence")
+"""Config keys that may change between a run and its resumption: the length of the run, how fast it runs (every
+engine gives the same weights), and what to do on divergence."""
 
 
 class CheckpointError(UserError):
