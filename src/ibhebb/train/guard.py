@@ -65,6 +65,11 @@ class DivergenceGuard:
         self.alive = torch.ones(self.replicas, dtype=torch.bool)
         self.alive[list(dead)] = False
 
+    def _all_finite(self) -> bool:
+        """Whether every parameter is finite: one sum each, one synchronisation (the common case, cheapest)."""
+        with torch.no_grad():
+            return not self.named or bool(torch.isfinite(torch.stack([p.sum() for _, p in self.named])).all())
+
     def _finite(self) -> torch.Tensor:
         """``(P, R)``: whether each parameter of each replica is finite (one sum each)."""
         R = self.replicas
@@ -90,6 +95,8 @@ class DivergenceGuard:
         """Check now, over the samples since the last check."""
         start, stop = self.checked, self.pos
         self.checked = self.pos
+        if bool(self.alive.all()) and self._all_finite():
+            return
         finite = self._finite()
         bad = self.alive & ~finite.all(0)
         if not bool(bad.any()):
