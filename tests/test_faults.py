@@ -223,3 +223,24 @@ def test_divergence_in_each_path_is_one_line(tmp_path):
         assert line.startswith("ibhebb: error: training diverged in epoch 1, samples 0–"), (name, line)
         assert "non-finite weights in seed(s) 0, 1 of 2, first in hidden layer 1" in line, (name, line)
         assert not (tmp_path / name / "checkpoint.pt").exists()
+
+
+def test_a_real_full_disk_keeps_the_previous_checkpoint(tmp_path):
+    """A 40 KiB tmpfs holds one checkpoint of this run but not the second beside it (the atomic write needs both)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40k", "tmpfs", str(disk)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip() or 'mount failed'})")
+    try:
+        run = disk / "run"
+        rc, _, err = ibhebb("none", "train", XOR, *BASE, "epochs=3", "--out", run, "--no-progress")
+        line = error_line(rc, err)
+        assert "disk full while writing" in line and "needed" in line and "free on its file system" in line, line
+        assert checkpointed_epochs(run) == 1
+        shutil.copytree(run, tmp_path / "moved")  # the user frees space (here: moves the run to a roomier disk)
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+    rc, _, err = ibhebb("none", "train", "--resume", "--out", tmp_path / "moved", "--no-progress")
+    assert rc == 0 and "Traceback" not in err, err
+    assert_same_run(tmp_path / "moved", reference(tmp_path, 3))
