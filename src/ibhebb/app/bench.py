@@ -29,7 +29,6 @@ that fits in cache (``W_c``), a bound that no ordering escapes.
 """
 from __future__ import annotations
 
-import json
 import platform
 import time
 from dataclasses import dataclass
