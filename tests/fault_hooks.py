@@ -75,6 +75,9 @@ def install(fault: str) -> None:
 
 
 if __name__ == "__main__":
+    # as at an interactive terminal: a shell that starts the tests in the background (`make test &`) has its children
+    # ignore SIGINT, and Python then installs no KeyboardInterrupt handler
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     install(sys.argv[1])
     from ibhebb.cli import main
 
