@@ -85,6 +85,13 @@ def test_an_unknown_flag_is_one_line(capsys):
     assert err == ["ibhebb: error: unrecognized arguments: --bogus (see ibhebb train --help)"]
 
 
+def test_a_config_json_that_is_not_a_table_is_one_line(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text("[1]\n")
+    line = one_line_error(capsys, ["train", "--resume", "--out", str(tmp_path / "run")])
+    assert "is not a config: it holds a JSON list" in line
+
+
 def test_negative_threads_is_a_config_error():
     with pytest.raises(ConfigError, match="threads must be >= 0"):
         load_config(XOR, ["threads=-3"])
