@@ -143,3 +143,20 @@ def test_backprop_and_last_layer_replicas_independent():
     assert model.hidden[0].weight.grad is None or model.hidden[0].weight.grad.abs().sum() == 0
     assert model.readout.weight.grad.abs().sum() > 0
     assert rule.trainable() == list(model.readout.parameters())
+
+
+def test_last_layer_update_is_the_cross_entropy_gradient_of_the_readout():
+    """Written out: ``∂/∂W_r mean_b CE = (softmax(h W_rᵀ + b_r) - onehot)ᵀ h / B`` per replica, on frozen features."""
+    model = MLP(6, [5], 3, replicas=3, seed=2).double()
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(4, 6, generator=g, dtype=torch.float64)
+    y = torch.tensor([0, 2, 2, 1])
+    next(make_rule("last-layer", model, RuleConfig()).updates(x, y))
+    with torch.no_grad():
+        h = model.represent(x)[-1]  # (R, B, 5)
+        W, b = model.readout.weight, model.readout.bias
+        p = torch.softmax(h @ W.transpose(-1, -2) + b.unsqueeze(-2), -1)
+        delta = (p - torch.nn.functional.one_hot(y, 3).double()) / len(y)
+    torch.testing.assert_close(model.readout.weight.grad, delta.transpose(-1, -2) @ h, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(model.readout.bias.grad, delta.sum(-2), rtol=1e-12, atol=1e-14)
+    assert model.readout.weight.grad.abs().max() > 1e-3

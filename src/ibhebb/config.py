@@ -140,6 +140,9 @@ class Config:
     """Samples per call of the fast engine's C or compiled step (0: its own choice, see :mod:`ibhebb.engine.runner`)."""
     log: list[str] = field(default_factory=list)
     """Where metrics go besides ``metrics.jsonl``: ``"tensorboard"``, ``"wandb"`` (offline); see :mod:`ibhebb.train.loggers`."""
+    on_divergence: str = "stop"
+    """Non-finite weights: ``stop`` the run (the last good checkpoint stays), or ``drop-seeds``: leave the diverged
+    replicas out and go on with the others (accuracies are then means over the surviving seeds)."""
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     rule: RuleConfig = field(default_factory=RuleConfig)
@@ -240,9 +243,12 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     path = resolve_config(path)  # a path, or the name of a packaged preset
     try:
         text = path.read_text()
-        return json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot parse {path}: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} is not a config: it holds a JSON {type(data).__name__}, not a table of keys")
+    return data
 
 
 def fill_from(cfg: Any, path: str | Path | None, overrides: list[str] | dict | None) -> None:
@@ -290,6 +296,8 @@ def validate(cfg: Config) -> None:
     """
     require(cfg.seeds >= 1, f"seeds must be >= 1, got {cfg.seeds}")
     require(cfg.epochs >= 1, f"epochs must be >= 1, got {cfg.epochs}")
+    require(cfg.threads >= 0, f"threads must be >= 0 (0: torch's default), got {cfg.threads}")
+    require_choice(cfg.on_divergence, ("stop", "drop-seeds"), "on_divergence")
     check_device_and_dtype(cfg)
     require(cfg.engine_chunk >= 0, "engine_chunk must be >= 0 (0: the engine's own choice)")
     require(cfg.data.n_train >= 0 and cfg.data.n_test >= 0, "data.n_train and data.n_test must be >= 0")

@@ -14,3 +14,13 @@ class ConfigError(UserError):
 
 class DataError(UserError):
     """A data set that is missing, incomplete or corrupt; the message says how to get it."""
+
+
+class Interrupted(UserError):
+    """The user interrupted a run (Ctrl-C); the CLI exits with status 130 after the one line."""
+
+    exit_status = 130
+
+
+class DivergenceError(UserError):
+    """Training produced NaN or infinite weights; the message says where (epoch, samples, seeds, layer)."""

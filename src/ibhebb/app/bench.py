@@ -29,7 +29,6 @@ that fits in cache (``W_c``), a bound that no ordering escapes.
 """
 from __future__ import annotations
 
-import json
 import platform
 import time
 from dataclasses import dataclass
@@ -280,6 +279,6 @@ def markdown(result: dict) -> str:
 
 
 def write_json(result: dict, path) -> None:
-    with open(path, "w") as f:
-        json.dump(result, f, indent=2)
-        f.write("\n")
+    from ..fileio import atomic_write_json
+
+    atomic_write_json(path, result)

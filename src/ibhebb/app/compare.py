@@ -141,8 +141,12 @@ def summarise(run_dir: str | Path) -> dict:
     cfg_path = run_dir / "config.json"
     if not cfg_path.exists():
         raise UserError(f"{run_dir} has no config.json")
-    cfg = json.loads(cfg_path.read_text())
-    acc = [100 * a for a in last["test_accuracy"]]
+    from ..fileio import read_json
+
+    cfg = read_json(cfg_path, "run config")
+    acc = [100 * a for a in last["test_accuracy"] if a is not None]  # None: a seed dropped after diverging
+    if not acc:
+        raise UserError(f"every seed of {run_dir} diverged")
     mean = sum(acc) / len(acc)
     std = math.sqrt(sum((a - mean) ** 2 for a in acc) / max(len(acc) - 1, 1))
     return {

@@ -11,13 +11,13 @@ correlation of readout against target over every step of the held-out samples.
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import torch
 
 from ..data import load_dataset
+from ..fileio import atomic_write_json, prepare_dir, save_figure_atomic
 from ..reservoir.config import Fig3Config
 from ..reservoir.dynamics import Reservoir
 from ..reservoir.readout import make_readout
@@ -90,14 +90,15 @@ def plot_fig3(path: Path, stream: dict, outputs: torch.Tensor, recorded: list[in
             ax.set_ylabel("element of ξ", fontsize=8)
     fig.colorbar(im, ax=axes, shrink=0.8)
     fig.suptitle(title)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        save_figure_atomic(fig, path, dpi=110)
+    finally:
+        plt.close(fig)
 
 
 def run_fig3(cfg: Fig3Config, out_dir: str | Path, *, progress: bool = True) -> dict:
     """Train and test every (size, learner); write ``results.json`` and one PNG per run into ``out_dir``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_dir(out_dir)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     dtype = getattr(torch, cfg.dtype)
@@ -150,5 +151,5 @@ def run_fig3(cfg: Fig3Config, out_dir: str | Path, *, progress: bool = True) -> 
                       f"{learner.upper()}, {size} units: held-out NMSE {run['test_all_steps']['nmse'][0]:.3f}, "
                       f"r = {run['test_all_steps']['correlation'][0]:.3f}")
             results["runs"].append(run)
-            (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+            atomic_write_json(out / "results.json", results)
     return results

@@ -1,17 +1,18 @@
 """Plots of run directories: accuracy per epoch with the seed spread, per-layer HSIC terms."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..errors import UserError
+from ..fileio import read_json, read_jsonl, save_figure_atomic
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The records of a run's ``metrics.jsonl``, one per finished epoch (a torn last line is left out)."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         raise UserError(f"{run_dir} is not a run directory (no metrics.jsonl)")
-    lines = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+    lines, _ = read_jsonl(path)
     if not lines:
         raise UserError(f"{path} holds no finished epoch yet")
     return lines
@@ -20,7 +21,7 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
 def _label(run_dir: Path) -> str:
     cfg_path = run_dir / "config.json"
     if cfg_path.exists():
-        cfg = json.loads(cfg_path.read_text())
+        cfg = read_json(cfg_path, "run config")
         rule = cfg["rule"]["name"]
         if rule == "biohsic":
             rule += f" ({cfg['rule']['variant']}, N={cfg['rule']['window']})"
@@ -33,21 +34,22 @@ def save_figure(fig, out: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return Path(out)
+    try:
+        return save_figure_atomic(fig, out, dpi=110)
+    finally:
+        plt.close(fig)
 
 
 def _band(ax, epochs, per_seed, label, color=None):
     import numpy as np
 
-    a = np.asarray(per_seed, dtype=float) * 100
-    mean = a.mean(1)
+    a = np.asarray(per_seed, dtype=float) * 100  # a seed dropped after diverging is None, so NaN here
+    mean = np.nanmean(a, 1)
     seeds = f"{a.shape[1]} seed{'s' if a.shape[1] > 1 else ''}"
     (line,) = ax.plot(epochs, mean, marker="o", ms=3, label=f"{label} ({seeds})", color=color)
     ax.xaxis.get_major_locator().set_params(integer=True)
     if a.shape[1] > 1:
-        ax.fill_between(epochs, a.min(1), a.max(1), alpha=0.2, color=line.get_color())
+        ax.fill_between(epochs, np.nanmin(a, 1), np.nanmax(a, 1), alpha=0.2, color=line.get_color())
     return line
 
 

@@ -13,13 +13,14 @@ the memory divides by ``s_ℓ``. After training, a fresh stream of
 """
 from __future__ import annotations
 
-import json
+import io
 import time
 from pathlib import Path
 
 import torch
 
 from ..errors import ConfigError
+from ..fileio import atomic_write_bytes, atomic_write_json, prepare_dir
 from ..reservoir.config import PretrainConfig
 from ..reservoir.dynamics import Reservoir
 from ..reservoir.file import FORMAT
@@ -117,8 +118,10 @@ def pretrain(cfg: PretrainConfig, out_file: str | Path, *, progress: bool = True
         "seconds": seconds,
     }
     out_file = Path(out_file)
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(meta, out_file)
+    prepare_dir(out_file.parent)
+    buf = io.BytesIO()
+    torch.save(meta, buf)
+    atomic_write_bytes(out_file, buf.getvalue())
     summary = {k: meta[k] for k in ("config", "test_scores", "seconds", "target_scale")}
-    out_file.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_json(out_file.with_suffix(".json"), summary)
     return summary

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import UserError
+from ..train import checkpoint
 
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"
@@ -44,20 +45,18 @@ INPUT_SHAPES = {
 
 
 def read_checkpoint(run_dir: str | Path) -> dict[str, Any]:
-    """The run's ``checkpoint.pt``, loaded onto the CPU with ``weights_only=True`` (no code runs from the file).
+    """The state of the run's ``checkpoint.pt`` on the CPU, checked and loaded with ``weights_only=True``
+    (:func:`ibhebb.train.checkpoint.read_checkpoint`: no code runs from the file).
 
     Raises
     ------
     UserError
-        If the directory holds no checkpoint, or the file cannot be read.
+        If the directory holds no checkpoint, or the file is damaged or not a checkpoint.
     """
     path = Path(run_dir) / CHECKPOINT
     if not path.is_file():
         raise UserError(f"{run_dir} holds no {CHECKPOINT}: not a run directory, or no epoch has finished")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # unpickling fails in many ways on a damaged or foreign file
-        raise UserError(f"cannot read {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    return checkpoint.read_checkpoint(path, map_location="cpu")[1]
 
 
 def read_run_config(run_dir: str | Path) -> dict[str, Any]:

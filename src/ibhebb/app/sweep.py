@@ -28,6 +28,7 @@ from typing import Any
 
 from ..config import Config, load_config, parse_value
 from ..errors import ConfigError, UserError
+from ..fileio import atomic_write_json, prepare_dir, read_json
 
 SWEEP_FILE = "sweep.json"
 
@@ -111,7 +112,7 @@ def cell_state(cfg: Config, run_dir: Path) -> str:
 def _check_same_run(cfg: Config, run_dir: Path) -> None:
     saved = run_dir / "config.json"
     if saved.exists():
-        mine, theirs = cfg.to_dict(), json.loads(saved.read_text())
+        mine, theirs = cfg.to_dict(), read_json(saved, "run config")
         mine.pop("epochs"), theirs.pop("epochs", None)
         if mine != theirs:
             raise UserError(f"{run_dir} holds a run of another config; choose another --out for this sweep")
@@ -128,7 +129,7 @@ def run_cell(config: dict[str, Any], run_dir: str, progress: bool = False) -> di
     out = Path(run_dir)
     state = cell_state(cfg, out)
     if state == "done":
-        return json.loads((out / "summary.json").read_text())
+        return read_json(out / "summary.json", "run summary")
     return Trainer(cfg, out, resume=state == "resume", overwrite=state == "new", progress=progress).run()
 
 
@@ -141,7 +142,7 @@ def _write_sweep_file(out: Path, config: str | Path, axes, fixed, cells) -> None
     }
     path = out / SWEEP_FILE
     if path.exists():
-        old = json.loads(path.read_text())
+        old = read_json(path, "sweep state")
         same = {k: v for k, v in old.get("fixed", {}).items() if k != "epochs"} == {k: v for k, v in fixed.items() if k != "epochs"}
         if not same or Path(old.get("config", "")).stem != Path(config).stem:  # more epochs is the same sweep
             raise UserError(f"{out} holds a sweep of another config or fixed overrides; choose another --out")
@@ -152,8 +153,8 @@ def _write_sweep_file(out: Path, config: str | Path, axes, fixed, cells) -> None
             old_axes[k] = sorted(set(map(json.dumps, old_axes.get(k, []) + v)), key=lambda s: (len(s), s))
             old_axes[k] = [json.loads(s) for s in old_axes[k]]
         record["axes"] = [[k, v] for k, v in old_axes.items()]
-    out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    prepare_dir(out, "sweep directory")
+    atomic_write_json(path, record)
 
 
 def run_sweep(
@@ -169,6 +170,10 @@ def run_sweep(
 ) -> list[dict[str, Any]]:
     """Run (or finish) the grid of ``items`` over ``config`` into ``out``; returns the cells' summaries in grid order."""
     axes, fixed = parse_grid(items)
+    if use_ray:  # before any file is written: Ray is there, and so is the cluster
+        _import_ray()
+        if ray_address is not None:
+            _check_reachable(ray_address)
     cells = grid_cells(axes)
     out = Path(out)
     configs = [cell_config(config, fixed, c) for c in cells]  # every cell validated before any runs
@@ -186,27 +191,88 @@ def run_sweep(
 
         for i in tqdm(todo, desc="sweep", unit="cell", disable=not progress or len(todo) < 2):
             run_cell(configs[i].to_dict(), str(dirs[i]), progress=progress)
-    return [json.loads((d / "summary.json").read_text()) for d in dirs]
+    return [read_json(d / "summary.json", "run summary") for d in dirs]
 
 
-def _run_on_ray(jobs, address: str | None, cpus: float, gpus: float, progress: bool) -> None:
+RAY_HINT = ("check that `ray start --head` runs there and that ADDRESS is its HOST:PORT (as `ray status` shows it), "
+            "'auto' on a node of the cluster, or ray://HOST:10001 for Ray Client")
+
+
+def _check_reachable(address: str) -> None:
+    """Refuse at once a ``HOST:PORT`` (or ``ray://HOST:PORT``) where nothing listens (Ray itself retries for minutes)."""
+    import socket
+
+    hostport = address.split("://", 1)[-1]
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        if address != "auto":
+            raise UserError(f"--ray {address!r} is not HOST:PORT, ray://HOST:PORT or 'auto'")
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as e:
+        raise UserError(f"cannot connect to the Ray cluster at {address!r}: nothing answers at {host}:{port} "
+                        f"({e.strerror or type(e).__name__}); {RAY_HINT}") from None
+
+
+def connect_ray(ray, address: str | None) -> None:
+    """``ray.init`` on a fresh local instance (``address`` None) or the cluster at ``address``; one line if it fails."""
+    if address is not None:
+        _check_reachable(address)
+    kwargs = dict(log_to_driver=False, configure_logging=False)
+    if address is None:
+        kwargs["include_dashboard"] = False  # only a new local instance takes dashboard options
+    try:
+        ray.init(address=address, **kwargs)
+    except Exception as e:  # noqa: BLE001 - ConnectionError, RuntimeError, ValueError, TimeoutError ...: all mean "not there"
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        if address is None:
+            raise UserError(f"cannot start a local Ray instance ({type(e).__name__}: {first})") from None
+        raise UserError(f"cannot connect to the Ray cluster at {address!r} ({type(e).__name__}: {first}); {RAY_HINT}") from None
+
+
+def _cell_error(ray, e: Exception, run_dir: str) -> UserError:
+    """A cell's failure on Ray as one line: its own UserError, or what happened to its worker."""
+    cause = getattr(e, "cause", None)
+    if isinstance(cause, UserError):
+        return UserError(f"cell {Path(run_dir).name}: {cause}")
+    if isinstance(e, (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError, ray.exceptions.TaskCancelledError)):
+        return UserError(f"the worker of cell {Path(run_dir).name} died ({type(e).__name__}); "
+                         "run the sweep again to resume that cell from its last checkpoint")
+    first = (str(cause or e).strip().splitlines() or [type(e).__name__])[-1][:300]
+    return UserError(f"cell {Path(run_dir).name} failed on Ray: {first}; run the sweep again to resume it")
+
+
+def _import_ray():
     try:
         import ray
     except ImportError:
         raise UserError("--ray needs Ray, which is not installed: pip install 'ibhebb[ray]'") from None
+    return ray
+
+
+def _run_on_ray(jobs, address: str | None, cpus: float, gpus: float, progress: bool) -> None:
+    ray = _import_ray()
     from tqdm.auto import tqdm
 
     started = not ray.is_initialized()
     if started:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        connect_ray(ray, address)
     try:
-        task = ray.remote(num_cpus=cpus, num_gpus=gpus)(run_cell)
-        pending = [task.remote(cfg, run_dir) for cfg, run_dir in jobs]
+        task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(run_cell)
+        pending = {task.remote(cfg, run_dir): run_dir for cfg, run_dir in jobs}
+        failure = None
         with tqdm(total=len(pending), desc="sweep (ray)", unit="cell", disable=not progress) as bar:
             while pending:
-                done, pending = ray.wait(pending, num_returns=1)
-                ray.get(done)  # re-raises a cell's error here
-                bar.update(len(done))
+                done, _ = ray.wait(list(pending), num_returns=1)
+                run_dir = pending.pop(done[0])
+                try:
+                    ray.get(done[0])
+                except (ray.exceptions.RayError, UserError) as e:
+                    failure = failure or _cell_error(ray, e, run_dir)  # the other cells still finish
+                bar.update(1)
+        if failure is not None:
+            raise failure
     finally:
         if started:
             ray.shutdown()

@@ -1,10 +1,10 @@
 """Fig 6 of seed 000 from a sweep directory: final accuracy against the swept value, and curves per value."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..errors import UserError
+from ..fileio import read_json
 from .plot import read_metrics, save_figure
 from .sweep import SWEEP_FILE
 
@@ -23,7 +23,7 @@ def is_sweep(path: str | Path) -> bool:
 def sweep_results(sweep_dir: str | Path) -> tuple[str, list[str], list[dict]]:
     """``(x_key, group_keys, cells)``: each finished cell with its values, per-epoch metrics and config."""
     sweep_dir = Path(sweep_dir)
-    record = json.loads((sweep_dir / SWEEP_FILE).read_text())
+    record = read_json(sweep_dir / SWEEP_FILE, "sweep state")
     keys = [k for k, _ in record["axes"]]
     if not keys:
         raise UserError(f"{sweep_dir} is a sweep without axes: plot its run directory instead")
@@ -33,7 +33,7 @@ def sweep_results(sweep_dir: str | Path) -> tuple[str, list[str], list[dict]]:
         run = sweep_dir / cell["name"]
         if not (run / "metrics.jsonl").exists():
             continue
-        cells.append({**cell, "metrics": read_metrics(run), "config": json.loads((run / "config.json").read_text())})
+        cells.append({**cell, "metrics": read_metrics(run), "config": read_json(run / "config.json", "run config")})
     if not cells:
         raise UserError(f"no cell of the sweep in {sweep_dir} has finished an epoch yet")
     return x_key, [k for k in keys if k != x_key], cells

@@ -21,13 +21,35 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--chunk", type=int, default=0, help="samples per call of the engine's C or compiled step (default 0: the engine's choice)")
     p.add_argument("--engines", default="", help="which engines: rule,native,compile (default: rule,native on the CPU, rule,compile on CUDA; eager is an old name of rule)")
     p.add_argument("--json", metavar="FILE", help="also write the result as JSON")
+    p.add_argument("settings", nargs="*", metavar="KEY=VALUE", help="the options above as key=value too, e.g. steps=2000 threads=1")
+    p.set_defaults(_extras="settings")
     return p
+
+
+SETTINGS = {"device": str, "steps": int, "replicas": str, "lif_steps": int, "rows": str, "threads": int, "chunk": int,
+            "engines": str, "json": str}
+"""The options ``key=value`` may set (``lif-steps`` or ``lif_steps``), with their types."""
+
+
+def apply_settings(args) -> None:
+    """Set ``args``' options from its ``key=value`` items."""
+    for item in args.settings:
+        key, _, value = item.partition("=")
+        name = key.strip().lstrip("-").replace("-", "_")
+        if name not in SETTINGS:
+            raise UserError(f"bench has no setting {key!r}; it takes {', '.join(k.replace('_', '-') for k in SETTINGS)}")
+        try:
+            setattr(args, name, SETTINGS[name](value.strip()))
+        except ValueError:
+            raise UserError(f"bench setting {key} must be an integer, got {value!r}") from None
 
 
 def run(args) -> int:
     import torch
 
     from ..app.bench import ROW_GROUPS, markdown, run_bench, write_json
+
+    apply_settings(args)
 
     if args.device != "cpu" and not args.device.startswith("cuda"):
         raise UserError(f"--device must be cpu or cuda[:i], got {args.device!r}")

@@ -20,12 +20,14 @@ def add_parser(sub) -> argparse.ArgumentParser:
     f.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. sizes=[500,1000] readout.learners=[\"rls\"]")
     f.add_argument("--out", required=True, help="run directory: results.json and one PNG per run")
     f.add_argument("--no-progress", action="store_true")
+    f.set_defaults(_extras="overrides")
     t = verbs.add_parser("pretrain", help="train one reservoir per hidden layer on a task-free stream; save it frozen")
     t.add_argument("config", help="TOML or preset name, e.g. reservoir-pretrain-mnist")
     t.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     t.add_argument("--out", required=True, help="the reservoir file (.pt) for rule.reservoir; scores go next to it (.json)")
     t.add_argument("--overwrite", action="store_true", help="replace an existing file")
     t.add_argument("--no-progress", action="store_true")
+    t.set_defaults(_extras="overrides")
     return p
 
 

@@ -27,6 +27,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--gpus-per-cell", type=float, default=0.0, help="Ray: GPUs (or a fraction) reserved by each cell (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars or per-epoch lines")
     p.add_argument("--plot", action="store_true", help="write fig6.png into the sweep directory at the end")
+    p.set_defaults(_extras="grid")
     return p
 
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from ..config import load_config
-from ..errors import UserError
+from ..errors import Interrupted, UserError
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -25,6 +25,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--tensorboard", action="store_true",
                    help="also log every metric to RUN_DIR/tensorboard (config: log = [\"tensorboard\"]; needs ibhebb[tensorboard])")
     p.add_argument("--wandb", action="store_true", help="also log to a Weights & Biases run in offline mode (needs ibhebb[wandb])")
+    p.set_defaults(_extras="overrides")
     return p
 
 
@@ -60,7 +61,7 @@ def run(args) -> int:
     try:
         summary = trainer.run()
     except KeyboardInterrupt:
-        raise UserError(
+        raise Interrupted(
             f"interrupted; finished epochs are kept in {out}: continue with `ibhebb train --resume --out {out}`"
         ) from None
     acc = summary["test_accuracy"]

@@ -131,6 +131,16 @@ class Reservoir(nn.Module):
         """``W_in r_i`` ``(G, B, n)`` for inputs ``(G, B, in_features)`` (computed once per held sample)."""
         return torch.bmm(r_in.to(self.w_in.dtype), self.w_in.transpose(1, 2))
 
+    def random_state(self) -> dict:
+        """The hidden noise's generator state (``None`` before its first draw); checkpoints save it."""
+        return {"noise": None if self._noise_gen is None else self._noise_gen.get_state()}
+
+    def set_random_state(self, state: dict) -> None:
+        if state["noise"] is None:
+            self._noise_gen = None
+        else:
+            self._generator().set_state(state["noise"].cpu())
+
     def _generator(self) -> torch.Generator:
         if self._noise_gen is None or self._noise_gen.device != self.w_rec.device:
             self._noise_gen = torch.Generator(device=self.w_rec.device).manual_seed(self.seed + 1)

@@ -18,7 +18,7 @@ def load_reservoir_file(path: str | Path) -> dict:
     if not p.is_file():
         raise ConfigError(f"rule.reservoir = {str(path)!r} does not exist (make one with: ibhebb reservoir pretrain CONFIG --out {p})")
     try:
-        state = torch.load(p, map_location="cpu", weights_only=False)
+        state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is the user's to fix
         raise ConfigError(f"rule.reservoir = {str(path)!r} cannot be read as a reservoir file ({type(e).__name__})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:

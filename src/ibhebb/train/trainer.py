@@ -7,13 +7,20 @@ replica, appends a line to ``metrics.jsonl`` and writes ``checkpoint.pt``;
 ``summary.json`` is written at the end. A run directory is never overwritten:
 ``resume=True`` continues it from its last checkpoint to the same result as an
 uninterrupted run.
+
+Every file is written atomically (:mod:`ibhebb.fileio`), a lock file keeps a
+second process out of a run directory in use, the checkpoint is verified
+before it is loaded (:mod:`.checkpoint`), and the weights are checked for
+NaN and infinities every few hundred samples (:mod:`.guard`). Every random
+draw of training comes from generators saved in the checkpoint: the
+per-replica generators of the model (dropout), and torch's global generator,
+seeded from ``cfg.seed`` for the run and restored on resume.
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 import sys
+import zlib
 import time
 from pathlib import Path
 from typing import Any
@@ -24,9 +31,12 @@ from torch import Tensor
 from ..config import Config, load_config
 from ..data import Dataset, load_dataset
 from ..errors import UserError
+from ..fileio import RunLock, atomic_write_json, prepare_dir, read_jsonl, temp_path, warn, write_jsonl
 from ..functional.kernels import hsic_bottleneck
 from ..models import build_model
 from ..rules import Rule, make_rule
+from .checkpoint import CheckpointError, read_checkpoint, write_checkpoint
+from .guard import DivergenceGuard
 from .loggers import Loggers
 from .schedule import build_scheduler, param_groups
 
@@ -116,7 +126,15 @@ def epoch_order(seed: int, epoch: int, n: int, device) -> Tensor:
     return torch.randperm(n, generator=g).to(device)
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
+def stream_seed(seed: int, name: str, replica: int = 0) -> int:
+    """A seed for the random stream ``name`` of replica ``replica`` of a run with ``seed``."""
+    return ((1_000_003 * seed + replica) * 65_537 + zlib.crc32(name.encode())) % 2**63
+
+
+def _mean_std(values: list[float | None]) -> tuple[float, float]:
+    values = [v for v in values if v is not None]
+    if not values:
+        return float("nan"), float("nan")
     m = sum(values) / len(values)
     return m, math.sqrt(sum((v - m) ** 2 for v in values) / max(len(values) - 1, 1))
 
@@ -146,6 +164,8 @@ class Trainer:
         self.cfg, self.out, self.progress = cfg, Path(out_dir), progress
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
+        if self.out.exists() and not self.out.is_dir():
+            raise UserError(f"--out {self.out} is an existing file, not a run directory; choose another --out")
         has_run = (self.out / METRICS).exists() or (self.out / CHECKPOINT).exists()
         if has_run and not (resume or overwrite):
             raise UserError(
@@ -153,20 +173,86 @@ class Trainer:
             )
         if resume and not (self.out / CHECKPOINT).exists():
             raise UserError(f"nothing to resume in {self.out}: it has no {CHECKPOINT}")
-        self.loggers = Loggers(cfg, self.out)  # TensorBoard / W&B if cfg.log asks (a missing package is refused here)
-        self.out.mkdir(parents=True, exist_ok=True)
+        prepare_dir(self.out, "run directory")
+        self.lock = RunLock(self.out).acquire()
+        try:
+            self.loggers = Loggers(cfg, self.out)  # TensorBoard / W&B if cfg.log asks (a missing package is refused here)
+            self._setup(resume, data)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _setup(self, resume: bool, data: Dataset | None) -> None:
+        cfg = self.cfg
+        for f in (CHECKPOINT, METRICS, SUMMARY, CONFIG):  # left by a write cut short
+            temp_path(self.out / f).unlink(missing_ok=True)
+        # a damaged checkpoint is refused before the data and the model are built
+        state = read_checkpoint(self.out / CHECKPOINT, cfg.to_dict(), map_location=cfg.device)[1] if resume else None
         self.data = data if data is not None else self._load_data()
         self.model, self.rule, self.optimizer = build(cfg, self.data)
         self.scheduler = build_scheduler(cfg, self.optimizer)
         if self.rule.online:
             self._fast_engine()  # an engine the config insists on but that cannot run here: say so before any file changes
-        self.start_epoch, self.wall = 0, 0.0
+        self.guard = DivergenceGuard(self._named_parameters(), cfg.seeds, cfg.on_divergence, hint=self._divergence_hint)
+        self.start_epoch, self.wall, self.records = 0, 0.0, []
+        self.rng = self._initial_rng()
         if resume:
-            self._restore()
+            self._restore(state)
         else:
             for f in (METRICS, SUMMARY, CHECKPOINT):
                 (self.out / f).unlink(missing_ok=True)
-        (self.out / CONFIG).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        atomic_write_json(self.out / CONFIG, cfg.to_dict())
+
+    def _named_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
+        """What the optimiser trains, named after the model's layers where it can be."""
+        names = {id(p): n for n, p in self.model.named_parameters()}
+        names.update({id(p): f"rule.{n}" for n, p in self.rule.named_parameters() if id(p) not in names})
+        return [(names.get(id(p), "parameter"), p) for g in self.optimizer.param_groups for p in g["params"]]
+
+    def _divergence_hint(self) -> str:
+        if (self.out / CHECKPOINT).exists():
+            keep = f"; the checkpoint and metrics of the last good epoch ({len(self.records)}) stay in {self.out}"
+        else:
+            keep = "; no epoch had finished, so there is no checkpoint"
+        if self.cfg.on_divergence == "stop":
+            return keep + " (lower optim.lr, or set on_divergence = \"drop-seeds\" to go on with the other seeds)"
+        return keep
+
+    # -- random streams ----------------------------------------------------------------------
+    def _cuda(self) -> bool:
+        return torch.device(self.cfg.device).type == "cuda"
+
+    def _initial_rng(self) -> dict[str, Any]:
+        """The state of torch's global generator(s) at the start of a run, from ``cfg.seed``."""
+        seed = stream_seed(self.cfg.seed, "global")
+        rng = {"cpu": torch.Generator().manual_seed(seed).get_state()}
+        if self._cuda():
+            g = torch.Generator(device=self.cfg.device).manual_seed(seed)
+            rng["cuda"] = g.get_state()
+        return rng
+
+    def _capture_rng(self) -> None:
+        self.rng = {"cpu": torch.get_rng_state()}
+        if self._cuda():
+            self.rng["cuda"] = torch.cuda.get_rng_state(self.cfg.device)
+
+    def _install_rng(self) -> None:
+        torch.set_rng_state(self.rng["cpu"].cpu())
+        if self._cuda() and "cuda" in self.rng:
+            torch.cuda.set_rng_state(self.rng["cuda"].cpu(), self.cfg.device)
+
+    def _random_modules(self) -> dict[str, torch.nn.Module]:
+        """The modules of the model and the rule that draw from generators of their own (``random_state()``)."""
+        found, seen = {}, set()
+        for prefix, root in (("model", self.model), ("rule", self.rule)):
+            for name, m in root.named_modules():
+                if hasattr(m, "random_state") and hasattr(m, "set_random_state") and id(m) not in seen:
+                    found[f"{prefix}.{name}" if name else prefix] = m
+                    seen.add(id(m))
+        return found
+
+    def _module_rng(self) -> dict[str, Any]:
+        return {"modules": {k: m.random_state() for k, m in self._random_modules().items()}}
 
     def _load_data(self) -> Dataset:
         d = self.cfg.data
@@ -192,26 +278,34 @@ class Trainer:
             "rule": self.rule.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
+            "rng": {**self.rng, **self._module_rng()},
+            "diverged": self.guard.dead,
         }
-        tmp = self.out / (CHECKPOINT + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.out / CHECKPOINT)
+        write_checkpoint(self.out / CHECKPOINT, state, self.cfg.to_dict(), epoch)
 
-    def _restore(self) -> None:
+    def _restore(self, state: dict[str, Any]) -> None:
+        path = self.out / CHECKPOINT
         try:
-            state = torch.load(self.out / CHECKPOINT, map_location=self.cfg.device, weights_only=False)
             self.model.load_state_dict(state["model"])
             self.rule.load_state_dict(state["rule"])
             self.optimizer.load_state_dict(state["optimizer"])
-            if "scheduler" in state:
-                self.scheduler.load_state_dict(state["scheduler"])
-        except (RuntimeError, KeyError, EOFError) as e:
-            raise UserError(f"cannot resume from {self.out / CHECKPOINT}: it does not match this config ({e})") from None
-        self.start_epoch, self.wall = state["epoch"] + 1, state["wall"]
-        path = self.out / METRICS
-        if path.exists():
-            kept = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["epoch"] <= self.start_epoch]
-            path.write_text("".join(ln + "\n" for ln in kept))
+            self.scheduler.load_state_dict(state["scheduler"])
+            rng = state["rng"]
+            self.rng = {k: v for k, v in rng.items() if k in ("cpu", "cuda")}
+            for key, module in self._random_modules().items():
+                module.set_random_state(rng["modules"][key])
+            self.guard.set_dead(state["diverged"])
+            self.start_epoch, self.wall = int(state["epoch"]) + 1, float(state["wall"])
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise CheckpointError(f"checkpoint {path} does not fit the model of this config ({first[:200]})") from None
+        metrics = self.out / METRICS
+        if metrics.exists():
+            records, torn = read_jsonl(metrics)
+            if torn:
+                warn(f"dropped the torn last line of {metrics} (a write cut short); the checkpoint is intact")
+            self.records = [r for r in records if r.get("epoch", 0) <= self.start_epoch]
+            write_jsonl(metrics, self.records)
 
     # -- loops -------------------------------------------------------------------------------
     def _apply(self, x: Tensor, y: Tensor) -> int:
@@ -223,6 +317,13 @@ class Trainer:
         return n
 
     def _epoch(self, epoch: int) -> int:
+        """Train one epoch; the divergence guard checks the weights every few hundred samples and at its end."""
+        self.guard.begin_epoch(epoch)
+        updates = self._train_epoch(epoch)
+        self.guard.check()
+        return updates
+
+    def _train_epoch(self, epoch: int) -> int:
         from tqdm.auto import tqdm
 
         self.rule.new_epoch()
@@ -244,16 +345,26 @@ class Trainer:
             dynamic_ncols=True,
         )
         engine = self._fast_engine()
+        guard = self.guard
         if engine is not None:  # the same updates, from ibhebb.engine
+
+            def progress(k: int) -> None:  # called between the engine's chunks
+                bar.update(k)
+                guard.advance(k)
+
             y1 = torch.nn.functional.one_hot(y, self.model.n_classes).to(x.dtype)
-            updates = engine.train_epoch(x.reshape(len(x), -1), y1, order, progress=bar.update)
-            bar.close()
-            return updates
+            try:
+                return engine.train_epoch(x.reshape(len(x), -1), y1, order, progress=progress)
+            finally:
+                bar.close()
         updates = 0
-        for i in bar:
-            idx = order[i : i + step]
-            updates += self._apply(x[idx], y[idx])
-        bar.close()
+        try:
+            for i in bar:
+                idx = order[i : i + step]
+                updates += self._apply(x[idx], y[idx])
+                guard.advance(len(idx))
+        finally:
+            bar.close()
         return updates
 
     def _fast_engine(self):
@@ -296,6 +407,20 @@ class Trainer:
         return self._engine.mode in ("auto", "native") and w.device.type == "cpu" and cstep.unavailable(w.dtype) is None
 
     def run(self) -> dict[str, Any]:
+        """Train the remaining epochs; returns the summary. Releases the run directory's lock at the end."""
+        try:
+            with torch.random.fork_rng(devices=[self.cfg.device] if self._cuda() else []):
+                self._install_rng()
+                return self._run()
+        finally:
+            self.lock.release()
+
+    def _masked(self, values: list[float]) -> list[float | None]:
+        """``values`` per replica, ``None`` for the replicas dropped after diverging."""
+        alive = self.guard.alive.tolist()
+        return [v if a else None for v, a in zip(values, alive)]
+
+    def _run(self) -> dict[str, Any]:
         cfg = self.cfg
         record = None
         for epoch in range(self.start_epoch, cfg.epochs):
@@ -305,6 +430,10 @@ class Trainer:
             train_seconds = time.perf_counter() - t0
             self.model.eval()
             record = {"epoch": epoch + 1, **evaluate(self.model, self.data, cfg)}
+            if self.guard.dead:
+                record["test_accuracy"] = self._masked(record["test_accuracy"])
+                record["train_accuracy"] = self._masked(record["train_accuracy"])
+                record["diverged"] = self.guard.dead
             self.wall += time.perf_counter() - t0
             record.update(
                 updates=updates,
@@ -318,10 +447,11 @@ class Trainer:
             diagnostics = getattr(getattr(self.rule, "memory", None), "diagnostics", None)
             if diagnostics is not None:  # e.g. the reservoir memory's ξ correlation with the true ξ
                 record["memory"] = diagnostics()
-            with open(self.out / METRICS, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            self.records.append(record)
+            write_jsonl(self.out / METRICS, self.records)
             self.loggers.log(record)
             self.scheduler.step()
+            self._capture_rng()
             self._save(epoch)
             if self.progress:
                 m, s = _mean_std(record["test_accuracy"])
@@ -332,7 +462,9 @@ class Trainer:
                 print(f"epoch {epoch + 1}/{cfg.epochs}: test accuracy {m:.4f}{spread} ({train_seconds:.1f} s{path})", flush=True)
         self.loggers.close()
         if record is None:
-            record = json.loads((self.out / METRICS).read_text().splitlines()[-1])
+            if not self.records:
+                raise UserError(f"{self.out} has a checkpoint but no metrics of a finished epoch; start the run again")
+            record = self.records[-1]
         return self._summarise(record)
 
     def _summarise(self, last: dict[str, Any]) -> dict[str, Any]:
@@ -347,6 +479,8 @@ class Trainer:
             "model": cfg.model.kind,
             "epochs": last["epoch"],
             "seeds": cfg.seeds,
+            "seeds_surviving": sum(a is not None for a in last["test_accuracy"]),
+            "diverged_seeds": last.get("diverged", []),
             "test_accuracy": last["test_accuracy"],
             "test_accuracy_mean": test_m,
             "test_accuracy_std": test_s,
@@ -356,7 +490,7 @@ class Trainer:
             "device": cfg.device,
             "torch": torch.__version__,
         }
-        (self.out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+        atomic_write_json(self.out / SUMMARY, summary)
         return summary
 
 
