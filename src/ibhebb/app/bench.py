@@ -244,9 +244,9 @@ def bench_subnormal(engine, replicas, device, samples, rates, chunk=0) -> Row:
     per_sample = sorted(times)[1] / samples
     limit = _limit(rates, "biohsic", "buffer", replicas)
     cache_limit = _limit(rates, "biohsic", "buffer", replicas, 1, "cache_bandwidth_bytes")
+    used_chunk = 0 if engine == "rule" else min(PLANTED_RUN, eng.native_chunk if engine == "native" else eng.chunk)
     return Row("biohsic (subnormal moments)", "buffer", engine, replicas, 1e6 * per_sample, 1 / per_sample, replicas / per_sample,
-               1e6 * limit, limit / per_sample, 1, 0 if engine == "rule" else min(PLANTED_RUN, eng.native_chunk if engine == "native" else eng.chunk),
-               cache_limit / per_sample)
+               1e6 * limit, limit / per_sample, 1, used_chunk, cache_limit / per_sample)
 
 
 def bench_backprop(replicas, device, samples, rates, batch=6) -> Row:
