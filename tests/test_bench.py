@@ -4,7 +4,9 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
+from ibhebb.app import bench
 from ibhebb.app.bench import markdown, run_bench, update_cost
 
 
@@ -53,3 +55,27 @@ def test_bench_cli_writes_json(tmp_path):
     data = json.loads(path.read_text())
     assert set(data) >= {"device", "rows"} and data["rows"][0]["replicas"] == 1
     assert {"rule", "memory", "replicas", "samples_per_s_per_seed", "samples_per_s_total", "us_per_step", "limit_ratio"} <= set(data["rows"][0])
+
+
+def test_bench_subnormal_row():
+    result = run_bench("cpu", steps=24, replicas=(1, 2), progress=False, groups=("subnormal",), engines=("native",))
+    assert [(r["rule"], r["memory"], r["replicas"]) for r in result["rows"]] == [("biohsic (subnormal moments)", "buffer", 1),
+                                                                                ("biohsic (subnormal moments)", "buffer", 2)]
+    assert all(r["limit_ratio"] > 0 and r["chunk"] == bench.PLANTED_RUN for r in result["rows"])
+    assert "| biohsic (subnormal moments) | buffer | native | 2 |" in markdown(result)
+
+
+def test_planted_moments_are_subnormal_and_stay_so_between_plantings():
+    model, rule, opt = bench._online("mlp", "buffer", 2, torch.device("cpu"), 1)
+    w1 = model.layers()[0].weight
+    w1.grad = torch.ones_like(w1)
+    opt.step()
+    assert bench.plant_subnormal(opt, w1, slice(0, 10)) == 2 * bench.HIDDEN[0] * 10
+    tiny = torch.finfo(torch.float32).tiny
+    for key, beta in (("exp_avg", 0.9), ("exp_avg_sq", 0.99)):
+        planted = opt.state[w1][key][..., :10]
+        assert torch.all((planted > 0) & (planted < tiny)) and torch.all(opt.state[w1][key][..., 10:] > tiny)
+        decayed = planted[0, 0, :1].clone()
+        for _ in range(bench.PLANTED_RUN):  # one AdamW decay without gradient per sample
+            decayed = decayed * beta
+        assert 0 < decayed.item() < tiny

@@ -5,6 +5,7 @@ network and optimiser, is in ``test_engine.py`` (``mode = "native"``).
 """
 import contextlib
 import json
+import sys
 
 import pytest
 import torch
@@ -326,3 +327,114 @@ def test_reservoir_memory_keeps_the_files_precision(tmp_path):
     for dtype in (torch.float64, torch.float32):
         mem = ReservoirMemory(reservoir_file(tmp_path / f"{dtype}.pt", dtype=str(dtype).split(".")[1]), 4)
         assert mem.reservoir.w_rec.dtype == mem.reservoir.w_in.dtype == mem.readout.dtype == dtype
+
+
+# -- subnormal moments and the floating-point mode -------------------------------------------------
+
+SUBNORMAL = 1e-40  # below float32's smallest normal (1.18e-38)
+
+
+def trained_with_a_dead_input(mode, replicas, threads):
+    """A float32 network whose first input is always 0 (no gradient reaches the weights from it), its AdamW moments
+    from that input planted subnormal after a first epoch, then one more update; returns the first layer's moments."""
+    built = build("mlp", "buffer", "paper", replicas, dtype=torch.float32, lr=1e-3)
+    engine = make_engine(*built, mode=mode, torch_compile=False)
+    x, y = stream(12)
+    x[:, 0] = 0
+    x, y1 = x.float(), torch.nn.functional.one_hot(y, C).float()
+    w1 = built[0].layers()[0].weight
+    with num_threads(threads):
+        engine.train_epoch(x, y1, torch.arange(10))
+        state = built[2].state[w1]
+        state["exp_avg"][..., 0] = SUBNORMAL
+        state["exp_avg_sq"][..., 0] = SUBNORMAL
+        engine.train_epoch(x, y1, torch.arange(10, 11))
+    assert engine.backend == mode
+    return state["exp_avg"], state["exp_avg_sq"]
+
+
+def flushing() -> bool:
+    """Whether this thread flushes subnormal results (CPython's float arithmetic runs in its mode)."""
+    return sys.float_info.min * sys.float_info.epsilon == 0.0
+
+
+@pytest.mark.parametrize("mode,replicas,threads", [("native", 3, 1), ("native", 3, 2), ("native", 1, 2), ("torch", 3, 1)])
+def test_engine_flushes_subnormal_moments_and_restores_the_callers_mode(mode, replicas, threads):
+    """One update zeroes a planted subnormal moment that gets no gradient (IEEE arithmetic would decay it by beta,
+    keeping it subnormal and ~100x slower); afterwards this thread computes subnormals again."""
+    if mode == "native" and not cstep.library(torch.float32).ibhebb_flushes():
+        pytest.skip("no flush-to-zero mode on this CPU")
+    before = cstep.library(torch.float32).ibhebb_fp_mode()
+    m, v = trained_with_a_dead_input(mode, replicas, threads)
+    assert torch.all(m[..., 0] == 0) and torch.all(v[..., 0] == 0)
+    assert torch.all(v[..., 1:] > torch.finfo(torch.float32).tiny)  # the rest learns as before
+    assert not flushing() and 5e-324 * float(replicas) != 0
+    control = ~0x3F  # MXCSR's low bits are sticky exception flags, not the mode
+    assert cstep.library(torch.float32).ibhebb_fp_mode() & control == before & control
+
+
+def test_engine_keeps_a_caller_that_flushes_flushing():
+    torch.set_flush_denormal(True)
+    try:
+        if not flushing():
+            pytest.skip("torch cannot flush subnormals here")
+        trained_with_a_dead_input("native", 1, 2)
+        trained_with_a_dead_input("torch", 1, 1)
+        assert flushing()
+    finally:
+        torch.set_flush_denormal(False)
+    assert not flushing()
+
+
+def test_float_arithmetic_is_ieee_outside_the_engine():
+    """The rule's own loop (the reference) and the rest of the process keep IEEE subnormals."""
+    v = torch.full((3,), SUBNORMAL)
+    assert torch.all(v * 0.99 > 0) and not flushing()
+
+
+# -- one replica split over threads, or not -----------------------------------------------------------
+
+def test_split_or_solo_takes_the_faster_and_keeps_trying_the_other():
+    choice = cstep.SplitOrSolo(2)
+    seen = []
+    for slow_split in [False] * 20 + [True] * 40 + [False] * 200:
+        parts = choice.next()
+        seen.append(parts)
+        choice.record(parts, (10.0 if slow_split else 0.8) if parts == 2 else 1.0)
+    assert seen[: cstep.SplitOrSolo.SHORTEST] == [2] * cstep.SplitOrSolo.SHORTEST
+    assert 1 in seen[:20] and seen[19] == 2  # tried one thread, kept the split while it was faster
+    assert seen[30:60].count(1) >= 25  # switched to one thread while the split was slow ...
+    assert seen[-1] == 2 and seen[-100:].count(1) <= 3  # ... and back, trying the other rarely once settled
+    assert choice.interval == cstep.SplitOrSolo.LONGEST
+
+
+def test_split_or_solo_needs_a_clear_gain_to_switch():
+    choice = cstep.SplitOrSolo(3)
+    for _ in range(100):
+        parts = choice.next()
+        choice.record(parts, 1.0 if parts == 3 else 0.97)
+    assert choice.current == 3
+
+
+def test_one_replica_switching_between_split_and_one_thread_is_bit_for_bit(monkeypatch):
+    """The chunks of one replica may run split over threads or on one thread, in any mix: the same weights exactly."""
+    ran = []
+
+    def alternate(self):
+        ran.append(2 if len(ran) % 3 else 1)
+        return ran[-1]
+
+    runs = []
+    for threads in (1, 2):
+        built = build("mlp", "buffer", "paper", 1, dtype=torch.float32, lr=1e-3)
+        engine = make_engine(*built, mode="native", chunk=5)
+        x, y = stream(40)
+        x, y1 = x.float(), torch.nn.functional.one_hot(y, C).float()
+        with num_threads(threads):
+            if threads == 2:
+                monkeypatch.setattr(cstep.SplitOrSolo, "next", alternate)
+            for e in range(2):
+                engine.train_epoch(x, y1, torch.randperm(40, generator=torch.Generator().manual_seed(e)))
+        runs.append(built)
+    assert set(ran) == {1, 2} and engine._native.parts == 2
+    assert_same(runs[0], runs[1], rtol=0, atol=0)

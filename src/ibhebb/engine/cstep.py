@@ -31,6 +31,8 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -191,6 +193,7 @@ def library(dtype: torch.dtype):
             lib.ibhebb_part.argtypes = [ctypes.POINTER(_Problem), ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
             lib.ibhebb_part.restype = ctypes.c_int
             lib.ibhebb_problem_size.restype = lib.ibhebb_real_size.restype = ctypes.c_int64
+            lib.ibhebb_fp_mode.restype = lib.ibhebb_flushes.restype = ctypes.c_int64
             if (lib.ibhebb_problem_size(), lib.ibhebb_real_size()) != (ctypes.sizeof(_Problem), torch.finfo(dtype).bits // 8):
                 raise RuntimeError("the compiled step does not match this module")
             _LIBS[dtype] = lib
@@ -248,6 +251,49 @@ def _addr(t: Tensor) -> int:
     return t.data_ptr()
 
 
+class SplitOrSolo:
+    """Whether the next chunk of one replica runs split over ``parts`` threads or on one thread.
+
+    Splitting pays on an idle machine, but its threads meet at barriers three
+    times per update, so a thread that another process keeps off its core
+    stalls its partners. The choice is the one whose chunks ran faster per
+    sample: every ``interval`` chunks one chunk tries the other; the interval
+    doubles (up to :attr:`LONGEST`) while the choice holds and drops back to
+    :attr:`SHORTEST` when it changes. Both give the same result bit for bit.
+    """
+
+    SHORTEST, LONGEST = 4, 64
+    MARGIN = 0.95
+    """A try must be this much faster per sample than the recent chunks of the current choice to replace it."""
+
+    def __init__(self, parts: int):
+        self.parts = parts
+        self.current = parts
+        self.interval, self._since = self.SHORTEST, 0
+        self._recent = {parts: deque(maxlen=5), 1: deque(maxlen=5)}
+
+    def next(self) -> int:
+        """Threads for the next chunk."""
+        if self._since >= self.interval and self._recent[self.current]:
+            return 1 if self.current == self.parts else self.parts
+        return self.current
+
+    def record(self, parts: int, seconds_per_sample: float) -> None:
+        """How long a chunk run with ``parts`` threads took per sample."""
+        recent = self._recent[self.current]
+        if parts == self.current or not recent:
+            self._recent[parts].append(seconds_per_sample)
+            self._since += parts == self.current
+            return
+        self._since = 0
+        if seconds_per_sample < self.MARGIN * sorted(recent)[len(recent) // 2]:
+            self.current, self.interval = parts, self.SHORTEST
+            self._recent[parts].clear()
+            self._recent[parts].append(seconds_per_sample)
+        else:
+            self.interval = min(2 * self.interval, self.LONGEST)
+
+
 class NativeStep:
     """The C step bound to one :class:`EngineState` (its tensors are used in place).
 
@@ -270,6 +316,8 @@ class NativeStep:
         split = replicas == 1 and spec.memory == "buffer" and st.weights[0].shape[1] >= threads > 1
         self.parts = threads if split else 1
         """Threads that share the one replica (1: the threads split the replicas)."""
+        self.split = SplitOrSolo(self.parts) if self.parts > 1 else None
+        """When the replica is split: whether each chunk runs split or on one thread."""
         self.threads = threads if split else min(threads, replicas)
         self._pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
         p = _Problem()
@@ -339,7 +387,10 @@ class NativeStep:
             p.lr[i], p.wd[i] = float(lr), float(wd)
         p.step, (p.power1, p.power2) = float(st.step), st.powers.tolist()
         p.x_all, p.y_all, p.order, p.n_samples = _addr(x_all), _addr(y_all), _addr(order), len(order)
+        parts = self.split.next() if self.split is not None else self.parts
+        p.parts = parts
         ref = ctypes.byref(p)
+        start = time.perf_counter()
         if lib.ibhebb_begin(ref) != 0:
             raise MemoryError("the C step could not allocate its chunk")
         replicas = int(p.replicas)
@@ -347,12 +398,19 @@ class NativeStep:
         bounds = [replicas * i // self.threads for i in range(self.threads + 1)]
 
         def work(i: int) -> int:
-            if self.parts > 1:
+            if parts > 1:
                 return lib.ibhebb_part(ref, 0, i, stats[i].data_ptr())
             return lib.ibhebb_replicas(ref, bounds[i], bounds[i + 1], stats[i].data_ptr())
 
-        fails = [work(0)] if self._pool is None else list(self._pool.map(work, range(self.threads)))
+        if self._pool is None:
+            fails = [work(0)]
+        elif self.parts > 1 and parts == 1:
+            fails = [lib.ibhebb_replicas(ref, 0, replicas, stats[0].data_ptr())]
+        else:
+            fails = list(self._pool.map(work, range(self.threads)))
         lib.ibhebb_end(ref)
+        if self.split is not None:
+            self.split.record(parts, (time.perf_counter() - start) / len(order))
         if any(fails):
             raise MemoryError("the C step could not allocate its scratch memory")
         if st.reservoir is not None:

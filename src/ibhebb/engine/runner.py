@@ -24,7 +24,9 @@ process; if compiling fails the engine warns once and runs eagerly.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import sys
 import warnings
 from typing import Callable
 
@@ -64,6 +66,29 @@ def default_chunk(device: torch.device, replicas: int = 1) -> int:
     if device.type == "cuda":
         return 4
     return 1 if replicas > 1 else 8
+
+
+def flushing_subnormals() -> bool:
+    """Whether this thread's floating-point mode flushes subnormal results to zero."""
+    return sys.float_info.min * sys.float_info.epsilon == 0.0
+
+
+@contextlib.contextmanager
+def flush_subnormals():
+    """Flush subnormal floats to zero in this thread's torch ops for a block, then give back the caller's mode.
+
+    Adam's second moment of a unit whose gradient stays zero decays into the
+    subnormal range, where x86 arithmetic is ~100x slower. torch's intra-op
+    worker threads keep their own mode (torch sets only the calling thread's);
+    the C step sets it in each of its workers.
+    """
+    was = flushing_subnormals()
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        if not was:
+            torch.set_flush_denormal(False)
 
 
 class OnlineEngine:
@@ -214,7 +239,7 @@ class OnlineEngine:
         """Learn from ``x[order[0]], x[order[1]], …`` (``x`` ``(n, d_x)``, one-hot ``y1`` ``(n, C)``); returns the updates made."""
         spec = self.spec
         self.backend = self.fallback = None
-        with torch.no_grad():
+        with torch.no_grad(), flush_subnormals():
             st, count = bind(spec, self.model, self.memory, self.optimizer)
             st = self._keep(st)
             n, pos, updates = len(order), 0, 0

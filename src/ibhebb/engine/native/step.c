@@ -23,12 +23,21 @@
  * own state (memory/reservoir.py); the buffer's true xi is still computed,
  * for the correlation and NMSE that the memory reports.
  */
+#include <limits.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <tgmath.h> /* sqrt, exp, tanh of a float stay float */
+#if defined(__x86_64__) || defined(__SSE__)
+#include <xmmintrin.h>
+#endif
+#ifdef __linux__
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #ifndef REAL
 #define REAL float
@@ -44,20 +53,88 @@ typedef REAL real;
 /* ibhebb:implements variant paper first-term exact */
 /* ibhebb:implements optimizer adamw adam sgd */
 
+/* -- the floating-point mode of a worker -------------------------------------------------------
+ * A unit whose gradient stays zero decays its Adam moments by beta per step into the subnormal
+ * range, where x86 arithmetic is ~100x slower.  Each worker call flushes subnormal inputs and
+ * results to zero (the mode is per thread) and gives the caller its own mode back. */
+#if defined(__x86_64__) || defined(__SSE__)
+typedef unsigned int FpMode;
+#define FP_FLUSH 0x8040u /* MXCSR: FTZ (bit 15), DAZ (bit 6) */
+static inline FpMode fp_get(void) { return _mm_getcsr(); }
+static inline void fp_set(FpMode m) { _mm_setcsr(m); }
+#elif defined(__aarch64__)
+typedef uint64_t FpMode;
+#define FP_FLUSH (1ull << 24) /* FPCR.FZ */
+static inline FpMode fp_get(void) { uint64_t m; __asm__ volatile("mrs %0, fpcr" : "=r"(m)); return m; }
+static inline void fp_set(FpMode m) { __asm__ volatile("msr fpcr, %0" : : "r"(m)); }
+#else
+typedef int FpMode;
+#define FP_FLUSH 0
+static inline FpMode fp_get(void) { return 0; }
+static inline void fp_set(FpMode m) { (void)m; }
+#endif
+
+static inline FpMode flush_subnormals(void) {
+    FpMode old = fp_get();
+    fp_set(old | FP_FLUSH);
+    return old;
+}
+
+/* The calling thread's floating-point control word (MXCSR, FPCR), and whether this build can flush. */
+int64_t ibhebb_fp_mode(void) { return (int64_t)fp_get(); }
+int64_t ibhebb_flushes(void) { return FP_FLUSH != 0; }
+
+/* -- the barrier of the threads that share a replica ---------------------------------------------
+ * Spin for a few microseconds (the partner is usually a little behind), then sleep: with more
+ * runnable threads than cores the partner may be descheduled for a whole time slice, and a
+ * spinning (or sched_yield-ing) waiter would keep it off the core. */
 typedef struct {
-    atomic_long arrived, phase;
+    atomic_int arrived, phase, sleepers;
 } Barrier;
 
-/* Wait until n threads have arrived; spin, then yield (a descheduled partner must not stall a spinning core). */
+#define BARRIER_SPINS 4000
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__SSE__)
+    _mm_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield");
+#endif
+}
+
+static void barrier_sleep(atomic_int *phase, int seen) {
+#ifdef __linux__
+    syscall(SYS_futex, (int *)phase, FUTEX_WAIT_PRIVATE, seen, NULL, NULL, 0);
+#else
+    (void)phase; (void)seen;
+    sched_yield();
+#endif
+}
+
+static void barrier_wake(atomic_int *phase) {
+#ifdef __linux__
+    syscall(SYS_futex, (int *)phase, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+#else
+    (void)phase;
+#endif
+}
+
+/* Wait until n threads have arrived. */
 static void barrier_wait(Barrier *b, int64_t n) {
-    long phase = atomic_load_explicit(&b->phase, memory_order_acquire);
-    if (atomic_fetch_add_explicit(&b->arrived, 1, memory_order_acq_rel) == n - 1) {
-        atomic_store_explicit(&b->arrived, 0, memory_order_relaxed);
-        atomic_fetch_add_explicit(&b->phase, 1, memory_order_release);
+    int phase = atomic_load(&b->phase);
+    if (atomic_fetch_add(&b->arrived, 1) == n - 1) {
+        atomic_store(&b->arrived, 0);
+        atomic_fetch_add(&b->phase, 1);
+        if (atomic_load(&b->sleepers) > 0) barrier_wake(&b->phase);
         return;
     }
-    for (long spins = 0; atomic_load_explicit(&b->phase, memory_order_acquire) == phase; spins++)
-        if (spins > 2000) sched_yield();
+    for (int spins = 0; spins < BARRIER_SPINS; spins++) {
+        if (atomic_load_explicit(&b->phase, memory_order_acquire) != phase) return;
+        cpu_relax();
+    }
+    atomic_fetch_add(&b->sleepers, 1);
+    while (atomic_load(&b->phase) == phase) barrier_sleep(&b->phase, phase);
+    atomic_fetch_sub(&b->sleepers, 1);
 }
 
 typedef struct {
@@ -616,17 +693,20 @@ static void train_replica(const Problem *P, Work *w, Scratch *s, int64_t rep, in
 }
 
 int ibhebb_replicas(Problem *P, int64_t r0, int64_t r1, double *stats) {
+    FpMode mode = flush_subnormals();
     Work *w = P->work;
     Scratch s;
     int fail = alloc_scratch(P, w, &s, stats);
     if (!fail)
         for (int64_t rep = r0; rep < r1; rep++) train_replica(P, w, &s, rep, 0, 1);
     free_scratch(&s, P->n_hidden);
+    fp_set(mode);
     return fail;
 }
 
 /* Part `part` of P->parts of replica rep (one thread each; the reservoir memory does not split). */
 int ibhebb_part(Problem *P, int64_t rep, int64_t part, double *stats) {
+    FpMode mode = flush_subnormals();
     Work *w = P->work;
     Scratch s;
     if (alloc_scratch(P, w, &s, part == 0 ? stats : NULL)) atomic_store(&w->failed, 1);
@@ -634,6 +714,7 @@ int ibhebb_part(Problem *P, int64_t rep, int64_t part, double *stats) {
     int fail = (int)atomic_load(&w->failed);
     if (!fail) train_replica(P, w, &s, rep, part, P->parts);
     free_scratch(&s, P->n_hidden);
+    fp_set(mode);
     return fail;
 }
 
