@@ -11,7 +11,7 @@ import ibhebb
 SRC = Path(ibhebb.__file__).resolve().parent
 
 FLOORS = {
-    "errors": 0, "_version": 0, "presets": 0.25, "config": 0.5,
+    "errors": 0, "_version": 0, "fileio": 0.2, "presets": 0.25, "config": 0.5,
     "functional": 1,
     "data": 2, "models": 2, "reservoir": 2, "memory": 2,
     "rules": 3,
