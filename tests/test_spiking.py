@@ -284,3 +284,37 @@ def test_shipped_configs_load(name):
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / f"{name}.toml")
     assert cfg.model.kind == "spiking-mlp" and cfg.model.firing == name.rsplit("-", 1)[1]
+
+
+# -- the surrogate-gradient BPTT baseline --------------------------------------------------------
+
+@pytest.mark.parametrize("firing", F.FIRINGS)
+def test_bptt_gradient_of_one_step_is_the_local_factor_with_the_true_cotangent(firing):
+    """At ``T = 1`` nothing is earlier in time, so BPTT's hidden gradient is β applied to ``∂L/∂z``."""
+    from ibhebb.rules.baselines import replica_cross_entropy
+
+    net = make_net(firing, layernorm=True, spike_z="count", reset="zero", refractory=0, steps=1)
+    net.hidden = net.hidden[:1]
+    net.readout = torch.nn.Module()
+    from ibhebb.models.layers import Dense, replica_generators
+
+    net.readout = Dense(5, 2, generators=replica_generators(1, 2), activation="identity", layernorm=False).double()
+    x, y = torch.rand(4, 3, dtype=torch.float64), torch.tensor([0, 1, 1, 0])
+    state = copy.deepcopy(net.state_dict())
+    replica_cross_entropy(net(x), y).backward()
+    bptt = net.hidden[0].weight.grad.clone()
+    net.load_state_dict(state)
+    with torch.no_grad():
+        (tr, out), = list(net.present(x))
+    z = tr.z.clone().requires_grad_(True)
+    (cot,) = torch.autograd.grad(replica_cross_entropy(net.readout(z), y), z)
+    net.hidden[0].weight.grad = None
+    net.hidden[0].accumulate_grad(tr.h, net.hidden[0].output_vjp(tr.a, tr.r, tr.z, cot), tr.scale)
+    assert bptt.abs().sum() > 0
+    assert torch.allclose(net.hidden[0].weight.grad, bptt, atol=1e-12, rtol=1e-9)
+
+
+def test_bptt_config_needs_the_spiking_model():
+    with pytest.raises(ConfigError):
+        load_config(None, {"data": {"name": "xor"}, "rule": {"name": "spiking-bptt"}})
+    load_config(None, {"data": {"name": "xor"}, "model": {"kind": "spiking-mlp"}, "rule": {"name": "spiking-bptt"}})

@@ -28,6 +28,10 @@ by ``scale h_tᵀ``, as for the other layers.
 The readout is a linear layer on the last hidden layer's ``z`` (its logits),
 trained by the rule's delta rule.
 
+Under autograd the forward pass is differentiable through time with the same spike derivative (the
+surrogate, or the escape function's ``f'``), the reset's spike detached (as Zenke & Vogels 2021
+recommend): ``rule.name = "spiking-bptt"`` trains it end to end, the baseline spiking users compare with.
+
 Randomness (spike encodings and escape noise) comes from one generator per
 replica, derived from ``(seed, replica)`` (so replica ``r`` of seed ``s``
 spikes the same whatever the number of replicas), one stream for training
@@ -172,16 +176,24 @@ class SpikingMLP(FeedForward):
 
     # -- dynamics ------------------------------------------------------------------------------
     def _fire(self, v_pre: Tensor, active: Tensor) -> tuple[Tensor, Tensor]:
-        """``(spikes, ∂s/∂v')`` of one layer's step."""
+        """``(spikes, ∂s/∂v')`` of one layer's step.
+
+        Under autograd (the BPTT baseline) the spikes carry the same derivative: through
+        :class:`~ibhebb.functional.spiking.SurrogateSpike`, or ``s + f - f.detach()`` (escape noise).
+        """
         x = v_pre - self.neuron.threshold
         on = active.to(x.dtype)
+        tracked = torch.is_grad_enabled() and x.requires_grad
         if self.firing == "surrogate":
-            fire = F.heaviside(x)
-            grad = F.surrogate_grad(x, self.surrogate, self.surrogate_slope)
+            fire = F.SurrogateSpike.apply(x, self.surrogate, self.surrogate_slope) if tracked else F.heaviside(x)
+            grad = F.surrogate_grad(x.detach(), self.surrogate, self.surrogate_slope)
         else:
             u = F.replica_uniform(x.shape[1:], self.generators(), x)
-            fire = (u < F.escape_prob(x, self.escape, self.escape_width)).to(x.dtype)
-            grad = F.escape_prob_grad(x, self.escape, self.escape_width)
+            f = F.escape_prob(x, self.escape, self.escape_width)
+            fire = (u < f.detach()).to(x.dtype)
+            if tracked:
+                fire = fire + (f - f.detach())
+            grad = F.escape_prob_grad(x.detach(), self.escape, self.escape_width)
         return fire * on, grad * on
 
     def present(self, x: Tensor) -> Iterator[list[LayerTrace]]:
@@ -197,7 +209,7 @@ class SpikingMLP(FeedForward):
                 v_pre, active = F.lif_potential(layer.preactivation(h), st, p)
                 s, g = self._fire(v_pre, active)
                 r, kappa = F.readout_step(st.trace, s, t, self.spike_z, tau_syn=self.tau_syn, dt=p.dt)
-                states[i] = F.lif_reset(v_pre, s, st, p)._replace(trace=r)
+                states[i] = F.lif_reset(v_pre, s.detach(), st, p)._replace(trace=r)
                 r, z = layer.output(r)
                 traces.append(SpikeTrace(h, g, r, z, kappa * leak, v=v_pre, spikes=s))
                 h = s
