@@ -318,3 +318,26 @@ def test_bptt_config_needs_the_spiking_model():
     with pytest.raises(ConfigError):
         load_config(None, {"data": {"name": "xor"}, "rule": {"name": "spiking-bptt"}})
     load_config(None, {"data": {"name": "xor"}, "model": {"kind": "spiking-mlp"}, "rule": {"name": "spiking-bptt"}})
+
+
+# -- learning -----------------------------------------------------------------------------------
+
+XOR_FAST = {
+    "seeds": 3, "epochs": 3, "threads": 1, "engine": "auto",
+    "data": {"name": "xor", "n_train": 300},
+    "model": {"kind": "spiking-mlp", "hidden": [16], "tau_m": 2.0, "steps": 3, "threshold": 0.1, "layernorm": True,
+              "firing": "surrogate", "surrogate": "fast-sigmoid", "surrogate_slope": 5.0, "spike_z": "count"},
+    "rule": {"name": "biohsic", "memory": "buffer", "window": 16, "gamma": 10.0, "sigmas": [0.3, 0.25, 1.0]},
+    "optim": {"name": "adamw", "lr": 1e-2, "readout_lr": 5e-2},
+    "eval": {"train_samples": 0, "hsic_samples": 0},
+}
+
+
+def test_spiking_network_learns_xor_with_the_rule(tmp_path):
+    """2-16-2 LIF network, surrogate β, 3 × 300 samples of 3 steps: every replica ≥ 0.95 on the test set."""
+    from ibhebb.train import Trainer
+
+    summary = Trainer(load_config(None, XOR_FAST), tmp_path, progress=False).run()
+    assert min(summary["test_accuracy"]) >= 0.95, summary["test_accuracy"]
+    last = [__import__("json").loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()][-1]
+    assert last["engine"] == "rule" and "spiking-mlp" in last["engine_fallback"]
