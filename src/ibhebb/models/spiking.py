@@ -141,7 +141,6 @@ class SpikingMLP(FeedForward):
         tau_syn: float = 5.0,
         layernorm: bool = False,
         bias: bool = True,
-        **_ignored,
     ):
         for value, options, name in (
             (neuron.reset, F.RESETS, "reset"), (firing, F.FIRINGS, "firing"), (surrogate, F.SURROGATES, "surrogate"),
