@@ -15,6 +15,8 @@ DOCTEST_MODULES = [
     "ibhebb.functional.biohsic",
     "ibhebb.functional.optim",
     "ibhebb.functional.reservoir",
+    "ibhebb.functional.spiking",
+    "ibhebb.models.spiking",
     "ibhebb.engine.capability",
     "ibhebb.models.layers",
     "ibhebb.models.networks",

@@ -39,7 +39,7 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     kind: str = "mlp"
-    """``mlp`` (static units) or ``lif-mlp`` (rate leaky-integrate units)."""
+    """``mlp`` (static units), ``lif-mlp`` (rate leaky-integrate units), ``spiking-mlp`` (LIF spiking units), ..."""
     hidden: list[int] = field(default_factory=lambda: [128, 64])
     activation: str = "relu"
     layernorm: bool = True
@@ -69,6 +69,31 @@ class ModelConfig:
     """``δ``: offset of the smoothed group variance (seed 001 eq 13)."""
     group_p: float = 0.2
     """``p``: divisive exponent; the grouped kernel compares ``u^{1-p}`` (eqs 14, 17)."""
+    threshold: float = 1.0
+    """``spiking-mlp``: ``ϑ``, the firing threshold of the potential (``tau_m`` is its ``tau_mem``)."""
+    reset: str = "zero"
+    """``spiking-mlp``: after a spike the potential is reset to ``zero`` or by ``subtract``-ing the threshold."""
+    refractory: int = 0
+    """``spiking-mlp``: steps after a spike during which a neuron neither integrates nor fires."""
+    firing: str = "surrogate"
+    """``spiking-mlp``: ``surrogate`` (deterministic threshold, β through a surrogate of its derivative) or
+    ``escape`` (fires with probability ``f(v - ϑ)``, β through ``f'``)."""
+    surrogate: str = "fast-sigmoid"
+    """``firing = "surrogate"``: ``fast-sigmoid`` or ``arctan``."""
+    surrogate_slope: float = 5.0
+    """``k`` of the surrogate."""
+    escape: str = "sigmoid"
+    """``firing = "escape"``: the escape function, ``sigmoid`` or ``exp``."""
+    escape_width: float = 0.25
+    """``δ`` of the escape function."""
+    encoding: str = "current"
+    """``spiking-mlp``: the input as ``current``-s, or as ``bernoulli`` or ``poisson`` spike trains."""
+    input_scale: float = 1.0
+    """Spike encodings: probability ``min(1, scale |x|)`` (bernoulli) or rate ``scale |x|`` (poisson) of an input spike."""
+    spike_z: str = "count"
+    """``spiking-mlp``: what the kernels and the memory see, the spike ``count`` per step or a synaptic ``trace``."""
+    tau_syn: float = 5.0
+    """``spike_z = "trace"``: the trace's time constant."""
 
 
 @dataclass

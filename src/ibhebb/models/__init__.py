@@ -4,5 +4,6 @@ from .layers import Dense, replica_generators
 from .networks import MLP, LayerTrace, LeakyMLP
 from .phsic_mlp import PHSICMLP
 from .registry import MODELS, build_model, register_model
+from .spiking import SpikingMLP
 
-__all__ = ["CNN", "Dense", "LayerTrace", "LeakyMLP", "MLP", "MODELS", "PHSICMLP", "build_model", "register_model", "replica_generators"]
+__all__ = ["CNN", "Dense", "LayerTrace", "LeakyMLP", "MLP", "MODELS", "PHSICMLP", "SpikingMLP", "build_model", "register_model", "replica_generators"]

@@ -61,6 +61,14 @@ def _lif_mlp(cfg, data):
     return LeakyMLP(data.input_dim, list(m.hidden), data.n_classes, tau_m=m.tau_m, dt=m.dt, steps=m.steps, **_common(cfg))
 
 
+@register_model("spiking-mlp")
+def _spiking_mlp(cfg, data):
+    from .spiking import SpikingMLP, spiking_kwargs
+
+    return SpikingMLP(data.input_dim, list(cfg.model.hidden), data.n_classes, replicas=cfg.seeds, seed=cfg.seed,
+                      **spiking_kwargs(cfg.model))
+
+
 @register_model("phsic-mlp")
 def _phsic_mlp(cfg, data):
     from ..errors import ConfigError
