@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 HOOKS = str(ROOT / "tests" / "fault_hooks.py")
 XOR = "configs/fig4-xor.toml"
 BASE = ["seeds=2", "model.steps=3", "data.n_train=400", "rule.window=16", "optim.lr=3e-3", "threads=1"]
-CHAINS = [("kill-mid-epoch", "int-in-eval"), ("int-mid-epoch", "kill-in-checkpoint"), ("int-in-checkpoint", "enospc-in-checkpoint")]
+CHAINS = [("kill-mid-epoch", "int-in-eval"), ("int-mid-epoch", "kill-in-checkpoint"),
+          ("int-in-checkpoint", "enospc-in-checkpoint")]
 """Faults met one after another by the processes of one run (three runs side by side)."""
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 

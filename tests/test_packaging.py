@@ -9,8 +9,6 @@ import sysconfig
 import zipfile
 from pathlib import Path
 
-import pytest
-
 import ibhebb
 from ibhebb.cli import main
 from ibhebb.config import load_config, tomllib

@@ -57,7 +57,8 @@ def test_load_run_gives_a_plain_module_computing_the_trained_replica(tmp_path, c
         torch.testing.assert_close(got, expected[i], rtol=0, atol=1e-10)
 
 
-@pytest.mark.parametrize("extra", [["model.layernorm=true"], ["model.layernorm=false", "model.z_after_pool=false", "model.bias=false"]])
+@pytest.mark.parametrize("extra", [["model.layernorm=true"],
+                                   ["model.layernorm=false", "model.z_after_pool=false", "model.bias=false"]])
 def test_load_run_of_a_cnn(tmp_path, extra, one_thread):
     cfg = ["model.kind=cnn", "model.channels=[2,3]", "rule.name=backprop", "optim.batch_size=8", "seeds=2", "epochs=1",
            "dtype=float64", "data.name=mnist", *extra]

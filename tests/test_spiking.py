@@ -14,8 +14,7 @@ import torch
 from ibhebb.config import load_config
 from ibhebb.errors import ConfigError
 from ibhebb.functional import spiking as F
-from ibhebb.models.spiking import SpikingMLP, SpikeTrace
-
+from ibhebb.models.spiking import SpikeTrace, SpikingMLP
 
 # -- integrate-and-fire dynamics against hand-computed traces ------------------------------------
 

@@ -262,7 +262,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """The tables of a TOML config (or of the JSON a run directory holds), given by path or preset name; a one-line error if unreadable."""
+    """The tables of a TOML config (or of the JSON a run directory holds), given by path or preset name.
+
+    A one-line error if unreadable.
+    """
     from .presets import resolve_config
 
     path = resolve_config(path)  # a path, or the name of a packaged preset

@@ -46,7 +46,10 @@ def description(path: str | Path) -> str:
 
 
 def preset_path(name: str) -> Path | None:
-    """The packaged file of preset ``name`` (``fig5-mnist``, ``fig5-mnist.toml`` or ``configs/fig5-mnist.toml``), else ``None``."""
+    """The packaged file of preset ``name``, else ``None``.
+
+    ``name`` is ``fig5-mnist``, ``fig5-mnist.toml`` or ``configs/fig5-mnist.toml``.
+    """
     key = Path(str(name)).as_posix()
     if key.endswith(CONFIG_SUFFIX):
         key = key[: -len(CONFIG_SUFFIX)]

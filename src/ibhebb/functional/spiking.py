@@ -82,7 +82,8 @@ class LIFSpikeParams(NamedTuple):
 
 
 class LIFSpikeState(NamedTuple):
-    """``v`` the potential after the last reset; ``refractory_count`` steps left refractory; ``trace`` the readout (:func:`readout_step`)."""
+    """``v`` the potential after the last reset; ``refractory_count`` steps left refractory; ``trace`` the readout
+    (:func:`readout_step`)."""
 
     v: Tensor
     refractory_count: Tensor

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..config import register_check, require, require_choice
 from ..functional import spiking as F
