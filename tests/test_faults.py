@@ -214,7 +214,7 @@ def test_damaged_files_are_one_line_each(one_epoch, tmp_path):
 def test_divergence_in_each_path_is_one_line(tmp_path):
     diverge = ["optim.name=sgd", "optim.lr=1e6", "epochs=1", "--no-progress"]
     paths = {
-        "rule-loop": ["configs/fig4-linear.toml", "engine=eager", "model.kind=mlp", "data.n_train=300", "seeds=2"],
+        "rule-loop": ["configs/fig4-linear.toml", "engine=rule", "model.kind=mlp", "data.n_train=300", "seeds=2"],
         "engine": [XOR, *BASE, "engine=fast"],
         "minibatch": ["configs/fig4-linear.toml", "rule.name=backprop", "model.kind=mlp", "seeds=2"],
     }

@@ -30,7 +30,7 @@ CONFIG = """
 seeds = 1
 epochs = 3
 threads = 1
-engine = "eager"
+engine = "rule"
 [data]
 name = "linear"
 n_train = 1500

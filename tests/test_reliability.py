@@ -282,7 +282,7 @@ def _native_ok():
 @pytest.mark.parametrize(
     "config,extra,used",
     [
-        (LINEAR, ["engine=eager", "model.kind=mlp"], "rule"),
+        (LINEAR, ["engine=rule", "model.kind=mlp"], "rule"),
         (XOR, ["engine=fast", "engine_chunk=32"], "engine"),
         (LINEAR, ["rule.name=backprop", "model.kind=mlp"], "rule"),
         (TABLE1, TABLE1_TINY + ["optim.lr=1e12", "optim.readout_lr=1e12", "epochs=1"], "rule"),
@@ -298,7 +298,7 @@ def test_divergence_stops_with_one_line(tmp_path, config, extra, used):
     assert "non-finite weights in seed(s) 0, 1 of 2, first in " in msg and "layer" in msg
     assert "no epoch had finished, so there is no checkpoint" in msg
     assert not (tmp_path / "run" / "checkpoint.pt").exists() and not (tmp_path / "run" / "metrics.jsonl").exists()
-    assert (t._engine_used() == "rule") == (used == "rule")
+    assert (t._engine_used()[0] == "rule") == (used == "rule")
 
 
 @pytest.mark.skipif(not _native_ok(), reason="no C compiler: the C step cannot run here")
@@ -306,7 +306,7 @@ def test_divergence_in_the_c_step_is_caught_within_its_chunk(tmp_path):
     t = trainer(tmp_path, XOR, TINY + DIVERGE + ["engine=native", "engine_chunk=64"])
     with pytest.raises(DivergenceError, match=r"epoch 1, samples 0–(\d+) ") as e:
         t.run()
-    assert t._engine_used() == "native"
+    assert t._engine_used()[0] == "native"
     last = int(str(e.value).split("samples 0–")[1].split(" ")[0])
     assert last < 300 - 1  # caught before the epoch's end
 
@@ -410,14 +410,14 @@ def test_the_global_generator_is_seeded_per_run_and_restored(tmp_path):
         Drawing(cfg, tmp_path / name, progress=False).run()
     n = len(draws) // 2
     assert draws[:n] == draws[n:]
-    Drawing(load_config(LINEAR, MLP + ["epochs=1", "engine=eager", "data.n_train=100"]), tmp_path / "p", progress=False).run()
-    Drawing(load_config(LINEAR, MLP + ["epochs=2", "engine=eager", "data.n_train=100"]), tmp_path / "p", resume=True,
+    Drawing(load_config(LINEAR, MLP + ["epochs=1", "engine=rule", "data.n_train=100"]), tmp_path / "p", progress=False).run()
+    Drawing(load_config(LINEAR, MLP + ["epochs=2", "engine=rule", "data.n_train=100"]), tmp_path / "p", resume=True,
             progress=False).run()
     assert draws[2 * n :] == draws[:n]
 
 
 def test_resume_may_change_the_engine_and_the_divergence_policy(finished_run):
-    cfg = load_config(finished_run / "config.json", ["epochs=2", "engine=eager", "on_divergence=drop-seeds", "threads=1"])
+    cfg = load_config(finished_run / "config.json", ["epochs=2", "engine=rule", "on_divergence=drop-seeds", "threads=1"])
     Trainer(cfg, finished_run, resume=True, progress=False).run()
     assert ckpt.read_checkpoint(finished_run / "checkpoint.pt")[0]["epoch"] == 1
 

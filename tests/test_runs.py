@@ -75,8 +75,10 @@ def test_load_run_of_a_cnn(tmp_path, extra, one_thread):
 
 def test_checkpoint_loads_with_weights_only(tmp_path):
     out, trainer = train(tmp_path, "fig4-linear", MLP_RUN)
-    state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
-    assert state["epoch"] == 0 and set(state["model"]) == set(trainer.model.state_dict())
+    from ibhebb.train.checkpoint import read_checkpoint as read_checked  # the header, then torch.load(weights_only=True)
+
+    header, state = read_checked(out / "checkpoint.pt")
+    assert header["format"] == 1 and state["epoch"] == 0 and set(state["model"]) == set(trainer.model.state_dict())
     assert read_checkpoint(out)["model"].keys() == state["model"].keys()
 
 
@@ -163,7 +165,7 @@ def test_a_damaged_checkpoint_is_one_line(tmp_path, capsys):
     (out / "checkpoint.pt").write_bytes(b"not a checkpoint")
     assert main(["eval", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "cannot read" in err and err.count("\n") == 1
+    assert "is not an ibhebb checkpoint" in err and err.count("\n") == 1
 
 
 def test_cli_eval_of_a_cnn_on_cifar10_from_a_torchvision_folder(tmp_path, capsys, monkeypatch, one_thread):

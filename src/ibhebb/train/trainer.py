@@ -173,10 +173,10 @@ class Trainer:
             )
         if resume and not (self.out / CHECKPOINT).exists():
             raise UserError(f"nothing to resume in {self.out}: it has no {CHECKPOINT}")
+        self.loggers = Loggers(cfg, self.out)  # TensorBoard / W&B if cfg.log asks (a missing package is refused here)
         prepare_dir(self.out, "run directory")
         self.lock = RunLock(self.out).acquire()
         try:
-            self.loggers = Loggers(cfg, self.out)  # TensorBoard / W&B if cfg.log asks (a missing package is refused here)
             self._setup(resume, data)
         except BaseException:
             self.lock.release()
