@@ -76,6 +76,21 @@ class FeedForward(nn.Module):
         return self.readout(zs[-1] if zs else self.flatten(x))
 
 
+class Stepped:
+    """For a network that presents a sample over several time steps: its outputs are those of the last step."""
+
+    def _final(self, x: Tensor) -> list[LayerTrace]:
+        for traces in self.present(x):
+            pass
+        return traces
+
+    def represent(self, x: Tensor) -> list[Tensor]:
+        return [t.z for t in self._final(x)[:-1]]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._final(x)[-1].z
+
+
 class MLP(FeedForward):
     """``Dense(hidden[0]) → … → Dense(n_classes)`` with ``R`` replicas.
 
@@ -117,7 +132,7 @@ class MLP(FeedForward):
         super().__init__(layers, readout, in_features=in_features, n_classes=n_classes, replicas=replicas)
 
 
-class LeakyMLP(MLP):
+class LeakyMLP(Stepped, MLP):
     """Rate leaky-integrate network (MATH §5).
 
     Each layer's potential follows ``τ_m du/dt = -u + W z^{ℓ-1} + b``, Euler
@@ -146,14 +161,3 @@ class LeakyMLP(MLP):
                 traces.append(LayerTrace(h, u, r, z, self.leak))
                 h = z
             yield traces
-
-    def _final(self, x: Tensor) -> list[LayerTrace]:
-        for traces in self.present(x):
-            pass
-        return traces
-
-    def represent(self, x: Tensor) -> list[Tensor]:
-        return [t.z for t in self._final(x)[:-1]]
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self._final(x)[-1].z

@@ -51,7 +51,7 @@ from ..config import register_check, require, require_choice
 from ..functional import spiking as F
 from ..functional.layers import layernorm, layernorm_vjp
 from .layers import Dense, replica_generators
-from .networks import FeedForward, LayerTrace
+from .networks import FeedForward, LayerTrace, Stepped
 
 
 def spike_generators(seed: int, replicas: int, stream: int) -> list[torch.Generator]:
@@ -87,7 +87,7 @@ class SpikingDense(Dense):
         return cot * a
 
 
-class SpikingMLP(FeedForward):
+class SpikingMLP(Stepped, FeedForward):
     """Hidden layers of LIF neurons, then a linear readout of the last one's ``z``, ``R`` replicas.
 
     Parameters
@@ -217,16 +217,6 @@ class SpikingMLP(FeedForward):
             traces.append(LayerTrace(zl, logits, logits, logits))
             yield traces
 
-    def _final(self, x: Tensor) -> list[LayerTrace]:
-        for traces in self.present(x):
-            pass
-        return traces
-
-    def represent(self, x: Tensor) -> list[Tensor]:
-        return [t.z for t in self._final(x)[:-1]]
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self._final(x)[-1].z
 
     @torch.no_grad()
     def firing_statistics(self, x: Tensor, batch_size: int = 1000) -> list[dict[str, list[float]]]:
