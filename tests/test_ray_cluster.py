@@ -21,9 +21,13 @@ from pathlib import Path
 import pytest
 import torch
 
-ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'ibhebb[ray]')")
+try:
+    import ray
+except ImportError:
+    ray = None
 RAY = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
-pytestmark = pytest.mark.skipif(RAY is None, reason="the `ray` command is not on the PATH")
+pytestmark = [pytest.mark.skipif(ray is None, reason="Ray is not installed (pip install 'ibhebb[ray]')"),
+              pytest.mark.skipif(RAY is None, reason="the `ray` command is not on the PATH")]
 ROOT = Path(__file__).resolve().parents[1]
 
 CONFIG = """
@@ -145,6 +149,7 @@ def test_sweep_on_a_running_cluster_survives_a_killed_worker(tmp_path, head_node
         assert torch.equal(resumed[k], v), k
 
 
+@pytest.mark.slow  # needs Ray (an optional extra); tests/test_sweep.py checks the same refusal without it
 def test_an_address_where_nothing_listens_is_one_line(tmp_path):
     config = tmp_path / "tiny.toml"
     config.write_text(CONFIG)

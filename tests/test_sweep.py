@@ -156,3 +156,36 @@ def test_sweep_on_a_local_ray_instance(config, tmp_path):
         assert summaries(out) == summaries(reference)  # a Ray task trains exactly what a local run does
     finally:
         ray.shutdown()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_ray_address_where_nothing_listens_is_refused_at_once():
+    """No Ray needed: the address is checked with a plain TCP connect before Ray is asked (Ray retries for minutes)."""
+    port = _free_port()
+    with pytest.raises(UserError, match=f"cannot connect to the Ray cluster at '127.0.0.1:{port}': nothing answers"):
+        sweep._check_reachable(f"127.0.0.1:{port}")
+    with pytest.raises(UserError, match="is not HOST:PORT"):
+        sweep._check_reachable("no-port-here")
+    sweep._check_reachable("auto")  # Ray finds the cluster itself
+
+
+def test_ray_without_ray_installed_is_one_line(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError("No module named 'ray'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    with pytest.raises(UserError, match=r"--ray needs Ray, which is not installed: pip install 'ibhebb\[ray\]'"):
+        sweep._import_ray()
