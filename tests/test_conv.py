@@ -20,14 +20,6 @@ SIGMAS = [0.8, 0.4, 0.9]
 GAMMA = 3.0
 
 
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def small_cnn(z_after_pool, layernorm, replicas=2, seed=0):
     return CNN((2, 6, 6), [3, 4], 3, replicas=replicas, seed=seed, z_after_pool=z_after_pool, layernorm=layernorm).double()
 

@@ -11,13 +11,7 @@ from ibhebb.functional.layers import LAYERNORM_EPS
 SIGMAS = (0.5, 0.1, 1.0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Per-sample steps on tiny tensors: threads only contend (10x slower on two shared cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 LR = 1e-2
 
 

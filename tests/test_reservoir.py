@@ -22,13 +22,7 @@ from ibhebb.reservoir.stream import fit_scores, run_stream
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matmuls: on a shared 2-core machine a second thread costs ~100x in contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.mark.parametrize("forgetting", [1.0, 0.95])

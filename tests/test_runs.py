@@ -15,15 +15,6 @@ MLP_RUN = ["model.kind=mlp", "seeds=3", "epochs=1", "data.n_train=120", "data.n_
 LIF_RUN = ["seeds=2", "epochs=1", "model.steps=4", "data.n_train=100", "data.n_test=50", "optim.lr=3e-3", "rule.window=8"]
 
 
-@pytest.fixture
-def one_thread():
-    """The per-sample CNN loops run far faster on one thread of a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def train(tmp_path, config, overrides, name="run", data=None):
     out = tmp_path / name
     trainer = Trainer(load_config(config, overrides), out, progress=False, data=data)
