@@ -154,6 +154,57 @@ def test_pair_rule_is_autograd_of_the_two_point_objective(kernel, grouped):
             h = divisive_normalise(zz, 4, 0.7, 0.2) if grouped else zz
 
 
+MEAN_KZ, MEAN_KY = torch.tensor([0.35, -0.2], dtype=torch.float64), 0.15  # per replica; one for the labels
+
+
+@pytest.mark.parametrize("kernel,grouped", [("gaussian", False), ("cossim", False), ("gaussian", True)])
+def test_pair_rule_with_nonzero_running_means_is_autograd_of_the_centred_objective(kernel, grouped):
+    """ℓ = (k_z - μ_z)² - γ (k_y - μ_y) k_z with the running means μ held fixed, written out here."""
+    model, rule = make(kernel, grouped, form="pair")
+    x, _ = data(n=2)
+    y = torch.tensor([2, 2])  # equal labels: k_y = 1
+    list(rule.updates(x[:1], y[:1]))
+    rule.mean_kz = [MEAN_KZ.clone() for _ in model.hidden]
+    rule.mean_ky = MEAN_KY
+    assert list(rule.updates(x[1:], y[1:])) == [None]
+    h = x
+    for i, layer in enumerate(model.hidden):
+        w = layer.weight.detach().clone().requires_grad_(True)
+        z = torch.nn.functional.leaky_relu(torch.matmul(h, w.transpose(-1, -2)), 0.1)
+        code = hand_code(z, 4, 0.7, 0.2) if grouped else z
+        kz = hand_kernel(code, kernel)[..., 1, 0]
+        (expected,) = torch.autograd.grad(((kz - MEAN_KZ) ** 2 - GAMMA * (1.0 - MEAN_KY) * kz).sum(), w)
+        torch.testing.assert_close(layer.weight.grad, expected, rtol=1e-9, atol=1e-12)
+        with torch.no_grad():  # the rule then moves its running mean towards this pair's kernel
+            torch.testing.assert_close(rule.mean_kz[i], MEAN_KZ + rule.rate * (kz - MEAN_KZ))
+            zz = torch.nn.functional.leaky_relu(torch.matmul(h, layer.weight.transpose(-1, -2)), 0.1)
+            h = divisive_normalise(zz, 4, 0.7, 0.2) if grouped else zz
+    torch.testing.assert_close(torch.as_tensor(rule.mean_ky, dtype=torch.float64),
+                               torch.tensor(MEAN_KY + rule.rate * (1.0 - MEAN_KY), dtype=torch.float64))
+
+
+def test_running_mean_rule_with_nonzero_kernel_means_and_activity_means_is_eq_20():
+    """Eq 20 with running means of the kernels and of activity all nonzero: on linear layers with the activity means
+    at the previous point it is the gradient of the centred two-point objective (written out here)."""
+    x, _ = data(n=2)
+    y = torch.tensor([0, 1])
+    model, rule = make("gaussian", form="running-mean", slope=1.0)
+    list(rule.updates(x[:1], y[:1]))
+    rule.mean_h, rule.mean_z = list(rule.prev_h), list(rule.prev_z)
+    rule.mean_kz = [MEAN_KZ.clone() for _ in model.hidden]
+    rule.mean_ky = MEAN_KY
+    assert list(rule.updates(x[1:], y[1:])) == [None]
+    ky = -1 / (N_CLASSES - 1)
+    h = x
+    for layer in model.hidden:
+        w = layer.weight.detach().clone().requires_grad_(True)
+        kz = hand_kernel(torch.matmul(h, w.transpose(-1, -2)), "gaussian")[..., 1, 0]
+        (expected,) = torch.autograd.grad(((kz - MEAN_KZ) ** 2 - GAMMA * (ky - MEAN_KY) * kz).sum(), w)
+        torch.testing.assert_close(layer.weight.grad, expected, rtol=1e-9, atol=1e-12)
+        assert expected.abs().max() > 1e-8
+        h = torch.matmul(h, layer.weight.detach().transpose(-1, -2))
+
+
 def test_running_mean_rule_with_the_previous_point_as_mean_is_the_pair_rule_on_linear_layers():
     """Eq 20 replaces the previous point of eq 19 by the mean activity: with μ = that point they agree."""
     x, y = data(n=2)

@@ -4,7 +4,8 @@ The test starts a real head node (in its own process group, stopped at the
 end), runs a two-cell sweep on it, kills one cell's worker mid-run (its PID
 is in the cell's lock file), checks the one-line error, and reruns the sweep:
 the finished cell is skipped and the interrupted one resumes to the weights
-of an uninterrupted run. Skipped where Ray is not installed (``pip install
+of an uninterrupted run. ``make setup`` installs Ray (the ``ray`` extra) so that
+``make test`` runs it; it is skipped where Ray is not installed (``pip install
 'ibhebb[ray]'``).
 """
 import json
@@ -97,7 +98,7 @@ def sweep(config, out, address, *extra):
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.slow  # 1-6 min: the head node takes 20-40 s to start on two shared cores, a worker as long again
+# 1-6 min: the head node takes 20-40 s to start on two shared cores, a worker as long again
 def test_sweep_on_a_running_cluster_survives_a_killed_worker(tmp_path, head_node):
     from ibhebb.config import load_config
     from ibhebb.fileio import LOCK
@@ -149,7 +150,6 @@ def test_sweep_on_a_running_cluster_survives_a_killed_worker(tmp_path, head_node
         assert torch.equal(resumed[k], v), k
 
 
-@pytest.mark.slow  # needs Ray (an optional extra); tests/test_sweep.py checks the same refusal without it
 def test_an_address_where_nothing_listens_is_one_line(tmp_path):
     config = tmp_path / "tiny.toml"
     config.write_text(CONFIG)

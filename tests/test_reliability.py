@@ -426,3 +426,18 @@ def test_a_trainer_never_run_does_not_lock_its_own_process_out(tmp_path, capsys)
     trainer(tmp_path, XOR, TINY + ["epochs=1"])
     trainer(tmp_path, XOR, TINY + ["epochs=1"], overwrite=True).run()
     assert "stale lock" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("rule, name", [("feedback-alignment", "feedback_0"), ("layer-classifier", "classifiers.0")])
+def test_fixed_random_matrices_of_a_rule_depend_on_the_seed_not_on_the_replica_count(rule, name):
+    from ibhebb import RuleConfig, make_rule
+    from ibhebb.models.networks import MLP
+
+    def matrix(seed, replicas):
+        r = make_rule(rule, MLP(4, [6], 3, replicas=replicas, seed=seed), RuleConfig())
+        return {**dict(r.named_parameters()), **dict(r.named_buffers())}[name].detach()
+
+    two = matrix(0, 2)
+    assert torch.equal(two[1], matrix(0, 3)[1])          # replica r of seed s, whatever R is
+    assert not torch.equal(two[0], two[1])
+    assert not torch.equal(matrix(1, 2)[0], two[0])       # another seed draws other matrices

@@ -251,3 +251,20 @@ def test_shipped_reservoir_configs_are_valid(tmp_path):
         tiny_reservoir(file, x_dim=pre.x_dim, classes=pre.classes, hidden=pre.hidden, window=pre.window,
                        gamma=pre.gamma, sigmas=pre.sigmas, units=10)
         load_config(path, [f"rule.reservoir='{file}'"])
+
+
+def test_reservoir_noise_of_a_replica_does_not_depend_on_the_replica_count(tmp_path):
+    """Hidden and readout noise come from one generator per replica, seeded from (seed, replica)."""
+    from ibhebb.train import Trainer
+
+    noisy = tmp_path / "noisy.pt"
+    tiny_reservoir(noisy, noise=0.05)
+
+    def weights(seeds):
+        over = XOR_TINY + ["rule.memory=reservoir", f"rule.reservoir='{noisy}'", "data.n_train=24", "epochs=1", f"seeds={seeds}"]
+        t = Trainer(load_config("configs/fig4-xor.toml", over), tmp_path / f"r{seeds}", progress=False)
+        t.run()
+        return [p.detach() for p in t.model.parameters()]
+
+    for two, three in zip(weights(2), weights(3)):  # equal up to float32 rounding of batched products of other sizes
+        torch.testing.assert_close(two, three[:2], rtol=0, atol=1e-6)

@@ -108,6 +108,42 @@ def test_leaky_network_step_update_is_autograd_with_previous_potential_fixed():
     assert 1 + len(list(steps)) == model.steps
 
 
+def test_leaky_network_every_step_and_readout_are_autograd_with_previous_potential_fixed():
+    """At every time step t of a presentation each hidden layer's update is autograd of its objective through
+    ``u_t = u_{t-1} + (Δt/τ_m)(W h_t + b - u_{t-1})`` with ``u_{t-1}`` and ``h_t`` held fixed (the potentials are
+    replayed independently here), and the readout's is autograd of the window's cross-entropy."""
+    model, rule, xs, ys = setup(kind="lif", variant="exact")
+    fill_memory(rule, xs, ys)
+    x0, y0 = xs[-1:], ys[-1:]
+    xw = torch.cat([rule.memory.x, x0], 0)
+    yw = torch.cat([rule.memory.y, torch.nn.functional.one_hot(y0, 3).double()], 0)
+    leak = 1.0 / 4.0  # dt / tau_m of setup()
+    prev = [torch.zeros(2, 1, layer.weight.shape[1]) for layer in model.layers()]
+    steps = rule.updates(x0, y0)
+    for t in range(model.steps):
+        model.zero_grad()
+        next(steps)  # no optimiser step: the weights stay put, so the replay below sees the same network
+        h = x0.expand(2, -1, -1)
+        for li, layer in enumerate(model.layers()):
+            w = layer.weight.detach().clone().requires_grad_()
+            b = layer.bias.detach().clone().requires_grad_()
+            u = prev[li] + leak * (torch.baddbmm(b.unsqueeze(-2), h, w.transpose(-1, -2)) - prev[li])
+            if li < len(model.hidden):
+                z = torch.nn.functional.layer_norm(torch.relu(u), u.shape[-1:], eps=1e-5)
+                loss = hsic_bottleneck(xw, yw, torch.cat([rule.memory.z[li], z], -2), gamma=GAMMA, sigmas=tuple(SIGMAS))[0]
+            else:  # the readout: softmax cross-entropy of W h + b over the window of last-layer outputs
+                hw = torch.cat([rule.memory.z[-1], h], -2)
+                logits = torch.baddbmm(b.unsqueeze(-2), hw, w.transpose(-1, -2))
+                loss = torch.stack([torch.nn.functional.cross_entropy(lg, yw.argmax(-1)) for lg in logits])
+            gw, gb = torch.autograd.grad(loss.sum(), [w, b])
+            torch.testing.assert_close(layer.weight.grad, gw, rtol=1e-9, atol=1e-12, msg=f"step {t + 1}, layer {li}")
+            torch.testing.assert_close(layer.bias.grad, gb, rtol=1e-9, atol=1e-12, msg=f"step {t + 1}, layer {li}")
+            prev[li] = u.detach()
+            h = z.detach() if li < len(model.hidden) else None
+    assert model.steps == 3 and next(steps, None) is None
+    assert prev[0].abs().min() > 0  # from step 2 on the previous potential was not rest
+
+
 def test_no_update_crosses_layers():
     """Changing a later layer's weights does not change an earlier layer's update."""
     model, rule, xs, ys = setup(variant="paper")

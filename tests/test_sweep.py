@@ -143,7 +143,6 @@ def test_ray_missing_is_one_line(config, tmp_path, monkeypatch, capsys):
     assert "\n" not in err and "pip install 'ibhebb[ray]'" in err
 
 
-@pytest.mark.slow  # starting a local Ray instance takes 30-40 s on two shared cores
 def test_sweep_on_a_local_ray_instance(config, tmp_path):
     ray = pytest.importorskip("ray")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)

@@ -10,6 +10,7 @@ LMS: ``W ← W - η (W r - ξ) rᵀ``. RLS (FORCE) with forgetting ``ρ``:
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -33,7 +34,7 @@ def reservoir_step(
     leak: float,
     gain: float,
     noise: float = 0.0,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
     out: ReservoirState | None = None,
     work: Tensor | None = None,
 ) -> ReservoirState:
@@ -51,6 +52,9 @@ def reservoir_step(
     w_rec : Tensor ``(G, n, n)``; w_fb : Tensor ``(G, n, m)`` or None
     leak, gain : ``Δt/τ_r`` and ``λ``.
     noise : ``ε_h`` of the hidden noise (0: none).
+    generator : torch.Generator, or one per column ``b`` of ``B``, optional
+        Where ``ζ_h`` is drawn from; with one generator per column (per replica)
+        column ``b``'s noise does not depend on how many columns there are.
     out : ReservoirState, optional
         Where to write the new state; may be ``state`` itself (in place). Without
         it new tensors are returned and ``state`` is left alone.
@@ -81,9 +85,17 @@ def reservoir_step(
     torch.lerp(u, drive, leak, out=out.u)
     torch.tanh(out.u, out=out.r)
     if noise > 0:
-        drive.uniform_(-noise, noise, generator=generator)
-        out.r.add_(drive)
+        out.r.add_(uniform_noise_(drive, noise, generator))
     return out
+
+
+def uniform_noise_(out: Tensor, eps: float, generator: torch.Generator | Sequence[torch.Generator] | None) -> Tensor:
+    """Fill ``out`` ``(G, B, ·)`` with ``U(-ε, ε)`` in place: column ``b`` from ``generator[b]`` when given one per column."""
+    if isinstance(generator, Sequence):
+        for b, g in enumerate(generator):
+            out[:, b].uniform_(-eps, eps, generator=g)
+        return out
+    return out.uniform_(-eps, eps, generator=generator)
 
 
 def lms_update_(weight: Tensor, r: Tensor, target: Tensor, lr: float, err: Tensor) -> Tensor:

@@ -28,8 +28,8 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..functional.reservoir import ReservoirState, reservoir_inputs
-from ..reservoir.dynamics import Reservoir
+from ..functional.reservoir import ReservoirState, reservoir_inputs, uniform_noise_
+from ..reservoir.dynamics import Reservoir, stream_generators
 from ..reservoir.file import load_reservoir_file
 from .window import WindowMemory
 
@@ -86,6 +86,16 @@ class ReservoirMemory(nn.Module):
         self.path = str(path)
         self.state: tuple[Tensor, Tensor, Tensor] | None = None  # u, r, r_o: (L, R, ·)
         self._stats: Tensor | None = None  # per layer: n, Σa, Σb, Σa², Σb², Σab
+        self._noise_gens: list[torch.Generator] = []  # the readout noise's, one per replica
+
+    def random_state(self) -> dict:
+        """The readout noise's generator states, one per replica drawn so far; checkpoints save them."""
+        return {"noise": [g.get_state() for g in self._noise_gens]}
+
+    def set_random_state(self, state: dict) -> None:
+        self._noise_gens = stream_generators([], len(state["noise"]), self.reservoir.seed + 2, self.readout.device)
+        for g, saved in zip(self._noise_gens, state["noise"]):
+            g.set_state(saved.cpu())
 
     # -- the WindowMemory interface --------------------------------------------------------
     @property
@@ -130,7 +140,8 @@ class ReservoirMemory(nn.Module):
             res(drive, r_o if self.feedback else None, state)
             torch.bmm(r, self.readout.transpose(1, 2), out=r_o)
             if self.noise_out > 0:
-                r_o.add_(torch.empty_like(r_o).uniform_(-self.noise_out, self.noise_out))
+                self._noise_gens = stream_generators(self._noise_gens, R, self.reservoir.seed + 2, r_o.device)
+                r_o.add_(uniform_noise_(torch.empty_like(r_o), self.noise_out, self._noise_gens[:R]))
         return [r_o[l, :, :d] / self.target_scale[l] for l, d in enumerate(self.hidden)]
 
     def signals(

@@ -86,5 +86,5 @@ class CNN(FeedForward):
         readout = PooledDense(
             shape, n_classes, pool_in=pending, generators=gens, activation="identity", layernorm=False, bias=bias, init=init
         )
-        super().__init__(layers, readout, in_features=math.prod(in_shape), n_classes=n_classes, replicas=replicas)
+        super().__init__(layers, readout, in_features=math.prod(in_shape), n_classes=n_classes, replicas=replicas, seed=seed)
         self.in_shape, self.z_after_pool = tuple(in_shape), z_after_pool

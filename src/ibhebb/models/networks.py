@@ -42,11 +42,14 @@ class FeedForward(nn.Module):
     and ``present`` run them in order (a subclass overrides what differs).
     """
 
-    def __init__(self, hidden: list[nn.Module], readout: nn.Module, *, in_features: int, n_classes: int, replicas: int):
+    def __init__(
+        self, hidden: list[nn.Module], readout: nn.Module, *, in_features: int, n_classes: int, replicas: int, seed: int = 0
+    ):
         super().__init__()
         self.hidden = nn.ModuleList(hidden)
         self.readout = readout
         self.in_features, self.n_classes, self.replicas = in_features, n_classes, replicas
+        self.seed = seed  # what rules with random state of their own (feedback matrices) derive their generators from
 
     def flatten(self, x: Tensor) -> Tensor:
         return x.reshape(x.shape[0], -1) if x.dim() != 2 else x
@@ -129,7 +132,7 @@ class MLP(FeedForward):
             for i, o in zip(sizes[:-1], sizes[1:])
         ]
         readout = Dense(sizes[-1], n_classes, activation="identity", layernorm=False, **common)
-        super().__init__(layers, readout, in_features=in_features, n_classes=n_classes, replicas=replicas)
+        super().__init__(layers, readout, in_features=in_features, n_classes=n_classes, replicas=replicas, seed=seed)
 
 
 class LeakyMLP(Stepped, MLP):

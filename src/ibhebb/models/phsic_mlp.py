@@ -77,10 +77,10 @@ class PHSICMLP(FeedForward):
         sizes = [in_features, *hidden]
         dense = dict(generators=gens, activation="identity", layernorm=False, bias=False)
         layers = [Dense(i, o, **dense) for i, o in zip(sizes[:-1], sizes[1:])]
-        super().__init__(layers, Dense(sizes[-1], n_classes, **dense), in_features=in_features, n_classes=n_classes, replicas=replicas)
+        readout = Dense(sizes[-1], n_classes, **dense)
+        super().__init__(layers, readout, in_features=in_features, n_classes=n_classes, replicas=replicas, seed=seed)
         self.negative_slope, self.dropout = negative_slope, dropout
         self.grouping, self.divisive_norm = grouping, divisive_norm
-        self.seed = seed
         self._dropout_generators: list[torch.Generator] | None = None
 
     def dropout_generators(self, device: torch.device | str = "cpu") -> list[torch.Generator]:

@@ -152,7 +152,7 @@ class SpikingMLP(Stepped, FeedForward):
         sizes = [in_features, *hidden]
         layers = [SpikingDense(i, o, generators=gens, layernorm=layernorm, bias=bias) for i, o in zip(sizes[:-1], sizes[1:])]
         readout = Dense(sizes[-1], n_classes, generators=gens, activation="identity", layernorm=False, bias=bias)
-        super().__init__(layers, readout, in_features=in_features, n_classes=n_classes, replicas=replicas)
+        super().__init__(layers, readout, in_features=in_features, n_classes=n_classes, replicas=replicas, seed=seed)
         self.neuron, self.steps = neuron, steps
         self.firing, self.surrogate, self.surrogate_slope = firing, surrogate, surrogate_slope
         self.escape, self.escape_width = escape, escape_width

@@ -42,6 +42,15 @@ from torch import Tensor, nn
 from ..functional.reservoir import ReservoirState, reservoir_step
 
 
+def stream_generators(have: list[torch.Generator], streams: int, seed: int, device) -> list[torch.Generator]:
+    """``have`` grown to ``streams`` generators on ``device``, stream ``b`` seeded from ``(seed, b)``: a stream's draws do
+    not depend on how many streams there are (so replica ``r`` of a run is the same whatever ``R`` is)."""
+    have = [] if have and have[0].device != torch.device(device) else list(have)
+    while len(have) < streams:
+        have.append(torch.Generator(device=device).manual_seed(seed + 1_000_003 * len(have)))
+    return have
+
+
 def recurrent_weights(groups: int, units: int, connectivity: float, generator: torch.Generator) -> Tensor:
     """``W_r`` ``(G, n, n)``: a ``p_c`` fraction of entries ``N(0, 1/(p_c n))``, the rest 0."""
     mask = torch.rand(groups, units, units, generator=generator) < connectivity
@@ -117,7 +126,7 @@ class Reservoir(nn.Module):
         self.units, self.groups, self.in_features, self.out_features = units, groups, in_features, out_features
         self.lr, self.sr, self.noise_hidden, self.seed = float(lr), float(sr), float(noise_hidden), seed
         self._work: Tensor | None = None
-        self._noise_gen: torch.Generator | None = None
+        self._noise_gens: list[torch.Generator] = []
 
     def hyperparameters(self) -> dict:
         return dict(units=self.units, in_features=self.in_features, out_features=self.out_features,
@@ -132,19 +141,17 @@ class Reservoir(nn.Module):
         return torch.bmm(r_in.to(self.w_in.dtype), self.w_in.transpose(1, 2))
 
     def random_state(self) -> dict:
-        """The hidden noise's generator state (``None`` before its first draw); checkpoints save it."""
-        return {"noise": None if self._noise_gen is None else self._noise_gen.get_state()}
+        """The hidden noise's generator states, one per stream (replica) drawn so far; checkpoints save them."""
+        return {"noise": [g.get_state() for g in self._noise_gens]}
 
     def set_random_state(self, state: dict) -> None:
-        if state["noise"] is None:
-            self._noise_gen = None
-        else:
-            self._generator().set_state(state["noise"].cpu())
+        self._noise_gens = []
+        for b, saved in enumerate(state["noise"]):
+            self._generators(b + 1)[b].set_state(saved.cpu())
 
-    def _generator(self) -> torch.Generator:
-        if self._noise_gen is None or self._noise_gen.device != self.w_rec.device:
-            self._noise_gen = torch.Generator(device=self.w_rec.device).manual_seed(self.seed + 1)
-        return self._noise_gen
+    def _generators(self, streams: int) -> list[torch.Generator]:
+        self._noise_gens = stream_generators(self._noise_gens, streams, self.seed + 1, self.w_rec.device)
+        return self._noise_gens[:streams]
 
     def forward(self, input_drive: Tensor, r_out: Tensor | None, state: ReservoirState, *, inplace: bool = True) -> ReservoirState:
         """Advance ``state`` by one step; in place (no allocation) unless ``inplace=False``."""
@@ -152,6 +159,6 @@ class Reservoir(nn.Module):
             self._work = torch.empty_like(state.u)
         return reservoir_step(
             state, input_drive, r_out, self.w_rec, self.w_fb, leak=self.lr, gain=self.sr,
-            noise=self.noise_hidden, generator=self._generator() if self.noise_hidden > 0 else None,
+            noise=self.noise_hidden, generator=self._generators(state.u.shape[1]) if self.noise_hidden > 0 else None,
             out=state if inplace else None, work=self._work,
         )

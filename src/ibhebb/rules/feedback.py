@@ -88,7 +88,7 @@ class FeedbackAlignment(_FeedbackRule):
     def __init__(self, model, config):
         super().__init__(model, config)
         w0 = model.layers()[0].weight
-        gens = replica_generators(FEEDBACK_SEED_OFFSET + w0.shape[0], w0.shape[0])
+        gens = replica_generators(FEEDBACK_SEED_OFFSET + model.seed, w0.shape[0])
         for i, layer in enumerate(model.layers()):
             out_f, in_f = layer.weight.shape[1:]
             b = uniform_init((out_f, in_f), 1.0 / math.sqrt(in_f), gens)

@@ -55,7 +55,7 @@ class LayerClassifier(_LayerLocal):
     def __init__(self, model, config):
         super().__init__(model, config)
         w0 = model.hidden[0].weight
-        gens = replica_generators(CLASSIFIER_SEED_OFFSET + w0.shape[0], w0.shape[0])
+        gens = replica_generators(CLASSIFIER_SEED_OFFSET + model.seed, w0.shape[0])
         self.classifiers = nn.ParameterList(
             nn.Parameter(uniform_init((model.n_classes, layer.out_features), 1 / math.sqrt(layer.out_features), gens).to(w0))
             for layer in model.hidden

@@ -129,13 +129,13 @@ class PHSIC(Rule):
         readout_step(self.model, h, y)
 
     # -- online: eqs 18–20 -------------------------------------------------------------------
-    def pair_label_kernel(self, y: Tensor) -> Tensor:
-        return label_kernel_matrix(torch.cat([y, self.prev_y]), self.model.n_classes)[0, 1]
+    def pair_label_kernel(self, y: Tensor, dtype: torch.dtype) -> Tensor:
+        return label_kernel_matrix(torch.cat([y, self.prev_y]), self.model.n_classes, dtype)[0, 1]
 
     def online_grads(self, x: Tensor, y: Tensor, ready: bool) -> None:
         """One sample ``x`` ``(1, …)``: write the layers' updates (if a previous sample exists) and move the state on."""
         h = self.model.flatten(x)
-        ky = self.pair_label_kernel(y).to(h.dtype) if ready else None
+        ky = self.pair_label_kernel(y, h.dtype) if ready else None
         for i, layer in enumerate(self.model.hidden):
             h = h.detach()
             with torch.enable_grad():
