@@ -121,8 +121,22 @@ def test_interrupted_cell_resumes_from_its_checkpoint(config, tmp_path, monkeypa
 
 def test_sweep_dir_holding_another_config_is_refused(config, tmp_path):
     run_sweep(config, ["rule.window=2,4"], tmp_path / "out", progress=False)
-    with pytest.raises(UserError, match="another"):
+    with pytest.raises(UserError, match=r"another config \(differs in seeds\)"):
         run_sweep(config, ["rule.window=2,4", "seeds=1"], tmp_path / "out", progress=False)
+
+
+def test_sweep_dir_written_before_a_config_key_existed_is_the_same_run(config, tmp_path, monkeypatch):
+    """A cell's config.json from an older ibhebb lacks keys added since: they take their defaults, and the finished
+    cells are still recognised as done (not refused as another config, not retrained)."""
+    out = tmp_path / "out"
+    run_sweep(config, ["rule.window=2,4"], out, progress=False)
+    for cell in out.glob("rule.window-*"):
+        saved = json.loads((cell / "config.json").read_text())
+        del saved["model"]["layernorm_eps"], saved["on_divergence"]
+        (cell / "config.json").write_text(json.dumps(saved))
+    trained = count_cells(monkeypatch)
+    run_sweep(config, ["rule.window=2,4"], out, progress=False)
+    assert trained == []
 
 
 def test_cli_sweep_and_fig6_plot(config, tmp_path, capsys):

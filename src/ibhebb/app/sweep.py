@@ -110,12 +110,18 @@ def cell_state(cfg: Config, run_dir: Path) -> str:
 
 
 def _check_same_run(cfg: Config, run_dir: Path) -> None:
+    """Refuse a cell directory holding a run of another config (keys a resumed run may change aside; keys added to
+    ibhebb since that run was written take their defaults, so an older sweep directory still compares equal)."""
+    from ..train.checkpoint import comparable_config, config_differences
+
     saved = run_dir / "config.json"
     if saved.exists():
-        mine, theirs = cfg.to_dict(), read_json(saved, "run config")
-        mine.pop("epochs"), theirs.pop("epochs", None)
-        if mine != theirs:
-            raise UserError(f"{run_dir} holds a run of another config; choose another --out for this sweep")
+        read_json(saved, "run config")  # a damaged file is one line that names it
+        theirs = comparable_config(load_config(saved).to_dict())
+        diff = config_differences(comparable_config(cfg.to_dict()), theirs)
+        if diff:
+            keys = ", ".join(diff[:6]) + (", …" if len(diff) > 6 else "")
+            raise UserError(f"{run_dir} holds a run of another config (differs in {keys}); choose another --out for this sweep")
 
 
 def run_cell(config: dict[str, Any], run_dir: str, progress: bool = False) -> dict[str, Any]:
