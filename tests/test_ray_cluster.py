@@ -10,6 +10,7 @@ of an uninterrupted run. ``make setup`` installs Ray (the ``ray`` extra) so that
 """
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -56,46 +57,86 @@ train_samples = 100
 """
 
 
+# Ray >= 2.59 turns token authentication on for local clusters and keeps a token in ~/.ray/auth_token, which another
+# Ray session on this machine may have written: the head node and the sweep get one token of their own, as a cluster
+# with authentication is set up (RAY_AUTH_MODE and RAY_AUTH_TOKEN on every node and client).
+RAY_ENV = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def head_node():
-    """``ray start --head --block`` on a free port; yields ``HOST:PORT``; stops the whole process group after."""
-    port = free_port()
-    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
+def start_head(port: int, temp: str) -> subprocess.Popen | None:
+    """``ray start --head --block`` on ``port``; the node, or None if it exited before it listened (Ray gives its
+    raylet a fixed 30 s to register, which a loaded 2-core machine can miss)."""
     node = subprocess.Popen(
         [RAY, "start", "--head", f"--port={port}", "--block", "--num-cpus=2", "--include-dashboard=false",
          "--disable-usage-stats", f"--temp-dir={temp}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=RAY_ENV,
     )
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except OSError:
+            if node.poll() is not None:
+                _kill_group(node)
+                return None
+            assert time.monotonic() < deadline, "the head node did not come up in 180 s"
+            time.sleep(0.5)
+            continue
+        break
+    while node.poll() is None and time.monotonic() < deadline:  # listening; ready once `ray status` sees its node
+        status = subprocess.run([RAY, "status", f"--address=127.0.0.1:{port}"], capture_output=True, text=True, env=RAY_ENV)
+        if status.returncode == 0 and "node_" in status.stdout:
+            return node
+        time.sleep(1)
+    _kill_group(node)
+    return None
+
+
+def _kill_group(node: subprocess.Popen) -> None:
+    """What a head node that gave up left running (its GCS server, its raylet)."""
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        os.killpg(node.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def stop(node: subprocess.Popen) -> None:
+    os.killpg(node.pid, signal.SIGTERM)
+    try:
+        node.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(node.pid, signal.SIGKILL)
+        node.wait()
+
+
+@pytest.fixture
+def head_node():
+    """A running head node on a free port (up to three tries); yields ``HOST:PORT``; stops its process group after."""
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
+    node = None
+    try:
+        for _ in range(3):
+            port = free_port()
+            node = start_head(port, temp)
+            if node is not None:
                 break
-            except OSError:
-                assert node.poll() is None, "ray start --head exited"
-                assert time.monotonic() < deadline, "the head node did not come up in 180 s"
-                time.sleep(0.5)
+        assert node is not None, "ray start --head exited three times"
         yield f"127.0.0.1:{port}"
     finally:
-        os.killpg(node.pid, signal.SIGTERM)
-        try:
-            node.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(node.pid, signal.SIGKILL)
-            node.wait()
+        if node is not None:
+            stop(node)
         shutil.rmtree(temp, ignore_errors=True)
 
 
 def sweep(config, out, address, *extra):
     cmd = [sys.executable, "-m", "ibhebb", "sweep", str(config), "rule.window=4,8", "--out", str(out), "--ray", address, *extra]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=RAY_ENV)
 
 
 # 1-6 min: the head node takes 20-40 s to start on two shared cores, a worker as long again
@@ -110,7 +151,7 @@ def test_sweep_on_a_running_cluster_survives_a_killed_worker(tmp_path, head_node
     out = tmp_path / "sweep"
     cmd = [sys.executable, "-m", "ibhebb", "sweep", str(config), "rule.window=4,8", "--out", str(out), "--ray", head_node,
            "--no-progress"]
-    first = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=RAY_ENV)
     victim = None
     deadline = time.monotonic() + 300
     while victim is None and time.monotonic() < deadline and first.poll() is None:

@@ -201,7 +201,8 @@ def run_sweep(
 
 
 RAY_HINT = ("check that `ray start --head` runs there and that ADDRESS is its HOST:PORT (as `ray status` shows it), "
-            "'auto' on a node of the cluster, or ray://HOST:10001 for Ray Client")
+            "'auto' on a node of the cluster, or ray://HOST:10001 for Ray Client, and that a cluster with token "
+            "authentication has its token here (~/.ray/auth_token or RAY_AUTH_TOKEN)")
 
 
 def _check_reachable(address: str) -> None:
