@@ -49,7 +49,7 @@ def config(data: str, column: str, width: int, row: str) -> str:
     norm = "SGD, momentum 0.95, divisive normalisation over 64 channel groups (p = 0.2), SELU" if sgd else \
         "AdamW, batchnorm, LeakyReLU 0.1" + (", grouping without divisive normalisation (p = 0.5)" if column.startswith("phsic") else "")
     lines = [
-        f"# Seed 001 Table 2 (MATH §9): VGG-like conv net {width}x, {column}, {norm}; {data}.",
+        f"# Seed 001 Table 2 (docs/spec.md §9): VGG-like conv net {width}x, {column}, {norm}; {data}.",
         "# 500 epochs, batch 128, dropout 0.05, gamma = 2, lr x0.25 at the milestones, weight decay 1e-7 (local) / 1e-6",
         f"# (readout; all layers under end-to-end rules); learning rates: {source} (see scripts/make_table2_configs.py).",
         "# Full size is far too big for a CPU; scale it with e.g. model.scale=0.125 model.groups=8 (configs/table2/README.md).",
