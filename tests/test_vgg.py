@@ -131,13 +131,14 @@ def hand_objective(Kz, Ky, estimator):
     return ph(Kz, Kz) - GAMMA * ph(Ky, Kz)
 
 
-@pytest.mark.parametrize("kernel,estimator,grouped", [
-    ("cossim", "phsic", True), ("gaussian", "phsic", True), ("gaussian", "biased", False), ("linear", "phsic", False),
-    ("cossim", "biased", True),
+@pytest.mark.parametrize("kernel,estimator,grouped,divnorm", [
+    ("cossim", "phsic", True, True), ("gaussian", "phsic", True, True), ("gaussian", "biased", False, True),
+    ("linear", "phsic", False, True), ("cossim", "biased", True, True),
+    ("gaussian", "phsic", True, False),  # "grp": grouped kernel, no divisive normalisation
 ])
-def test_phsic_on_conv_layers_descends_its_written_out_objective(kernel, estimator, grouped):
+def test_phsic_on_conv_layers_descends_its_written_out_objective(kernel, estimator, grouped, divnorm):
     sigma = 1.3
-    net = tiny(scale=1 / 32, groups=4)
+    net = tiny(scale=1 / 32, groups=4, divisive_norm=divnorm)
     x, y = batch()
     cfg = RuleConfig(name="phsic", kernel=kernel, grouped=grouped, estimator=estimator, gamma=GAMMA, sigmas=[1, 1, sigma])
     rule = make_rule("phsic", net, cfg)
