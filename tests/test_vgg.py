@@ -313,3 +313,19 @@ def test_table2_configs_train_at_tiny_width(cell, tmp_path, one_thread):
     summary = Trainer(cfg, tmp_path / cell, progress=False, data=data).run()
     assert summary["epochs"] == 1 and all(math.isfinite(a) for a in summary["test_accuracy"])
     assert len(summary["validation_accuracy"]) == 2
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["rule.name=biohsic"], "does not run on model.kind = 'vgg'"),
+    (["rule.name=phsic", "rule.form=pair"], "online pHSIC rule"),
+    (["rule.name=phsic", "rule.estimator=unbiased"], "rule.estimator"),
+    (["rule.name=sign-symmetry", "rule.feedback_scale=max"], "rule.feedback_scale"),
+    (["model.width=3"], "model.width must be 1 or 2"),
+    (["model.activation=tanh"], "model.activation"),
+    (["data.validation=1.0"], "data.validation"),
+])
+def test_table2_configs_refuse_what_cannot_run_in_one_line(overrides, message):
+    from ibhebb.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(TABLE2 / "fashion-mnist-backprop-1x-sgd-div.toml", overrides)
