@@ -33,7 +33,7 @@ LRS = {
 def rule_table(column: str) -> list[str]:
     if column.startswith("phsic-"):
         kernel = column.split("-", 1)[1]
-        return [f'name = "phsic"', f'kernel = "{kernel}"', "grouped = true", 'form = "batch"', 'estimator = "phsic"',
+        return ['name = "phsic"', f'kernel = "{kernel}"', "grouped = true", 'form = "batch"', 'estimator = "phsic"',
                 "gamma = 2.0", "sigmas = [0.5, 0.1, 5.0]"]
     lines = [f'name = "{column}"']
     if column == "sign-symmetry":
@@ -46,8 +46,9 @@ def config(data: str, column: str, width: int, row: str) -> str:
     lr, readout_lr, source = LRS[row][column]
     local = column.startswith("phsic-") or column.startswith("layer-classifier")
     milestones = "[100, 200, 250, 275]" if column == "backprop" and sgd else "[300, 350, 450, 475]"
-    norm = "SGD, momentum 0.95, divisive normalisation over 64 channel groups (p = 0.2), SELU" if sgd else \
-        "AdamW, batchnorm, LeakyReLU 0.1" + (", grouping without divisive normalisation (p = 0.5)" if column.startswith("phsic") else "")
+    grp = ", grouping without divisive normalisation (p = 0.5)" if column.startswith("phsic") else ""
+    norm = ("SGD, momentum 0.95, divisive normalisation over 64 channel groups (p = 0.2), SELU" if sgd
+            else "AdamW, batchnorm, LeakyReLU 0.1" + grp)
     lines = [
         f"# Seed 001 Table 2 (docs/spec.md §9): VGG-like conv net {width}x, {column}, {norm}; {data}.",
         "# 500 epochs, batch 128, dropout 0.05, gamma = 2, lr x0.25 at the milestones, weight decay 1e-7 (local) / 1e-6",

@@ -8,8 +8,8 @@ are absent.
 from __future__ import annotations
 
 import hashlib
-import json
 import io
+import json
 import os
 import pickle
 import sys

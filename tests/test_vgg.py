@@ -297,7 +297,8 @@ def test_every_table2_config_loads_and_names_its_cell():
         assert cfg.data.name == data and cfg.model.kind == "vgg" and cfg.data.validation == 0.1
         assert cfg.model.width == int(rest.split("-")[-3][0])
         sgd = rest.endswith("sgd-div")
-        assert (cfg.optim.name, cfg.model.divisive_norm, cfg.model.batchnorm) == (("sgd", True, False) if sgd else ("adamw", False, True))
+        expected = ("sgd", True, False) if sgd else ("adamw", False, True)
+        assert (cfg.optim.name, cfg.model.divisive_norm, cfg.model.batchnorm) == expected
         assert cfg.rule.name == ("phsic" if "phsic" in rest else rest.rsplit("-", 3)[0])
 
 
