@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import pickle
 import sys
@@ -524,3 +525,20 @@ def test_real_mnist():
     assert counts == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
     assert torch.bincount(ds.y_test, minlength=10).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
     assert ds.x_train.min() == -1 and ds.x_train.max() == 1
+
+
+def test_table2_cifar10_config_trains_from_the_official_format_with_a_validation_split(tmp_path, monkeypatch, one_thread):
+    """The Table 2 CIFAR-10 configs read the project's CIFAR-10 loader (official python batches), augmentation
+    on, and hold 10 % of the training set out for validation."""
+    from ibhebb.config import load_config
+    from ibhebb.train import Trainer
+
+    _cifar_root(tmp_path, monkeypatch)
+    cfg = load_config("table2/cifar10-phsic-cossim-1x-sgd-div", [
+        f"data.root={json.dumps(str(tmp_path))}", "seeds=1", "epochs=1", "model.scale=0.015625", "model.groups=1",
+        "optim.batch_size=30", "eval.train_samples=10",
+    ])
+    assert cfg.data.name == "cifar10" and cfg.data.augment and cfg.data.validation == 0.1
+    trainer = Trainer(cfg, tmp_path / "run", progress=False)
+    assert len(trainer.data.x_train) == 90 and len(trainer.data.x_val) == 10 and trainer.data.x_val.shape[1:] == (3, 32, 32)
+    assert len(trainer.run()["validation_accuracy"]) == 1

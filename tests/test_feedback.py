@@ -10,7 +10,7 @@ from ibhebb.functional.kernels import hsic_bottleneck
 from ibhebb.models import MLP
 from ibhebb.models.phsic_mlp import PHSICMLP
 from ibhebb.rules import make_rule
-from ibhebb.rules.feedback import FeedbackMatmul
+from ibhebb.rules.feedback import feedback_product
 from ibhebb.train import Trainer
 
 SLOPE = 0.1
@@ -80,14 +80,17 @@ def test_first_layer_update_uses_the_feedback_matrices_not_the_weights(name):
     assert torch.allclose(hand_first_layer_grad(model, x, y, W), backprop_first_layer_grad(model, x, y), atol=1e-12)
 
 
-def test_feedback_matmul_sends_errors_through_B_and_updates_W_with_the_input():
+def test_feedback_product_sends_errors_through_B_and_updates_W_with_the_input():
     h = torch.randn(2, 4, 3, dtype=torch.float64, requires_grad=True)
     w = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)
-    B = torch.randn(2, 5, 3, dtype=torch.float64)
+    B = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)
     g = torch.randn(2, 4, 5, dtype=torch.float64)
-    FeedbackMatmul.apply(h, w, B).backward(g)
-    assert torch.allclose(h.grad, g @ B)
+    out = feedback_product(lambda a, b: a @ b.transpose(-1, -2), h, w, B)
+    assert torch.equal(out, h.detach() @ w.detach().transpose(-1, -2))
+    out.backward(g)
+    assert torch.allclose(h.grad, g @ B.detach())
     assert torch.allclose(w.grad, g.transpose(-1, -2) @ h.detach())
+    assert B.grad is None
 
 
 def test_layer_classifier_is_autograd_of_each_local_cross_entropy():

@@ -32,6 +32,9 @@ class DataConfig:
     n_train: int = 0
     """Use only the first ``n_train`` training samples (0: all; for linear/xor: how many to draw)."""
     n_test: int = 0
+    validation: float = 0.0
+    """Fraction of the training samples (after ``n_train``) held out as a validation set, evaluated each epoch
+    beside the test set (seed 001 tuned on 10 %); the summary names the epoch of best validation accuracy."""
     augment: bool = False
     """Random crop (zero padding 2, i.e. the mean colour) and horizontal flip of training images, redrawn each epoch."""
 
@@ -57,12 +60,18 @@ class ModelConfig:
     """``cnn``: output channels of each 3×3 convolution (each followed by 2×2 average pooling)."""
     z_after_pool: bool = True
     """``cnn``: a conv layer's ``z`` (kernel, memory) is its pooled map (true) or the map before pooling (false)."""
+    width: int = 1
+    """``vgg``: 1 or 2 (2×: every convolution's channels doubled; seed 001 Table 2)."""
+    scale: float = 1.0
+    """``vgg``: every width (convolutions and the fc layer) times this (e.g. 0.125 for CPU runs and tests)."""
+    batchnorm: bool = False
+    """``vgg``: batch normalisation of every hidden layer's preactivation (the AdamW rows of Table 2)."""
     negative_slope: float = 0.1
-    """LeakyReLU slope of ``phsic-mlp``."""
+    """LeakyReLU slope of ``phsic-mlp`` (and of ``vgg`` with ``activation = "leaky-relu"``)."""
     dropout: float = 0.0
-    """Dropout after each hidden layer of ``phsic-mlp``."""
+    """Dropout after each hidden layer of ``phsic-mlp`` and ``vgg``."""
     divisive_norm: bool = False
-    """``phsic-mlp``: the next layer receives ``z̃ / u^p`` (seed 001 eq 17)."""
+    """``phsic-mlp``, ``vgg``: the next layer receives ``z̃ / u^p`` (seed 001 eq 17; ``vgg``: over channel groups)."""
     groups: int = 32
     """``c``: groups of neurons per layer (divisive normalisation, grouped kernels)."""
     group_delta: float = 1.0
@@ -109,7 +118,14 @@ class RuleConfig:
     sigmas: list[float] = field(default_factory=lambda: [0.5, 0.1, 1.0])
     """``[σ_x, σ_y, σ_z]`` (the pHSIC rules use ``σ_z`` alone)."""
     kernel: str = "gaussian"
-    """pHSIC layer kernel: ``gaussian`` or ``cossim``."""
+    """pHSIC layer kernel: ``gaussian``, ``cossim`` or ``linear``."""
+    estimator: str = "phsic"
+    """pHSIC (batch form): the layer objective in ``phsic`` (eq 9) or in the ``biased`` HSIC estimator (eq 5)."""
+    feedback_scale: str = "mean-abs"
+    """``sign-symmetry``: feedback ``sign(W) · mean|W|`` (``mean-abs``) or plain ``sign(W)`` (``none``, the authors' code)."""
+    head_features: int = 2048
+    """``layer-classifier(-fa)`` on conv layers: the map is average-pooled by 2, 4, … until at most this many features
+    remain, then classified linearly (Nøkland & Eidnes' projection head)."""
     grouped: bool = False
     """pHSIC: put the layer kernel on the group code ``v`` (eq 14) instead of ``z``."""
     form: str = "batch"
@@ -329,6 +345,7 @@ def validate(cfg: Config) -> None:
     check_device_and_dtype(cfg)
     require(cfg.engine_chunk >= 0, "engine_chunk must be >= 0 (0: the engine's own choice)")
     require(cfg.data.n_train >= 0 and cfg.data.n_test >= 0, "data.n_train and data.n_test must be >= 0")
+    require(0 <= cfg.data.validation < 1, f"data.validation must be a fraction in [0, 1), got {cfg.data.validation}")
     m = cfg.model
     require(all(h >= 1 for h in m.hidden), f"model.hidden sizes must be positive, got {m.hidden}")
     require(m.tau_m > 0 and m.dt > 0, "model.tau_m and model.dt must be > 0")

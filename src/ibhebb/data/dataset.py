@@ -24,6 +24,8 @@ class Dataset:
         int64 class labels, shape ``(n,)``.
     n_classes : int
         Number of classes; labels lie in ``[0, n_classes)``.
+    x_val, y_val : torch.Tensor or None
+        A held-out part of the training set (:func:`split_validation`), or ``None``.
     """
 
     name: str
@@ -32,6 +34,8 @@ class Dataset:
     x_test: torch.Tensor
     y_test: torch.Tensor
     n_classes: int
+    x_val: torch.Tensor | None = None
+    y_val: torch.Tensor | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -44,10 +48,38 @@ class Dataset:
         return math.prod(self.input_shape)
 
     def __repr__(self) -> str:
+        val = "" if self.x_val is None else f", validation={tuple(self.x_val.shape)}"
         return (
-            f"Dataset(name={self.name!r}, train={tuple(self.x_train.shape)}, "
+            f"Dataset(name={self.name!r}, train={tuple(self.x_train.shape)}{val}, "
             f"test={tuple(self.x_test.shape)}, n_classes={self.n_classes})"
         )
+
+
+VALIDATION_SEED = 20_201_012
+"""The split of :func:`split_validation` is one fixed permutation, the same for every run and seed."""
+
+
+def split_validation(data: Dataset, fraction: float) -> Dataset:
+    """Hold out ``round(fraction · n)`` training samples (a fixed random subset) as the validation set.
+
+    Examples
+    --------
+    >>> import torch
+    >>> d = Dataset("t", torch.zeros(10, 2), torch.arange(10), torch.zeros(3, 2), torch.zeros(3, dtype=torch.long), 10)
+    >>> s = split_validation(d, 0.2)
+    >>> len(s.x_train), len(s.x_val), sorted(s.y_train.tolist() + s.y_val.tolist()) == list(range(10))
+    (8, 2, True)
+    """
+    n = len(data.x_train)
+    k = round(fraction * n)
+    if fraction <= 0 or k == 0:
+        return data
+    if k >= n:
+        raise ValueError(f"a validation fraction of {fraction} leaves no training samples out of {n}")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(VALIDATION_SEED)).to(data.x_train.device)
+    train, val = order[k:].sort().values, order[:k].sort().values
+    return Dataset(data.name, data.x_train[train], data.y_train[train], data.x_test, data.y_test, data.n_classes,
+                   data.x_train[val], data.y_train[val])
 
 
 def images_to_tensor(images: np.ndarray, mean, std) -> torch.Tensor:

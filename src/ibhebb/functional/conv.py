@@ -86,3 +86,47 @@ def max_pool_vjp(x: Tensor, cot: Tensor, size: int) -> Tensor:
     _, idx = F.max_pool2d(flat, size, return_indices=True)
     up = F.max_unpool2d(cot.reshape(idx.shape), idx, size, output_size=flat.shape[-2:])
     return up.reshape(x.shape)
+
+
+NET_ACTIVATIONS = ("selu", "relu", "leaky-relu")
+"""Nonlinearities of the deep conv net of seed 001 §5.3: SELU (conv nets under SGD), ReLU, LeakyReLU."""
+
+
+def net_activate(a: Tensor, name: str, negative_slope: float = 0.1) -> Tensor:
+    """``act(a)`` for ``name`` in :data:`NET_ACTIVATIONS` (``leaky-relu`` of slope ``negative_slope``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> net_activate(torch.tensor([-1.0, 2.0]), "leaky-relu").tolist()
+    [-0.10000000149011612, 2.0]
+    """
+    if name == "selu":
+        return F.selu(a)
+    if name == "relu":
+        return torch.relu(a)
+    if name == "leaky-relu":
+        return F.leaky_relu(a, negative_slope)
+    raise ValueError(f"unknown activation {name!r}; choose one of {', '.join(NET_ACTIVATIONS)}")
+
+
+def replica_batch_norm(a: Tensor, running_mean: Tensor, running_var: Tensor, weight: Tensor, bias: Tensor,
+                       training: bool, momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
+    """Batch normalisation of ``R`` replicas at once: ``a`` ``(R, B, C, …)``, statistics per replica and channel.
+
+    ``â = (a - μ) / √(σ² + ε) · weight + bias`` with ``μ, σ²`` over the batch (and positions) in training,
+    the running estimates ``(R, C)`` (updated in place, as ``torch.nn.BatchNorm`` does) otherwise.
+
+    Examples
+    --------
+    >>> import torch
+    >>> a = torch.randn(2, 8, 3, 4, 4)
+    >>> out = replica_batch_norm(a, torch.zeros(2, 3), torch.ones(2, 3), torch.ones(2, 3), torch.zeros(2, 3), True)
+    >>> bool(out.mean((1, 3, 4)).abs().max() < 1e-5)
+    True
+    """
+    R, B = a.shape[:2]
+    flat = a.transpose(0, 1).reshape(B, R * a.shape[2], *a.shape[3:])
+    out = F.batch_norm(flat, running_mean.view(-1), running_var.view(-1), weight.reshape(-1), bias.reshape(-1),
+                       training, momentum, eps)
+    return out.reshape(B, R, *a.shape[2:]).transpose(0, 1)

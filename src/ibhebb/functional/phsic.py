@@ -11,17 +11,21 @@ The layer objective (eq 9) is ``pHSIC(Z, Z) - γ pHSIC(Y, Z)`` with
 over the ``m × m`` pairs of a batch. The label kernel is the cosine
 similarity of centred one-hot labels, a binary same / different signal
 (1 for the same class, ``-1/(n-1)`` otherwise). On the layer, the kernel is
-Gaussian, ``exp(-‖a_i - a_j‖² / 2σ²)`` (eq 15, no scaling by ``d``), or the
-cosine similarity; with grouping it acts on the group code ``v`` (eq 14).
+Gaussian, ``exp(-‖a_i - a_j‖² / 2σ²)`` (eq 15, no scaling by ``d``), the
+cosine similarity, or linear, ``a_iᵀ a_j`` (§3: "performs poorly"); with
+grouping it acts on the group code ``v`` (eq 14). The ``biased`` estimator
+replaces both pHSIC terms by HSIC itself (eq 5, §5.1: "didn't improve").
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from .kernels import gaussian, squared_distances
+from .kernels import gaussian, hsic, squared_distances
 
-KERNELS = ("gaussian", "cossim")
+KERNELS = ("gaussian", "cossim", "linear")
+ESTIMATORS = ("phsic", "biased")
+"""``rule.estimator``: the layer objective in pHSIC (eq 9) or in the biased HSIC estimator (eq 5)."""
 COSINE_EPS = 1e-6
 
 
@@ -57,6 +61,8 @@ def layer_kernel_matrix(a: Tensor, kernel: str, sigma: float) -> Tensor:
         return gaussian_kernel_matrix(a, sigma)
     if kernel == "cossim":
         return cosine_kernel_matrix(a)
+    if kernel == "linear":
+        return a @ a.transpose(-1, -2)
     raise ValueError(f"unknown kernel {kernel!r}; choose one of {', '.join(KERNELS)}")
 
 
@@ -84,6 +90,26 @@ def phsic_objective(Kz: Tensor, Ky: Tensor, gamma: float) -> Tensor:
     kernel minus its batch mean (eq 11), so descending it is eq 10.
     """
     return phsic(Kz, Kz) - gamma * phsic(Ky, Kz)
+
+
+def layer_objective(Kz: Tensor, Ky: Tensor, gamma: float, estimator: str = "phsic") -> Tensor:
+    """``pHSIC(Z, Z) - γ pHSIC(Y, Z)`` (eq 9) or, ``estimator = "biased"``, ``HSIC(Z, Z) - γ HSIC(Y, Z)``.
+
+    HSIC is the biased estimator ``tr(K_A H K_B H) / (m - 1)²`` (eq 5 up to the factor ``m² / (m - 1)²``,
+    :func:`~ibhebb.functional.kernels.hsic`).
+
+    Examples
+    --------
+    >>> import torch
+    >>> K = torch.eye(4)
+    >>> float(layer_objective(K, K, 2.0, "biased")), float(layer_objective(K, K, 2.0))
+    (-0.3333333432674408, -0.1875)
+    """
+    if estimator == "phsic":
+        return phsic_objective(Kz, Ky, gamma)
+    if estimator == "biased":
+        return hsic(Kz, Kz) - gamma * hsic(Ky, Kz)
+    raise ValueError(f"unknown estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}")
 
 
 def pair_objective(kz: Tensor, ky: Tensor, mean_kz: Tensor | float, mean_ky: Tensor | float, gamma: float) -> Tensor:

@@ -109,6 +109,10 @@ class Dense(nn.Module):
         """``a = W h + b``: ``(R, B, in)`` or ``(B, in)`` → ``(R, B, out)``."""
         return affine(h, self.weight, self.bias)
 
+    def product(self, h: Tensor, weight: Tensor) -> Tensor:
+        """``W h`` with the given ``weight`` (no bias): what feedback alignment replaces in the backward pass."""
+        return affine(h, weight, None)
+
     def output(self, a: Tensor) -> tuple[Tensor, Tensor]:
         """``(r, z)``: the activation ``r = act(a)`` and the layer output ``z``."""
         return dense_output(a, self.activation, self.layernorm, self.layernorm_eps)

@@ -33,7 +33,44 @@ class Grouping:
         return divisive_normalise(z, self.groups, self.delta, self.p)
 
 
-class PHSICMLP(FeedForward):
+class ReplicaDropout:
+    """Dropout with one generator per replica, seeded from ``(seed, replica)``; the trainer checkpoints their states.
+
+    The class using it sets ``seed``, ``replicas``, ``dropout`` and ``_dropout_generators = None``, and has
+    ``hidden[0].weight`` (whose device the generators live on).
+    """
+
+    def dropout_generators(self, device: torch.device | str = "cpu") -> list[torch.Generator]:
+        """One dropout generator per replica on ``device``, seeded from ``(seed, replica)``, made on first use."""
+        if self._dropout_generators is None or self._dropout_generators[0].device != torch.device(device):
+            self._dropout_generators = [
+                torch.Generator(device=device).manual_seed(1_000_003 * self.seed + r + 0x5EED_D209) for r in range(self.replicas)
+            ]
+        return self._dropout_generators
+
+    def random_state(self) -> dict:
+        """The dropout generators' states (the trainer saves them in the checkpoint)."""
+        device = self.hidden[0].weight.device
+        return {"dropout": [g.get_state() for g in self.dropout_generators(device)]}
+
+    def set_random_state(self, state: dict) -> None:
+        device = self.hidden[0].weight.device
+        for g, s in zip(self.dropout_generators(device), state["dropout"]):
+            g.set_state(s.cpu())
+
+    def drop(self, z: Tensor) -> Tensor:
+        """Dropout of ``z`` (replicas first), each replica's mask from its own generator (identity when not training)."""
+        if not self.training or self.dropout == 0:
+            return z
+        keep = 1.0 - self.dropout
+        gens = self.dropout_generators(z.device)
+        if z.dim() == 0 or z.shape[0] != len(gens):
+            raise ValueError(f"dropout expects the replica dimension first, got shape {tuple(z.shape)}")
+        mask = torch.stack([torch.rand(z.shape[1:], generator=g, device=z.device, dtype=z.dtype) < keep for g in gens])
+        return z * mask / keep
+
+
+class PHSICMLP(ReplicaDropout, FeedForward):
     """``[Dense → LeakyReLU → (divisive norm) → dropout] × L → Dense`` for ``R`` replicas.
 
     Parameters
@@ -83,34 +120,9 @@ class PHSICMLP(FeedForward):
         self.grouping, self.divisive_norm = grouping, divisive_norm
         self._dropout_generators: list[torch.Generator] | None = None
 
-    def dropout_generators(self, device: torch.device | str = "cpu") -> list[torch.Generator]:
-        """One dropout generator per replica on ``device``, seeded from ``(seed, replica)``, made on first use."""
-        if self._dropout_generators is None or self._dropout_generators[0].device != torch.device(device):
-            self._dropout_generators = [
-                torch.Generator(device=device).manual_seed(1_000_003 * self.seed + r + 0x5EED_D209) for r in range(self.replicas)
-            ]
-        return self._dropout_generators
-
-    def random_state(self) -> dict:
-        """The dropout generators' states (the trainer saves them in the checkpoint)."""
-        device = self.hidden[0].weight.device
-        return {"dropout": [g.get_state() for g in self.dropout_generators(device)]}
-
-    def set_random_state(self, state: dict) -> None:
-        device = self.hidden[0].weight.device
-        for g, s in zip(self.dropout_generators(device), state["dropout"]):
-            g.set_state(s.cpu())
-
-    def drop(self, z: Tensor) -> Tensor:
-        """Dropout of ``z`` (replicas first), each replica's mask from its own generator (identity when not training)."""
-        if not self.training or self.dropout == 0:
-            return z
-        keep = 1.0 - self.dropout
-        gens = self.dropout_generators(z.device)
-        if z.dim() == 0 or z.shape[0] != len(gens):
-            raise ValueError(f"dropout expects the replica dimension first, got shape {tuple(z.shape)}")
-        mask = torch.stack([torch.rand(z.shape[1:], generator=g, device=z.device, dtype=z.dtype) < keep for g in gens])
-        return z * mask / keep
+    def group_code(self, index: int, z: Tensor) -> Tensor:
+        """What a grouped kernel compares for hidden layer ``index``'s output ``z``: ``v`` of eq 14."""
+        return self.grouping.code(z)
 
     def activate(self, a: Tensor) -> Tensor:
         """``z = LeakyReLU(a)``: what a local objective sees."""

@@ -11,6 +11,7 @@ from typing import Callable
 from torch import nn
 
 from ..config import register_check, require, require_choice
+from ..functional.conv import NET_ACTIVATIONS
 from ..functional.layers import ACTIVATIONS
 from .layers import INITS
 
@@ -85,14 +86,35 @@ def _phsic_mlp(cfg, data):
     )
 
 
+@register_model("vgg")
+def _vgg(cfg, data):
+    from ..errors import ConfigError
+    from .vgg import VGG
+
+    if len(data.input_shape) != 3:
+        raise ConfigError(f"model.kind = 'vgg' needs images (C, H, W); {data.name} gives vectors of shape {data.input_shape}")
+    m = cfg.model
+    try:
+        return VGG(data.input_shape, data.n_classes, width=m.width, scale=m.scale, replicas=cfg.seeds, seed=cfg.seed,
+                   activation=m.activation, negative_slope=m.negative_slope, batchnorm=m.batchnorm,
+                   divisive_norm=m.divisive_norm, groups=m.groups, delta=m.group_delta, p=m.group_p,
+                   dropout=m.dropout, bias=m.bias, init=m.init)
+    except ValueError as e:
+        raise ConfigError(f"model.kind = 'vgg': {e} (model.scale = {m.scale}, model.groups = {m.groups})") from None
+
+
 @register_check
 def check_model_config(cfg) -> None:
     """``model.kind`` and ``model.activation`` exist; a CNN has channels and images."""
     m = cfg.model
     require_choice(m.kind, sorted(MODELS), "model.kind")
-    require_choice(m.activation, ACTIVATIONS, "model.activation")
+    require_choice(m.activation, NET_ACTIVATIONS if m.kind == "vgg" else ACTIVATIONS, "model.activation")
     require_choice(m.init, INITS, "model.init")
     require(m.layernorm_eps > 0, f"model.layernorm_eps must be > 0, got {m.layernorm_eps}")
     if m.kind == "cnn":
         require(len(m.channels) >= 1 and all(c >= 1 for c in m.channels), f"model.channels must be positive, got {m.channels}")
         require(cfg.data.name not in ("linear", "xor"), f"model.kind = 'cnn' needs images; data.name = {cfg.data.name!r} is vectors")
+    if m.kind == "vgg":
+        require(m.width in (1, 2), f"model.width must be 1 or 2 (seed 001's 1x and 2x nets), got {m.width}")
+        require(0 < m.scale <= 4, f"model.scale must be in (0, 4], got {m.scale}")
+        require(cfg.data.name not in ("linear", "xor"), f"model.kind = 'vgg' needs images; data.name = {cfg.data.name!r} is vectors")

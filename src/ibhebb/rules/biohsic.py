@@ -37,6 +37,9 @@ class BioHSIC(Rule):
 
     @classmethod
     def check_config(cls, cfg) -> None:
+        if cfg.model.kind == "vgg":
+            raise ConfigError("rule biohsic does not run on model.kind = 'vgg' (its layers have no hand-written local "
+                              "factor); use model.kind = 'cnn' or a batch rule")
         if cfg.model.kind != "cnn" and not cfg.model.hidden:  # a cnn's hidden layers are model.channels
             raise ConfigError("rule biohsic needs at least one hidden layer (model.hidden is empty)")
         require_choice(cfg.rule.variant, signals.VARIANTS, "rule.variant")

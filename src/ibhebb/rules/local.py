@@ -15,6 +15,10 @@ from ..errors import ConfigError
 from .baselines import replica_cross_entropy
 
 
+STATIC_MODELS = ("mlp", "phsic-mlp", "vgg")
+"""The networks the layer-local and feedback rules run on."""
+
+
 def local_forward(model, index: int, h: Tensor) -> tuple[Tensor, Tensor]:
     """``(z, output)`` of hidden layer ``index`` on input ``h``."""
     if hasattr(model, "local_forward"):
@@ -30,8 +34,8 @@ def readout_step(model, h: Tensor, y: Tensor) -> None:
 
 
 def require_static_model(cfg, rule: str) -> None:
-    """Layer-local rules run on static networks (``mlp``, ``phsic-mlp``) with hidden layers."""
-    if cfg.model.kind not in ("mlp", "phsic-mlp"):
-        raise ConfigError(f"rule {rule} needs model.kind = 'mlp' or 'phsic-mlp', got {cfg.model.kind!r}")
-    if not cfg.model.hidden:
+    """Layer-local rules run on static networks (``mlp``, ``phsic-mlp``, ``vgg``) with hidden layers."""
+    if cfg.model.kind not in STATIC_MODELS:
+        raise ConfigError(f"rule {rule} needs model.kind = 'mlp', 'phsic-mlp' or 'vgg', got {cfg.model.kind!r}")
+    if cfg.model.kind != "vgg" and not cfg.model.hidden:
         raise ConfigError(f"rule {rule} needs at least one hidden layer (model.hidden is empty)")

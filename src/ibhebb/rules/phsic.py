@@ -7,6 +7,10 @@ layer kernel (``rule.kernel``: Gaussian of width ``σ_z = rule.sigmas[2]`` or
 cosine similarity) acts on ``z`` or, with ``rule.grouped``, on the group
 code ``v`` of eq 14 (the model's grouping).
 
+``rule.estimator = "biased"`` replaces pHSIC by the biased HSIC estimator
+(batch form only); ``rule.kernel = "linear"`` is the linear kernel on ``z``.
+On ``vgg`` the grouping is over channels (see :mod:`ibhebb.models.vgg`).
+
 ``rule.form`` picks how:
 
 - ``batch`` — eq 10: the gradient of the objective on a minibatch (what the
@@ -38,8 +42,8 @@ from torch import Tensor
 from ..config import require_choice
 from ..errors import ConfigError
 from ..functional.phsic import (
-    group_code_derivative, grouped_third_factor, label_kernel_matrix, layer_kernel_matrix, pair_objective,
-    pair_third_factor, per_neuron, phsic_objective,
+    ESTIMATORS, KERNELS, group_code_derivative, grouped_third_factor, label_kernel_matrix, layer_kernel_matrix,
+    layer_objective, pair_objective, pair_third_factor, per_neuron,
 )
 from .base import Rule, register_rule
 from .local import local_forward, readout_step, require_static_model
@@ -57,6 +61,7 @@ class PHSIC(Rule):
         self.online = self.form != "batch"
         self.kernel, self.sigma, self.gamma = config.kernel, float(config.sigmas[2]), float(config.gamma)
         self.grouped, self.rate = config.grouped, float(config.mean_rate)
+        self.estimator = config.estimator
         n = len(model.hidden)
         # online state: the previous sample's layer inputs / outputs and label, and running means
         self.prev_h: list[Tensor | None] = [None] * n
@@ -86,10 +91,14 @@ class PHSIC(Rule):
     def check_config(cls, cfg) -> None:
         require_static_model(cfg, "phsic")
         r = cfg.rule
-        require_choice(r.kernel, ("gaussian", "cossim"), "rule.kernel")
+        require_choice(r.kernel, KERNELS, "rule.kernel")
         require_choice(r.form, FORMS, "rule.form")
-        if r.grouped and cfg.model.kind != "phsic-mlp":
-            raise ConfigError("rule.grouped = true needs model.kind = 'phsic-mlp' (the model holds the grouping)")
+        require_choice(r.estimator, ESTIMATORS, "rule.estimator")
+        if r.grouped and cfg.model.kind not in ("phsic-mlp", "vgg"):
+            raise ConfigError("rule.grouped = true needs model.kind = 'phsic-mlp' or 'vgg' (the model holds the grouping)")
+        if r.form != "batch" and (r.estimator != "phsic" or cfg.model.kind == "vgg"):
+            raise ConfigError(f"rule.form = {r.form!r} is an online pHSIC rule: it needs rule.estimator = 'phsic' and "
+                              "a fully connected model (use rule.form = 'batch' for the biased estimator or model.kind = 'vgg')")
         if r.form == "running-mean" and (r.kernel != "gaussian" or cfg.model.kind != "phsic-mlp"):
             raise ConfigError(
                 "rule.form = 'running-mean' (eqs 20, 21) is a Gaussian-kernel rule: it needs rule.kernel = 'gaussian' "
@@ -102,9 +111,9 @@ class PHSIC(Rule):
             )
 
     # -- the kernel on a layer -------------------------------------------------------------
-    def layer_kernel(self, z: Tensor) -> Tensor:
-        """Kernel matrix of a set of layer outputs ``(..., m, d)``: on ``v`` (eq 14) if grouped, else on ``z``."""
-        code = self.model.grouping.code(z) if self.grouped else z
+    def layer_kernel(self, z: Tensor, index: int = 0) -> Tensor:
+        """Kernel matrix of a set of hidden layer ``index``'s outputs ``(..., m, d)``: on ``v`` (eq 14) if grouped, else on ``z``."""
+        code = self.model.group_code(index, z) if self.grouped else z
         return layer_kernel_matrix(code, self.kernel, self.sigma)
 
     def updates(self, x: Tensor, y: Tensor) -> Iterator[None]:
@@ -124,7 +133,7 @@ class PHSIC(Rule):
         for i in range(len(self.model.hidden)):
             with torch.enable_grad():
                 z, out = local_forward(self.model, i, h.detach())
-                phsic_objective(self.layer_kernel(z), Ky, self.gamma).sum().backward()
+                layer_objective(self.layer_kernel(z, i), Ky, self.gamma, self.estimator).sum().backward()
             h = out.detach()
         readout_step(self.model, h, y)
 
@@ -142,13 +151,13 @@ class PHSIC(Rule):
                 z, out = local_forward(self.model, i, h)
                 if ready and self.form == "pair":
                     z_prev = local_forward(self.model, i, self.prev_h[i])[0]
-                    kz = self.layer_kernel(torch.cat([z, z_prev], -2))[..., 0, 1]
+                    kz = self.layer_kernel(torch.cat([z, z_prev], -2), i)[..., 0, 1]
                     pair_objective(kz, ky, self.mean_kz[i], self.mean_ky, self.gamma).sum().backward()
             z = z.detach()
             if self.grouped and self.form != "pair":
                 kz = self.grouped_step(i, layer, h, z, ky, ready)
             elif ready and self.form == "running-mean":
-                kz = self.layer_kernel(torch.cat([z, self.prev_z[i]], -2))[..., 0, 1]
+                kz = self.layer_kernel(torch.cat([z, self.prev_z[i]], -2), i)[..., 0, 1]
                 self.running_mean_grad(i, layer, h, z, kz, ky)
             if ready:
                 self.mean_kz[i] = self.mean_kz[i] + self.rate * (kz.detach() - self.mean_kz[i])

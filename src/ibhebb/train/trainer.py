@@ -30,7 +30,8 @@ from torch import Tensor
 
 from ..config import Config, load_config
 from ..data import Dataset, load_dataset
-from ..errors import UserError
+from ..data.dataset import split_validation
+from ..errors import ConfigError, UserError
 from ..fileio import RunLock, atomic_write_json, prepare_dir, read_jsonl, temp_path, warn, write_jsonl
 from ..functional.kernels import hsic_bottleneck
 from ..models import build_model
@@ -114,6 +115,8 @@ def evaluate(model, data: Dataset, cfg: Config) -> dict[str, Any]:
         "test_accuracy": accuracy(model, data.x_test, data.y_test, e.batch_size),
         "train_accuracy": accuracy(model, data.x_train[:n_tr], data.y_train[:n_tr], e.batch_size),
     }
+    if data.x_val is not None:
+        result["validation_accuracy"] = accuracy(model, data.x_val, data.y_val, e.batch_size)
     if e.hsic_samples:
         k = min(e.hsic_samples, len(data.x_test))
         result["layers"] = layer_bottlenecks(model, data.x_test[:k], data.y_test[:k], cfg)
@@ -188,7 +191,7 @@ class Trainer:
             temp_path(self.out / f).unlink(missing_ok=True)
         # a damaged checkpoint is refused before the data and the model are built
         state = read_checkpoint(self.out / CHECKPOINT, cfg.to_dict(), map_location=cfg.device)[1] if resume else None
-        self.data = data if data is not None else self._load_data()
+        self.data = self._hold_out(data if data is not None else self._load_data())
         self.model, self.rule, self.optimizer = build(cfg, self.data)
         self.scheduler = build_scheduler(cfg, self.optimizer)
         if self.rule.online:
@@ -268,6 +271,15 @@ class Trainer:
             data.y_test.to(self.cfg.device),
             data.n_classes,
         )
+
+    def _hold_out(self, data: Dataset) -> Dataset:
+        """``data.validation`` of the training samples set aside (unless the data already hold a validation set)."""
+        if data.x_val is not None:
+            return data
+        try:
+            return split_validation(data, self.cfg.data.validation)
+        except ValueError as e:
+            raise ConfigError(f"data.validation: {e}") from None
 
     # -- checkpoints -------------------------------------------------------------------------
     def _save(self, epoch: int) -> None:
@@ -433,6 +445,8 @@ class Trainer:
             if self.guard.dead:
                 record["test_accuracy"] = self._masked(record["test_accuracy"])
                 record["train_accuracy"] = self._masked(record["train_accuracy"])
+                if "validation_accuracy" in record:
+                    record["validation_accuracy"] = self._masked(record["validation_accuracy"])
                 record["diverged"] = self.guard.dead
             self.wall += time.perf_counter() - t0
             record.update(
@@ -467,6 +481,21 @@ class Trainer:
             record = self.records[-1]
         return self._summarise(record)
 
+    def _selection(self, last: dict[str, Any]) -> dict[str, Any]:
+        """With a validation set: its last accuracies, and the epoch of best mean validation accuracy (model
+        selection, as seed 001 tuned) with the test accuracy there."""
+        if "validation_accuracy" not in last:
+            return {}
+        scored = [r for r in self.records if "validation_accuracy" in r]
+        best = max(scored, key=lambda r: _mean_std(r["validation_accuracy"])[0]) if scored else last
+        return {
+            "validation_accuracy": last["validation_accuracy"],
+            "validation_accuracy_mean": _mean_std(last["validation_accuracy"])[0],
+            "best_validation_epoch": best["epoch"],
+            "best_validation_accuracy_mean": _mean_std(best["validation_accuracy"])[0],
+            "test_accuracy_at_best_validation_mean": _mean_std(best["test_accuracy"])[0],
+        }
+
     def _summarise(self, last: dict[str, Any]) -> dict[str, Any]:
         cfg = self.cfg
         test_m, test_s = _mean_std(last["test_accuracy"])
@@ -486,6 +515,7 @@ class Trainer:
             "test_accuracy_std": test_s,
             "train_accuracy": last["train_accuracy"],
             "train_accuracy_mean": train_m,
+            **self._selection(last),
             "wall_seconds": self.wall,
             "device": cfg.device,
             "torch": torch.__version__,
