@@ -95,9 +95,10 @@ _FIELDS = [  # (name, C type, array length or 0): the one definition of the C st
     ("spk_reset", "int64_t", 0), ("spk_readout", "int64_t", 0), ("spk_refractory", "int64_t", 0),
     ("spk_threshold", "double", 0), ("spk_slope", "double", 0), ("spk_width", "double", 0),  # surrogate slope, escape width
     ("spk_kappa", "double", 0),  # dt / tau_syn of the trace readout
-    ("spk_in", "int64_t", 0),  # d_x when each noise row starts with the input's spikes (an encoding), else 0
-    ("spk_stride", "int64_t", 0),  # length of a noise row: input spikes, then each layer's uniforms (escape noise)
+    ("spk_in", "int64_t", 0),  # d_x when each noise row starts with the input's uniforms (an encoding), else 0
+    ("spk_stride", "int64_t", 0),  # length of a noise row: the input's uniforms, then each layer's (escape noise)
     ("spk_noise", "const real *", 0),  # (R, K, T, spk_stride) for the chunk, or NULL when nothing is random
+    ("spk_prob", "const real *", 0),  # (K, d_x): each chunk sample's probability of an input spike (an encoding)
 ]
 _CTYPES = {"int64_t": ctypes.c_int64, "double": ctypes.c_double}
 
@@ -401,11 +402,13 @@ class NativeStep:
             self._pool.shutdown()
             self._pool = None
 
-    def __call__(self, x_all: Tensor, y_all: Tensor, order: Tensor, noise: Tensor | None = None) -> None:
+    def __call__(self, x_all: Tensor, y_all: Tensor, order: Tensor, noise: Tensor | None = None, prob: Tensor | None = None) -> None:
         """Learn from ``x_all[order[0]], x_all[order[1]], …`` (``x_all`` ``(n, d_x)``, one-hot ``y_all``, ``order`` int64).
 
         A spiking network that draws random numbers takes them in ``noise`` ``(R, len(order), T, width)`` (the
-        weights' dtype, contiguous): per row the input's spikes (an encoding), then each layer's uniforms.
+        weights' dtype, contiguous): per row the input's uniforms (an encoding), then each layer's; with an
+        encoding, ``prob`` ``(len(order), d_x)`` is each sample's probability of an input spike (the input
+        spikes where ``noise < prob``, with the sign of the input).
         """
         st, p, lib = self.st, self.problem, self.lib
         dtype = st.weights[0].dtype
@@ -432,8 +435,14 @@ class NativeStep:
                     raise ValueError(f"noise must be a contiguous {dtype} tensor of shape ({int(p.replicas)}, {len(order)}, {self.spec.steps}, {width})")
                 p.spk_in = x_all.shape[1] if dyn.encoding != "current" else 0
                 p.spk_stride, p.spk_noise = width, _addr(noise)
+                if p.spk_in:
+                    if prob is None or tuple(prob.shape) != (len(order), p.spk_in) or prob.dtype != dtype or not prob.is_contiguous():
+                        raise ValueError(f"prob must be a contiguous {dtype} tensor of shape ({len(order)}, {p.spk_in})")
+                    p.spk_prob = _addr(prob)
+                else:
+                    p.spk_prob = None
             else:
-                p.spk_in, p.spk_stride, p.spk_noise = 0, 0, None
+                p.spk_in, p.spk_stride, p.spk_noise, p.spk_prob = 0, 0, None, None
         parts = self.split.next() if self.split is not None else self.parts
         p.parts = parts
         ref = ctypes.byref(p)

@@ -36,7 +36,7 @@ from torch import Tensor
 from . import cstep
 from .capability import NATIVE, spec_facts
 from .state import bind, unbind
-from ..functional.spiking import presentation_noise
+from ..functional.spiking import input_prob, presentation_noise
 from .step import (EngineState, StepSpec, chunk_step_, clone_state, fill_step_, leaky_sample_, leaky_update_, sample_step_,
                    spiking_fill_step_, spiking_sample_step_)
 
@@ -139,6 +139,8 @@ class OnlineEngine:
         self.compile_failed = False
         self.backend: str | None = None
         """``native``, ``compile``, ``cuda-graph`` or ``torch``: what ran the last epoch's updates."""
+        self.chunk_used: int | None = None
+        """Samples per call of the C step in the last epoch (a spiking network's chunks shrink to bound its noise)."""
         self.fallback: str | None = None
         """Why the last epoch did not run the C step in ``auto`` mode on the CPU (``None``: it did, or was not asked to)."""
         if mode == "native":
@@ -263,11 +265,15 @@ class OnlineEngine:
             self.backend = "native"
             width = (x.shape[1] if dyn.encoding != "current" else 0) + (sum(dims) if dyn.firing == "escape" else 0)
             chunk = self.native_chunk if not dyn.random else max(1, min(self.native_chunk, NOISE_ELEMENTS // (len(gens) * spec.steps * width)))
+            self.chunk_used = chunk
             xc, yc = x.contiguous(), y1.contiguous()
             while pos < n:
                 k = min(chunk, n - pos)
                 idx = order[pos : pos + k]
-                step(xc, yc, idx, noise(idx))
+                prob = None
+                if dyn.encoding != "current":
+                    prob = input_prob(x.index_select(0, idx), dyn.encoding, scale=dyn.input_scale, dt=dyn.neuron.dt).contiguous()
+                step(xc, yc, idx, noise(idx), prob)
                 pos, count, updates = pos + k, count + k, updates + k * spec.steps
                 if progress:
                     progress(k)
@@ -303,6 +309,7 @@ class OnlineEngine:
             step = self._native_step(st) if pos < n else None
             if step is not None:
                 self.backend = "native"
+                self.chunk_used = self.native_chunk
                 xc, yc = x.contiguous(), y1.contiguous()
                 while pos < n:
                     k = min(self.native_chunk, n - pos)

@@ -35,7 +35,7 @@ from torch import Tensor
 from ..functional.biohsic import (BioHSICParams, DenseTrace, WindowState, biohsic_grads, readout_grads, window_kernels, window_push_,
                                   window_signals)
 from ..functional.layers import LAYERNORM_EPS, affine, dense_output, dense_param_grads, layernorm, layernorm_vjp, leaky_step
-from ..functional.spiking import SpikeDynamics, lif_rest, spiking_layer_step
+from ..functional.spiking import SpikeDynamics, encode_uniform, lif_rest, spiking_layer_step
 from ..functional.optim import OptimSpec, optimizer_update_
 from ..functional.reservoir import ReservoirState, reservoir_inputs, reservoir_step
 
@@ -305,7 +305,7 @@ def spiking_present(spec: StepSpec, st: EngineState, x: Tensor, noise: Tensor | 
     """Per time step, each hidden layer's ``(DenseTrace(h, ∂s/∂v', r, z), κ dt/τ_mem)`` of presenting ``x`` ``(B, d_x)``
     from rest, as :meth:`~ibhebb.models.spiking.SpikingMLP.present` does.
 
-    ``noise`` ``(R, B, T, width)`` holds the presentation's random numbers, input spikes already encoded
+    ``noise`` ``(R, B, T, width)`` holds the presentation's uniforms
     (:func:`~ibhebb.functional.spiking.presentation_noise`); ``None`` when it draws none.
     """
     dyn = spec.spiking
@@ -314,7 +314,7 @@ def spiking_present(spec: StepSpec, st: EngineState, x: Tensor, noise: Tensor | 
     d_in = x.shape[-1] if dyn.encoding != "current" else 0
     for t in range(1, spec.steps + 1):
         u = None if noise is None else noise[:, :, t - 1]
-        h = x if d_in == 0 else u[..., :d_in]
+        h = x if d_in == 0 else encode_uniform(x, u[..., :d_in], dyn.encoding, scale=dyn.input_scale, dt=dyn.neuron.dt)
         off, traces = d_in, []
         for i, d in enumerate(dims):
             eta = u[..., off : off + d] if dyn.firing == "escape" else None

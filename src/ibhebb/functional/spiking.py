@@ -215,13 +215,17 @@ def spike_grad(x: Tensor, firing: str, *, surrogate: str = "fast-sigmoid", slope
     raise ValueError(f"unknown firing {firing!r}; choose one of {', '.join(FIRINGS)}")
 
 
+UNIFORM_DTYPE = torch.float32
+"""The dtype the spike noise is drawn in (then cast): 24 bits of resolution, half the cost of float64 draws."""
+
+
 def replica_uniform(shape: Sequence[int], generators: Sequence[torch.Generator], like: Tensor) -> Tensor:
     """``U[0, 1)`` of ``shape`` for each replica from its own generator, stacked: ``(R, *shape)``.
 
     Drawn on the CPU (where the generators live) then moved, so a replica's draws
     do not depend on the device or on how many replicas there are.
     """
-    u = torch.stack([torch.rand(*shape, generator=g, dtype=torch.float64) for g in generators])
+    u = torch.stack([torch.rand(*shape, generator=g, dtype=UNIFORM_DTYPE) for g in generators])
     return u.to(device=like.device, dtype=like.dtype)
 
 
@@ -250,14 +254,17 @@ def encode(x: Tensor, encoding: str, *, generators: Sequence[torch.Generator] = 
 
 def encode_uniform(x: Tensor, u: Tensor, encoding: str, *, scale: float = 1.0, dt: float = 1.0) -> Tensor:
     """:func:`encode`'s spikes of ``x`` from given uniforms ``u`` (any shape ``x`` broadcasts to): ``1[u < p] sign(x)``."""
+    return (u < input_prob(x, encoding, scale=scale, dt=dt)).to(x.dtype) * torch.sign(x)
+
+
+def input_prob(x: Tensor, encoding: str, *, scale: float = 1.0, dt: float = 1.0) -> Tensor:
+    """The probability of an input spike in a step: ``min(1, scale |x|)`` (bernoulli) or ``1 - exp(-scale |x| dt)`` (poisson)."""
     mag = x.abs() * scale
     if encoding == "bernoulli":
-        prob = mag.clamp_max(1.0)
-    elif encoding == "poisson":
-        prob = -torch.expm1(-mag * dt)
-    else:
-        raise ValueError(f"unknown spike encoding {encoding!r}; choose one of bernoulli, poisson")
-    return (u < prob).to(x.dtype) * torch.sign(x)
+        return mag.clamp_max(1.0)
+    if encoding == "poisson":
+        return -torch.expm1(-mag * dt)
+    raise ValueError(f"unknown spike encoding {encoding!r}; choose one of bernoulli, poisson")
 
 
 def fire(x: Tensor, active: Tensor, firing: str, noise: Tensor | None = None, *, surrogate: str = "fast-sigmoid",
@@ -295,12 +302,12 @@ class SpikeDynamics(NamedTuple):
 
 def presentation_noise(dyn: SpikeDynamics, x: Tensor, steps: int, dims: Sequence[int],
                        generators: Sequence[torch.Generator]) -> Tensor | None:
-    """The random numbers of presenting the rows of ``x`` ``(K, d_x)`` one after the other: ``(R, K, steps, width)``.
+    """The uniforms of presenting the rows of ``x`` ``(K, d_x)`` one after the other: ``(R, K, steps, width)``.
 
-    Per replica, sample and step, in the order a presentation draws them: the input's ``d_x`` uniforms (a spike
-    encoding; returned already encoded, :func:`encode_uniform`), then each layer's ``dims[ℓ]`` (escape noise);
-    ``None`` if it draws none. One draw per replica (a generator's stream does not depend on how it is cut
-    into calls), in float64 on the CPU, then cast to ``x``'s dtype and device as :func:`replica_uniform` does.
+    Per replica, sample and step, in the order a presentation draws them: the input's ``d_x`` (a spike
+    encoding, :func:`encode_uniform`), then each layer's ``dims[ℓ]`` (escape noise); ``None`` if it draws
+    none. One draw per replica (a generator's stream does not depend on how it is cut into calls), in
+    :data:`UNIFORM_DTYPE` on the CPU, then cast to ``x``'s dtype and device as :func:`replica_uniform` does.
 
     Examples
     --------
@@ -316,11 +323,10 @@ def presentation_noise(dyn: SpikeDynamics, x: Tensor, steps: int, dims: Sequence
     if width == 0:
         return None
     k = x.shape[0]
-    u = torch.stack([torch.rand(k * steps * width, generator=g, dtype=torch.float64) for g in generators])
-    u = u.view(len(generators), k, steps, width).to(device=x.device, dtype=x.dtype)
-    if d_in:
-        u[..., :d_in] = encode_uniform(x[None, :, None, :], u[..., :d_in], dyn.encoding, scale=dyn.input_scale, dt=dyn.neuron.dt)
-    return u
+    u = torch.empty(len(generators), k * steps * width, dtype=UNIFORM_DTYPE)
+    for row, g in zip(u, generators):
+        torch.rand(k * steps * width, generator=g, dtype=UNIFORM_DTYPE, out=row)
+    return u.view(len(generators), k, steps, width).to(device=x.device, dtype=x.dtype)
 
 
 def spiking_layer_step(current: Tensor, state: LIFSpikeState, step: int, dyn: SpikeDynamics,

@@ -316,6 +316,7 @@ typedef struct {
     real *spk[MAXL], *pspk[MAXL];           /* spiking: a layer's spikes (the next one's input); the same when recomputing */
     int64_t *refr[MAXL], *prefr[MAXL];      /* spiking: refractory steps left */
     const real *hin[MAXL];                  /* spiking: the input each layer saw at this update */
+    real *h0;                               /* spiking: the input's spikes (an encoding) */
     real *zseq[MAXL];       /* buffer: S x d_l, the window's outputs then the chunk's */
     real *pz[MAXL], *pu[MAXL], *pa[MAXL], *pr[MAXL]; /* recompute: M x d_l past outputs; potentials, scratch */
     real *alpha, *xi, *logits, *dout, *gw, *gb;
@@ -436,9 +437,9 @@ static void spiking_layer(const Problem *P, int64_t l, int64_t rep, const real *
     const real *b = P->has_bias ? P->bias[l] + rep * dout : NULL;
     real leak = (real)P->leak, thr = (real)P->spk_threshold, k = (real)P->spk_slope, width = (real)P->spk_width;
     real kappa = (real)spike_kappa(P, t), pik = (real)(3.14159265358979323846 * P->spk_slope);
+    for (int64_t i = 0; i < dout; i++) g[i] = dot(W + i * din, h, din) + (b ? b[i] : 0); /* the drive, in g for now */
     for (int64_t i = 0; i < dout; i++) {
-        real drive = dot(W + i * din, h, din);
-        if (b) drive = drive + b[i];
+        real drive = g[i];
         int active = refr[i] == 0;
         real vp = active ? v[i] + leak * (drive - v[i]) : v[i];
         real x = vp - thr, fire, grad;
@@ -452,7 +453,7 @@ static void spiking_layer(const Problem *P, int64_t l, int64_t rep, const real *
                 grad = (k / 2) / (1 + q * q);
             }
         } else if (P->spk_escape == ESC_SIGMOID) {
-            real f = (real)(1.0 / (1.0 + exp(-(double)(x / width))));
+            real f = 1 / (1 + exp(-(x / width)));
             fire = (real)(noise[i] < f);
             grad = f * (1 - f) / width;
         } else {
@@ -479,7 +480,12 @@ static inline const real *noise_row(const Problem *P, const Work *w, int64_t rep
 /* Time step t (0-based) of all hidden layers for chunk sample k at input x (currents or encoded spikes). */
 static void spiking_forward(const Problem *P, const Work *w, Scratch *s, int64_t rep, int64_t k, int64_t t, const real *x) {
     const real *u = noise_row(P, w, rep, k, t);
-    const real *h = P->spk_in ? u : x, *eta = u ? u + P->spk_in : NULL;
+    const real *h = x, *eta = u ? u + P->spk_in : NULL;
+    if (P->spk_in) { /* the input's spikes: 1[u < p] sign(x) */
+        const real *prob = P->spk_prob + k * P->spk_in;
+        for (int64_t j = 0; j < P->spk_in; j++) s->h0[j] = u[j] < prob[j] ? (real)((x[j] > 0) - (x[j] < 0)) : 0;
+        h = s->h0;
+    }
     for (int64_t l = 0; l < P->n_hidden; l++) {
         int64_t d = P->dims[l + 1];
         s->hin[l] = h;
@@ -756,7 +762,7 @@ static void free_scratch(Scratch *s, int64_t L) {
         free(s->spk[l]); free(s->pspk[l]); free(s->refr[l]); free(s->prefr[l]);
         free(s->zseq[l]); free(s->pz[l]); free(s->pu[l]); free(s->pa[l]); free(s->pr[l]); free(s->res_xi[l]);
     }
-    free(s->res_in); free(s->res_drive_in); free(s->res_drive);
+    free(s->res_in); free(s->res_drive_in); free(s->res_drive); free(s->h0);
     free(s->alpha); free(s->xi); free(s->logits); free(s->dout); free(s->gw); free(s->gb);
 }
 
@@ -781,6 +787,7 @@ static int alloc_scratch(const Problem *P, const Work *w, Scratch *s, double *st
             fail |= !(s->zseq[l] = alloc_real(S * d));
         }
     }
+    if (P->spiking) fail |= !(s->h0 = alloc_real(P->dims[0]));
     fail |= !(s->alpha = alloc_real(dmax)) | !(s->xi = alloc_real(dmax)) | !(s->logits = alloc_real(C));
     fail |= !(s->dout = alloc_real(N * C)) | !(s->gw = alloc_real(C * P->dims[L])) | !(s->gb = alloc_real(C));
     s->stats = stats;
