@@ -13,7 +13,6 @@ from ibhebb.engine.capability import NATIVE, TORCH, config_facts
 from ibhebb.functional import spiking as F
 from ibhebb.models.spiking import SpikingMLP
 from ibhebb.rules import make_rule
-
 from test_engine import assert_same, eager_epoch
 
 D_IN, HIDDEN, C = 6, [5, 4], 3
