@@ -31,6 +31,14 @@ def test_bench_native_rows():
     assert "| biohsic | buffer | native | 3 |" in markdown(result)
 
 
+def test_bench_spiking_rows():
+    result = run_bench("cpu", steps=24, replicas=(2,), progress=False, groups=("spiking",), engines=("native",), lif_steps=3)
+    assert [(r["rule"], r["engine"], r["replicas"], r["steps_per_sample"]) for r in result["rows"]] == [
+        ("biohsic (spiking, surrogate, current, T=3)", "native", 2, 3), ("biohsic (spiking, escape, bernoulli, T=3)", "native", 2, 3)]
+    assert all(r["us_per_step"] > 0 and r["chunk"] == 256 for r in result["rows"])
+    assert "| biohsic (spiking, escape, bernoulli, T=3) | buffer | native | 2 |" in markdown(result)
+
+
 def test_update_cost_counts_replicas_and_recompute():
     f1, b1 = update_cost("biohsic", "buffer", 1)
     f30, b30 = update_cost("biohsic", "buffer", 30)

@@ -336,7 +336,43 @@ def test_spiking_network_learns_xor_with_the_rule(tmp_path):
     """2-16-2 LIF network, surrogate β, 3 × 300 samples of 3 steps: every replica ≥ 0.95 on the test set."""
     from ibhebb.train import Trainer
 
-    summary = Trainer(load_config(None, XOR_FAST), tmp_path, progress=False).run()
+    cfg = load_config(None, XOR_FAST)
+    summary = Trainer(cfg, tmp_path, progress=False).run()
     assert min(summary["test_accuracy"]) >= 0.95, summary["test_accuracy"]
     last = [__import__("json").loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()][-1]
-    assert last["engine"] == "rule" and "spiking-mlp" in last["engine_fallback"]
+    from ibhebb.engine import cstep
+
+    assert last["engine"] == ("native" if cstep.unavailable(getattr(torch, cfg.dtype)) is None else "torch")
+
+
+def test_trainer_logs_prints_and_plots_firing_statistics(tmp_path, capsys):
+    """Rate per layer and spikes per sample in metrics.jsonl and summary.json, against a count of the spikes of the
+    trained network on the same test samples (deterministic firing, so the count can be redone)."""
+    import json
+
+    from ibhebb.app.plot import plot_run
+    from ibhebb.data import load_dataset
+    from ibhebb.train import Trainer
+    from ibhebb.train.trainer import build
+
+    over = {**XOR_FAST, "seeds": 2, "epochs": 2, "data": {"name": "xor", "n_train": 60, "n_test": 50},
+            "eval": {"train_samples": 0, "hsic_samples": 0, "firing_samples": 40}}
+    cfg = load_config(None, over)
+    summary = Trainer(cfg, tmp_path, progress=True).run()
+    assert "spikes per sample" in capsys.readouterr().out
+    last = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()][-1]
+    data = load_dataset("xor", seed=cfg.seed, n_train=60, n_test=50)
+    model = build(cfg, data)[0]
+    from ibhebb.train.checkpoint import read_checkpoint
+
+    model.load_state_dict(read_checkpoint(tmp_path / "checkpoint.pt")[1]["model"])
+    x = data.x_test[:40].to(getattr(torch, cfg.dtype))
+    count = sum(tr[0].spikes.sum((1, 2)).double() for tr in model.present(x))  # (R,) spikes of the one hidden layer
+    (layer,) = last["firing"]
+    torch.testing.assert_close(torch.tensor(layer["spikes_per_sample"], dtype=torch.float64), count / 40)
+    torch.testing.assert_close(torch.tensor(layer["rate"], dtype=torch.float64), count / (40 * 16 * cfg.model.steps))
+    assert 0 < summary["firing"][0]["rate_mean"] < 1
+    assert summary["firing"][0]["spikes_per_sample_mean"] == pytest.approx(sum(layer["spikes_per_sample"]) / 2)
+    assert plot_run(tmp_path).exists()
+    with pytest.raises(ConfigError, match="eval.firing_samples"):
+        load_config(None, {**over, "eval": {"firing_samples": -1}})

@@ -162,6 +162,9 @@ class EvalConfig:
     """Size of the fixed held-out batch on which each layer's bottleneck loss is logged."""
     train_samples: int = 10000
     """Training samples on which train accuracy is measured after each epoch (0: all)."""
+    firing_samples: int = 2000
+    """A spiking network's firing statistics (rate per layer, spikes per sample, silent neurons) after each epoch,
+    on this many test samples (0: off)."""
 
 
 @dataclass
@@ -371,5 +374,6 @@ def validate(cfg: Config) -> None:
     e = cfg.eval
     require(e.batch_size >= 1, "eval.batch_size must be >= 1")
     require(e.hsic_samples >= 2 or e.hsic_samples == 0, "eval.hsic_samples must be 0 (off) or >= 2")
+    require(e.firing_samples >= 0, f"eval.firing_samples must be >= 0 (0: off), got {e.firing_samples}")
     for check in CHECKS:
         check(cfg)

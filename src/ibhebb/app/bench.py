@@ -10,6 +10,10 @@ ReLU + LayerNorm, N = 8, AdamW as in ``configs/fig5-mnist.toml``), for
   chunks replayed from CUDA graphs on a GPU);
 - ``biohsic`` on the leaky (LIF) version of the same network, ``T`` Euler
   steps (one update each) per sample;
+- ``biohsic`` on the spiking (LIF, ``model.kind = "spiking-mlp"``) version of the same
+  network, ``T`` steps per sample, β through the fast-sigmoid surrogate with the input as currents,
+  and through escape noise with the input as Bernoulli spike trains (the random numbers drawn per
+  chunk from the replicas' generators);
 - minibatch backprop (batch 6);
 - ``biohsic`` with the buffer memory from an evolved optimiser state
   (``subnormal``): as in MNIST, half the input pixels are always 0, so the
@@ -44,7 +48,9 @@ import torch
 
 from ..config import RuleConfig
 from ..engine import make_engine
+from ..functional.spiking import LIFSpikeParams
 from ..models import MLP, LeakyMLP
+from ..models.spiking import SpikingMLP
 from ..rules import make_rule
 from ..rules.baselines import replica_cross_entropy
 
@@ -149,6 +155,10 @@ def _data(n: int, device: torch.device):
 def _online(kind: str, memory: str, replicas: int, device: torch.device, steps: int):
     if kind == "lif":
         model = LeakyMLP(D_IN, HIDDEN, C, replicas=replicas, tau_m=5.0, dt=1.0, steps=steps)
+    elif kind in SPIKING:
+        firing, encoding = SPIKING[kind]
+        model = SpikingMLP(D_IN, HIDDEN, C, replicas=replicas, neuron=LIFSpikeParams(tau_mem=2.0, threshold=0.1), steps=steps,
+                           firing=firing, encoding=encoding, layernorm=True)
     else:
         model = MLP(D_IN, HIDDEN, C, replicas=replicas)
     model = model.to(device)
@@ -157,8 +167,12 @@ def _online(kind: str, memory: str, replicas: int, device: torch.device, steps: 
     return model, rule, opt
 
 
+SPIKING = {"spike-surrogate": ("surrogate", "current"), "spike-escape": ("escape", "bernoulli")}
+"""The spiking rows: ``(firing, encoding)`` of each."""
+
+
 def bench_online(kind, memory, engine, replicas, device, samples, rates, lif_steps=20, chunk=0) -> Row:
-    T = lif_steps if kind == "lif" else 1
+    T = lif_steps if kind == "lif" or kind in SPIKING else 1
     model, rule, opt = _online(kind, memory, replicas, device, T)
     x, y, y1 = _data(max(samples, 64), device)
     if engine == "rule":
@@ -181,8 +195,10 @@ def bench_online(kind, memory, engine, replicas, device, samples, rates, lif_ste
         if eng.backend not in (engine, "cuda-graph"):
             raise RuntimeError(f"the {engine} row ran {eng.backend}")
     per_sample = t / samples
-    used_chunk = 0 if engine == "rule" else (1 if T > 1 and engine == "compile" else step_chunk)
+    used_chunk = 0 if engine == "rule" else (1 if T > 1 and engine == "compile" else eng.chunk_used or step_chunk)
     name = "biohsic (LIF, T=%d)" % T if kind == "lif" else "biohsic"
+    if kind in SPIKING:
+        name = "biohsic (spiking, %s, %s, T=%d)" % (*SPIKING[kind], T)
     limit = _limit(rates, "biohsic", memory, replicas, T)
     cache_limit = _limit(rates, "biohsic", memory, replicas, T, "cache_bandwidth_bytes")
     return Row(name, memory, engine, replicas, 1e6 * per_sample / T,
@@ -268,7 +284,7 @@ def bench_backprop(replicas, device, samples, rates, batch=6) -> Row:
                cache_limit_ratio=cache_limit / t)
 
 
-ROW_GROUPS = ("buffer", "recompute", "lif", "backprop", "subnormal")
+ROW_GROUPS = ("buffer", "recompute", "lif", "spiking", "backprop", "subnormal")
 BENCH_ENGINES = ("rule", "native", "compile")
 
 
@@ -291,12 +307,15 @@ def run_bench(device: str = "cpu", steps: int = 0, replicas=(1, 30), lif_steps: 
         base = steps or (2048 if cuda else (1024 if r == 1 else 96))
         counts = {"rule": max(16, base // (8 if cuda else 4)), "compile": base, "native": base if steps else 4 * base}
         plan = []
-        for kind, memory in (("mlp", "buffer"), ("mlp", "recompute"), ("lif", "buffer")):
-            if (kind if kind == "lif" else memory) not in groups:
+        for kind, memory in (("mlp", "buffer"), ("mlp", "recompute"), ("lif", "buffer"), *((k, "buffer") for k in SPIKING)):
+            group = "spiking" if kind in SPIKING else kind if kind == "lif" else memory
+            if group not in groups:
                 continue
             for engine in engines:
+                if kind in SPIKING and engine == "compile":
+                    continue  # the spiking step has no compiled form
                 n = counts[engine]
-                if kind == "lif":
+                if kind == "lif" or kind in SPIKING:
                     n = max(8 if engine == "rule" else 16, n // lif_steps)
                 if cuda and engine == "compile":
                     n = max(n, 256) // 256 * 256

@@ -64,7 +64,9 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     m = read_metrics(run_dir)
     epochs = [r["epoch"] for r in m]
     has_layers = bool(m[0].get("layers"))
-    fig, axes = plt.subplots(1, 3 if has_layers else 1, figsize=(15 if has_layers else 5.5, 4), squeeze=False)
+    has_firing = bool(m[0].get("firing"))
+    panels = 1 + 2 * has_layers + has_firing
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels if panels > 1 else 5.5, 4), squeeze=False)
     ax = axes[0, 0]
     line = _band(ax, epochs, [r["test_accuracy"] for r in m], "test")
     _band(ax, epochs, [r["train_accuracy"] for r in m], "train")
@@ -88,4 +90,24 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
             a.grid(alpha=0.3)
             a.xaxis.get_major_locator().set_params(integer=True)
             a.legend(fontsize=8)
+    if has_firing:
+        _firing_panel(axes[0, -1], epochs, m)
     return save_figure(fig, out or run_dir / "plot.png")
+
+
+def _firing_panel(ax, epochs, m) -> None:
+    """A spiking network's firing rate per hidden layer (left) and spikes per sample of all of them (right), means over seeds."""
+    import numpy as np
+
+    for li in range(len(m[0]["firing"])):
+        rate = np.array([r["firing"][li]["rate"] for r in m], dtype=float)
+        ax.plot(epochs, rate.mean(1), marker="o", ms=3, label=f"layer {li + 1}")
+    spikes = np.array([[sum(v) for v in zip(*(layer["spikes_per_sample"] for layer in r["firing"]))] for r in m], dtype=float)
+    twin = ax.twinx()
+    twin.plot(epochs, spikes.mean(1), color="black", ls="--", label="spikes per sample")
+    twin.set_ylabel("spikes per sample (all layers)")
+    ax.set(xlabel="epoch", ylabel="firing rate (spikes per neuron and step)", title="firing (test samples)")
+    ax.grid(alpha=0.3)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    lines = ax.get_legend_handles_labels(), twin.get_legend_handles_labels()
+    ax.legend(lines[0][0] + lines[1][0], lines[0][1] + lines[1][1], fontsize=8)

@@ -59,7 +59,23 @@ def unsupported(cfg, engine: str | None = None) -> str | None:
     """
     engine = cfg.engine if engine is None else engine
     table = NATIVE if engine == "native" else TORCH
-    return table.why_not(config_facts(cfg))
+    m = cfg.model
+    spiking = None
+    if m.kind == "spiking-mlp":
+        spiking = spiking_why_not(cfg.rule.memory, m.encoding != "current" or m.firing == "escape", engine)
+    return table.why_not(config_facts(cfg)) or spiking
+
+
+def spiking_why_not(memory: str, random: bool, engine: str = "auto") -> str | None:
+    """Why the engine cannot run a spiking network with this memory (``None`` if it can)."""
+    if memory == "reservoir":
+        return "no fast step for a spiking network with the reservoir memory"
+    if memory == "recompute" and random:
+        return ("no fast step for a spiking network with random spikes (an encoding or escape noise) and the recompute "
+                "memory (its re-presentations draw from the model's stream)")
+    if engine == "compile":
+        return "no compiled step for a spiking network (it runs in the C step, or the torch step uncompiled)"
+    return None
 
 
 def step_spec(model, rule, optimizer) -> StepSpec:
@@ -74,7 +90,12 @@ def step_spec(model, rule, optimizer) -> StepSpec:
     first = hidden[0]
     if any((l.activation, l.layernorm, l.layernorm_eps) != (first.activation, first.layernorm, first.layernorm_eps) for l in hidden):
         raise ValueError("hidden layers with different activations have no fast step")
-    leaky = kind == "lif-mlp"
+    leaky = kind in ("lif-mlp", "spiking-mlp")
+    dyn = model.dynamics if kind == "spiking-mlp" else None
+    if dyn is not None:
+        reason = spiking_why_not(rule.memory.mode, dyn.random)
+        if reason is not None:
+            raise ValueError(reason)
     reservoir = None
     if rule.memory.mode == "reservoir":
         mem = rule.memory
@@ -87,7 +108,7 @@ def step_spec(model, rule, optimizer) -> StepSpec:
         n_hidden=len(hidden),
         activation=first.activation,
         layernorm=first.layernorm,
-        leak=float(model.leak) if leaky else None,
+        leak=(dyn.neuron.dt / dyn.neuron.tau_mem if dyn is not None else float(model.leak)) if leaky else None,
         steps=int(model.steps) if leaky else 1,
         window=p.window,
         memory=rule.memory.mode,
@@ -97,6 +118,7 @@ def step_spec(model, rule, optimizer) -> StepSpec:
         optim=OptimSpec.of(optimizer),
         reservoir=reservoir,
         layernorm_eps=float(first.layernorm_eps),
+        spiking=dyn,
     )
     reason = TORCH.why_not(spec_facts(spec))
     if reason is not None:
@@ -110,7 +132,7 @@ COMPILE_MIN_UPDATES = 100_000
 
 def worth_compiling(cfg, n_train: int) -> bool:
     """Whether a run is long enough to amortise ``torch.compile`` (a minute or more on a CPU)."""
-    steps = cfg.model.steps if cfg.model.kind == "lif-mlp" else 1
+    steps = cfg.model.steps if cfg.model.kind in ("lif-mlp", "spiking-mlp") else 1
     return cfg.epochs * n_train * steps >= COMPILE_MIN_UPDATES
 
 
@@ -127,5 +149,5 @@ def make_engine(model, rule, optimizer, *, mode: str = "auto", **kwargs) -> Onli
 __all__ = [
     "COMPILE_MIN_UPDATES", "ENGINES", "ENGINE_ALIASES", "EngineState", "MODES", "OnlineEngine", "StepSpec", "bind",
     "canonical_engine", "chunk_step_", "engine_mode", "fill_step_", "leaky_update_", "make_engine", "sample_step_",
-    "step_spec", "unbind", "unsupported", "worth_compiling",
+    "spiking_why_not", "step_spec", "unbind", "unsupported", "worth_compiling",
 ]

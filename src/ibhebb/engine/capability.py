@@ -32,7 +32,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from ..functional import layers, optim, signals
+from ..functional import spiking as spk
 from . import cstep
+from .step import MODELS
 
 @dataclass(frozen=True)
 class Capability:
@@ -52,7 +54,7 @@ class Capability:
         for key, options in self.choices().items():
             value = facts.get(key)
             if value is not None and value not in options:
-                if self.backend == "native" and key in ("activation", "variant", "optimizer"):
+                if self.backend == "native" and key in cstep.enums():
                     return f"the C step implements no {key} {value!r} (it has {', '.join(options)})"
                 return f"{_NAMES.get(key, key)} {value!r} is not one of {', '.join(options)}"
         if self.device is not None and facts.get("device") is not None and not str(facts["device"]).startswith(self.device):
@@ -66,13 +68,15 @@ class Capability:
 
 _NAMES = {"model": "model.kind", "optimizer": "optimiser", "variant": "ξ variant"}
 STEP_RULES = ("biohsic",)
-STEP_MODELS = ("mlp", "lif-mlp")
+STEP_MODELS = MODELS
 STEP_MEMORIES = ("buffer", "recompute", "reservoir")
 
 
 def _torch() -> dict[str, tuple]:
     return {"rule": STEP_RULES, "model": STEP_MODELS, "memory": STEP_MEMORIES, "optimizer": optim.OPTIMIZERS,
-            "activation": layers.ACTIVATIONS, "variant": signals.VARIANTS}
+            "activation": layers.ACTIVATIONS, "variant": signals.VARIANTS, "firing": spk.FIRINGS,
+            "surrogate": spk.SURROGATES, "escape": spk.ESCAPES, "encoding": spk.ENCODINGS, "spike_z": spk.SPIKE_Z,
+            "reset": spk.RESETS}
 
 
 def _native() -> dict[str, tuple]:
@@ -87,12 +91,16 @@ BACKENDS = {"torch": TORCH, "native": NATIVE}
 
 def config_facts(cfg) -> dict[str, Any]:
     """The facts of a config (see the module docstring)."""
-    return {"rule": cfg.rule.name, "model": cfg.model.kind, "memory": cfg.rule.memory, "optimizer": cfg.optim.name,
-            "activation": cfg.model.activation, "variant": cfg.rule.variant, "hidden": len(cfg.model.hidden),
-            "device": cfg.device, "dtype": cfg.dtype}
+    m = cfg.model
+    facts = {"rule": cfg.rule.name, "model": m.kind, "memory": cfg.rule.memory, "optimizer": cfg.optim.name,
+             "activation": m.activation, "variant": cfg.rule.variant, "hidden": len(m.hidden),
+             "device": cfg.device, "dtype": cfg.dtype}
+    if m.kind == "spiking-mlp":
+        facts.update(activation=None, firing=m.firing, surrogate=m.surrogate, escape=m.escape, encoding=m.encoding,
+                     spike_z=m.spike_z, reset=m.reset)
+    return facts
 
 
 def spec_facts(spec) -> dict[str, Any]:
     """The facts of a :class:`~.step.StepSpec` (a built model, rule and optimiser)."""
-    return {"rule": "biohsic", "model": "mlp" if spec.leak is None else "lif-mlp", "memory": spec.memory,
-            "optimizer": spec.optim.name, "activation": spec.activation, "variant": spec.variant, "hidden": spec.n_hidden}
+    return {"rule": "biohsic", "memory": spec.memory, "hidden": spec.n_hidden, **cstep.spec_choices(spec)}

@@ -40,7 +40,8 @@ import torch
 from torch import Tensor
 
 from ..functional import layers, optim, signals
-from .step import EngineState, StepSpec
+from ..functional import spiking as spk
+from .step import MODELS, EngineState, StepSpec, step_model
 
 MAX_LAYERS = 8
 """Hidden layers plus the readout that the C step supports (``MAXL`` in the generated header)."""
@@ -50,7 +51,20 @@ _REAL = {torch.float32: "float", torch.float64: "double"}
 
 def enums() -> dict[str, tuple[str, tuple[str, ...]]]:
     """Each enum of the C step: its C prefix and the Python names behind its values, in order (read at each call)."""
-    return {"activation": ("ACT", layers.ACTIVATIONS), "variant": ("XI", signals.VARIANTS), "optimizer": ("OPT", optim.OPTIMIZERS)}
+    return {"activation": ("ACT", layers.ACTIVATIONS), "variant": ("XI", signals.VARIANTS), "optimizer": ("OPT", optim.OPTIMIZERS),
+            "model": ("MODEL", MODELS), "firing": ("FIRE", spk.FIRINGS), "surrogate": ("SURR", spk.SURROGATES),
+            "escape": ("ESC", spk.ESCAPES), "encoding": ("ENC", spk.ENCODINGS), "spike_z": ("SPZ", spk.SPIKE_Z),
+            "reset": ("RESET", spk.RESETS)}
+
+
+def spec_choices(spec: StepSpec) -> dict[str, str]:
+    """The value of each :func:`enums` kind in a spec (the spiking kinds only for a spiking network)."""
+    out = {"activation": spec.activation, "variant": spec.variant, "optimizer": spec.optim.name, "model": step_model(spec)}
+    dyn = spec.spiking
+    if dyn is not None:
+        out.update(firing=dyn.firing, surrogate=dyn.surrogate, escape=dyn.escape, encoding=dyn.encoding,
+                   spike_z=dyn.spike_z, reset=dyn.neuron.reset)
+    return out
 
 _L, _P = MAX_LAYERS, 2 * MAX_LAYERS
 _FIELDS = [  # (name, C type, array length or 0): the one definition of the C step's Problem
@@ -76,6 +90,15 @@ _FIELDS = [  # (name, C type, array length or 0): the one definition of the C st
     ("res_rec_start", "const int64_t *", 0),  # W_r in compressed rows: (L, n+1) offsets, column indices and
     ("res_rec_col", "const int32_t *", 0), ("res_rec_val", "const real *", 0),  # values, rows of all L layers in turn
     ("parts", "int64_t", 0),  # threads that share one replica (ibhebb_part), else 1
+    # a spiking network (spiking = 1): LIF hidden layers (leak = dt / tau_mem), the enums of spec_choices
+    ("spiking", "int64_t", 0), ("spk_firing", "int64_t", 0), ("spk_surrogate", "int64_t", 0), ("spk_escape", "int64_t", 0),
+    ("spk_reset", "int64_t", 0), ("spk_readout", "int64_t", 0), ("spk_refractory", "int64_t", 0),
+    ("spk_threshold", "double", 0), ("spk_slope", "double", 0), ("spk_width", "double", 0),  # surrogate slope, escape width
+    ("spk_kappa", "double", 0),  # dt / tau_syn of the trace readout
+    ("spk_in", "int64_t", 0),  # d_x when each noise row starts with the input's uniforms (an encoding), else 0
+    ("spk_stride", "int64_t", 0),  # length of a noise row: the input's uniforms, then each layer's (escape noise)
+    ("spk_noise", "const real *", 0),  # (R, K, T, spk_stride) for the chunk, or NULL when nothing is random
+    ("spk_prob", "const real *", 0),  # (K, d_x): each chunk sample's probability of an input spike (an encoding)
 ]
 _CTYPES = {"int64_t": ctypes.c_int64, "double": ctypes.c_double}
 
@@ -119,7 +142,7 @@ _IMPLEMENTS: dict[str, tuple[str, ...]] = {}
 def _values(spec: StepSpec) -> dict[str, int]:
     """The enum values of a spec, or ``ValueError`` naming what the C step does not implement."""
     out, names, done = {}, enums(), implements()
-    for kind, value in (("activation", spec.activation), ("variant", spec.variant), ("optimizer", spec.optim.name)):
+    for kind, value in spec_choices(spec).items():
         if value not in done[kind] or value not in names[kind][1]:
             raise ValueError(f"the C step implements no {kind} {value!r} (it has {', '.join(done[kind])})")
         out[kind] = names[kind][1].index(value)
@@ -313,7 +336,7 @@ class NativeStep:
         threads = max(1, threads or torch.get_num_threads())
         # only the buffer memory gains: recomputing the window reads all of W1 in every part (measured
         # 10,200 -> 6,700 samples/s split in two), and the reservoir's state would be shared
-        split = replicas == 1 and spec.memory == "buffer" and st.weights[0].shape[1] >= threads > 1
+        split = replicas == 1 and spec.memory == "buffer" and spec.spiking is None and st.weights[0].shape[1] >= threads > 1
         self.parts = threads if split else 1
         """Threads that share the one replica (1: the threads split the replicas)."""
         self.split = SplitOrSolo(self.parts) if self.parts > 1 else None
@@ -345,6 +368,13 @@ class NativeStep:
             if len(ms) > 1:
                 p.moment2[j] = _addr(ms[1])
         p.past_x, p.past_y, p.kx, p.ky = _addr(st.past_x), _addr(st.past_y), _addr(st.kx), _addr(st.ky)
+        dyn = spec.spiking
+        if dyn is not None:
+            p.spiking = 1
+            p.spk_firing, p.spk_surrogate, p.spk_escape = enum["firing"], enum["surrogate"], enum["escape"]
+            p.spk_reset, p.spk_readout, p.spk_refractory = enum["reset"], enum["spike_z"], int(dyn.neuron.refractory)
+            p.spk_threshold, p.spk_slope, p.spk_width = dyn.neuron.threshold, dyn.slope, dyn.width
+            p.spk_kappa = dyn.neuron.dt / dyn.tau_syn
         for i, z in enumerate(st.past_z):
             p.past_z[i] = _addr(z)
         self.problem = p
@@ -372,8 +402,14 @@ class NativeStep:
             self._pool.shutdown()
             self._pool = None
 
-    def __call__(self, x_all: Tensor, y_all: Tensor, order: Tensor) -> None:
-        """Learn from ``x_all[order[0]], x_all[order[1]], …`` (``x_all`` ``(n, d_x)``, one-hot ``y_all``, ``order`` int64)."""
+    def __call__(self, x_all: Tensor, y_all: Tensor, order: Tensor, noise: Tensor | None = None, prob: Tensor | None = None) -> None:
+        """Learn from ``x_all[order[0]], x_all[order[1]], …`` (``x_all`` ``(n, d_x)``, one-hot ``y_all``, ``order`` int64).
+
+        A spiking network that draws random numbers takes them in ``noise`` ``(R, len(order), T, width)`` (the
+        weights' dtype, contiguous): per row the input's uniforms (an encoding), then each layer's; with an
+        encoding, ``prob`` ``(len(order), d_x)`` is each sample's probability of an input spike (the input
+        spikes where ``noise < prob``, with the sign of the input).
+        """
         st, p, lib = self.st, self.problem, self.lib
         dtype = st.weights[0].dtype
         if x_all.dtype != dtype or y_all.dtype != dtype or not x_all.is_contiguous() or not y_all.is_contiguous():
@@ -387,6 +423,26 @@ class NativeStep:
             p.lr[i], p.wd[i] = float(lr), float(wd)
         p.step, (p.power1, p.power2) = float(st.step), st.powers.tolist()
         p.x_all, p.y_all, p.order, p.n_samples = _addr(x_all), _addr(y_all), _addr(order), len(order)
+        if self.spec.spiking is not None:
+            dyn = self.spec.spiking
+            if dyn.random != (noise is not None):
+                raise ValueError("a spiking network's noise must be given exactly when it draws random numbers")
+            if noise is not None:
+                width = (x_all.shape[1] if dyn.encoding != "current" else 0) + (
+                    sum(w.shape[-2] for w in st.weights[:-1]) if dyn.firing == "escape" else 0)
+                if (tuple(noise.shape) != (int(p.replicas), len(order), self.spec.steps, width) or noise.dtype != dtype
+                        or not noise.is_contiguous()):
+                    raise ValueError(f"noise must be a contiguous {dtype} tensor of shape ({int(p.replicas)}, {len(order)}, {self.spec.steps}, {width})")
+                p.spk_in = x_all.shape[1] if dyn.encoding != "current" else 0
+                p.spk_stride, p.spk_noise = width, _addr(noise)
+                if p.spk_in:
+                    if prob is None or tuple(prob.shape) != (len(order), p.spk_in) or prob.dtype != dtype or not prob.is_contiguous():
+                        raise ValueError(f"prob must be a contiguous {dtype} tensor of shape ({len(order)}, {p.spk_in})")
+                    p.spk_prob = _addr(prob)
+                else:
+                    p.spk_prob = None
+            else:
+                p.spk_in, p.spk_stride, p.spk_noise, p.spk_prob = 0, 0, None, None
         parts = self.split.next() if self.split is not None else self.parts
         p.parts = parts
         ref = ctypes.byref(p)

@@ -36,13 +36,17 @@ from torch import Tensor
 from . import cstep
 from .capability import NATIVE, spec_facts
 from .state import bind, unbind
-from .step import EngineState, StepSpec, chunk_step_, clone_state, fill_step_, leaky_sample_, leaky_update_, sample_step_
+from ..functional.spiking import input_prob, presentation_noise
+from .step import (EngineState, StepSpec, chunk_step_, clone_state, fill_step_, leaky_sample_, leaky_update_, sample_step_,
+                   spiking_fill_step_, spiking_sample_step_)
 
 MODES = ("auto", "native", "compile", "torch")
 MODE_ALIASES = {"eager": "torch"}
 """Old spellings of :data:`MODES`, accepted with a deprecation warning."""
 NATIVE_CHUNK = 256
 """Samples per call of the C step: long enough to amortise the call, short enough for a lively progress bar."""
+NOISE_ELEMENTS = 1 << 22
+"""At most this many random numbers per chunk of a spiking network (its chunks shrink to fit)."""
 _COMPILED: dict = {}
 
 
@@ -135,6 +139,8 @@ class OnlineEngine:
         self.compile_failed = False
         self.backend: str | None = None
         """``native``, ``compile``, ``cuda-graph`` or ``torch``: what ran the last epoch's updates."""
+        self.chunk_used: int | None = None
+        """Samples per call of the C step in the last epoch (a spiking network's chunks shrink to bound its noise)."""
         self.fallback: str | None = None
         """Why the last epoch did not run the C step in ``auto`` mode on the CPU (``None``: it did, or was not asked to)."""
         if mode == "native":
@@ -234,6 +240,53 @@ class OnlineEngine:
         self._graph, self._graph_key = (graph, idx), key
         return self._graph
 
+    # -- a spiking network -----------------------------------------------------------------------
+    def _spiking_epoch(self, st: EngineState, count: int, x: Tensor, y1: Tensor, order: Tensor, progress) -> tuple[int, int]:
+        """An epoch of a spiking network: the C step in chunks, else the torch step per sample (never compiled).
+
+        The random numbers come from the model's generators of the current stream, drawn per chunk in the
+        order the model's own presentation draws them, so the weights equal the rule's loop.
+        """
+        spec, dyn = self.spec, self.spec.spiking
+        gens, dims = self.model.generators(), [w.shape[-2] for w in st.weights[:-1]]
+        n, pos, updates = len(order), 0, 0
+
+        def noise(idx: Tensor) -> Tensor | None:
+            return presentation_noise(dyn, x.index_select(0, idx), spec.steps, dims, gens)
+
+        while count < spec.window - 1 and pos < n:
+            j = order[pos : pos + 1]
+            spiking_fill_step_(spec, st, x.index_select(0, j), y1.index_select(0, j), noise(j))
+            pos, count = pos + 1, count + 1
+        if progress and pos:
+            progress(pos)
+        step = self._native_step(st) if pos < n else None
+        if step is not None:
+            self.backend = "native"
+            width = (x.shape[1] if dyn.encoding != "current" else 0) + (sum(dims) if dyn.firing == "escape" else 0)
+            chunk = self.native_chunk if not dyn.random else max(1, min(self.native_chunk, NOISE_ELEMENTS // (len(gens) * spec.steps * width)))
+            self.chunk_used = chunk
+            xc, yc = x.contiguous(), y1.contiguous()
+            while pos < n:
+                k = min(chunk, n - pos)
+                idx = order[pos : pos + k]
+                prob = None
+                if dyn.encoding != "current":
+                    prob = input_prob(x.index_select(0, idx), dyn.encoding, scale=dyn.input_scale, dt=dyn.neuron.dt).contiguous()
+                step(xc, yc, idx, noise(idx), prob)
+                pos, count, updates = pos + k, count + k, updates + k * spec.steps
+                if progress:
+                    progress(k)
+        elif pos < n:
+            self.backend = "torch"
+        while pos < n:
+            j = order[pos : pos + 1]
+            spiking_sample_step_(spec, st, x.index_select(0, j), y1.index_select(0, j), noise(j))
+            pos, count, updates = pos + 1, count + 1, updates + spec.steps
+            if progress:
+                progress(1)
+        return updates, count
+
     # -- an epoch ------------------------------------------------------------------------------
     def train_epoch(self, x: Tensor, y1: Tensor, order: Tensor, progress: Callable[[int], None] | None = None) -> int:
         """Learn from ``x[order[0]], x[order[1]], …`` (``x`` ``(n, d_x)``, one-hot ``y1`` ``(n, C)``); returns the updates made."""
@@ -242,6 +295,10 @@ class OnlineEngine:
         with torch.no_grad(), flush_subnormals():
             st, count = bind(spec, self.model, self.memory, self.optimizer)
             st = self._keep(st)
+            if spec.spiking is not None:
+                updates, count = self._spiking_epoch(st, count, x, y1, order, progress)
+                unbind(spec, st, count, self.model, self.memory, self.optimizer)
+                return updates
             n, pos, updates = len(order), 0, 0
             while count < spec.window - 1 and pos < n:
                 j = order[pos : pos + 1]
@@ -252,6 +309,7 @@ class OnlineEngine:
             step = self._native_step(st) if pos < n else None
             if step is not None:
                 self.backend = "native"
+                self.chunk_used = self.native_chunk
                 xc, yc = x.contiguous(), y1.contiguous()
                 while pos < n:
                     k = min(self.native_chunk, n - pos)

@@ -32,10 +32,16 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from ..functional.biohsic import BioHSICParams, DenseTrace, WindowState, biohsic_grads, window_kernels, window_push_, window_signals
-from ..functional.layers import LAYERNORM_EPS, affine, dense_output, leaky_step
+from ..functional.biohsic import (BioHSICParams, DenseTrace, WindowState, biohsic_grads, readout_grads, window_kernels, window_push_,
+                                  window_signals)
+from ..functional.layers import LAYERNORM_EPS, affine, dense_output, dense_param_grads, layernorm, layernorm_vjp, leaky_step
+from ..functional.spiking import SpikeDynamics, encode_uniform, lif_rest, spiking_layer_step
 from ..functional.optim import OptimSpec, optimizer_update_
 from ..functional.reservoir import ReservoirState, reservoir_inputs, reservoir_step
+
+
+MODELS = ("mlp", "lif-mlp", "spiking-mlp")
+"""The ``model.kind`` values the step runs."""
 
 
 @dataclass(frozen=True)
@@ -57,10 +63,17 @@ class StepSpec:
     optim: OptimSpec
     reservoir: "ReservoirSpec | None" = None
     layernorm_eps: float = LAYERNORM_EPS
+    spiking: SpikeDynamics | None = None
+    """The LIF neurons of a spiking network (``leak`` is then ``dt/τ_mem``); ``None`` for the rate networks."""
 
     @property
     def rule(self) -> BioHSICParams:
         return BioHSICParams(self.window, self.gamma, self.sigmas, self.variant)
+
+
+def step_model(spec: StepSpec) -> str:
+    """The ``model.kind`` of a spec."""
+    return "spiking-mlp" if spec.spiking is not None else "mlp" if spec.leak is None else "lif-mlp"
 
 
 @dataclass(frozen=True)
@@ -168,6 +181,10 @@ def hidden_step(spec: StepSpec, st: EngineState, x: Tensor, us: list[Tensor] | N
 
 def represent(spec: StepSpec, st: EngineState, x: Tensor) -> list[Tensor]:
     """Hidden outputs of inputs ``x`` ``(B, d_x)`` with the current weights (after ``T`` steps from rest)."""
+    if spec.spiking is not None:  # deterministic only (the engine draws no noise for the recompute memory)
+        for traces in spiking_present(spec, st, x, None):
+            pass
+        return [t.z for t, _ in traces]
     us = None
     for _ in range(spec.steps):
         traces, us = hidden_step(spec, st, x, us)
@@ -281,3 +298,67 @@ def chunk_step_(spec: StepSpec, st: EngineState, x_all: Tensor, y_all: Tensor, i
     for i in range(idx.shape[0]):
         j = idx[i : i + 1]
         sample_step_(spec, st, x_all.index_select(0, j), y_all.index_select(0, j))
+
+
+# -- spiking networks ---------------------------------------------------------------------------
+def spiking_present(spec: StepSpec, st: EngineState, x: Tensor, noise: Tensor | None):
+    """Per time step, each hidden layer's ``(DenseTrace(h, ∂s/∂v', r, z), κ dt/τ_mem)`` of presenting ``x`` ``(B, d_x)``
+    from rest, as :meth:`~ibhebb.models.spiking.SpikingMLP.present` does.
+
+    ``noise`` ``(R, B, T, width)`` holds the presentation's uniforms
+    (:func:`~ibhebb.functional.spiking.presentation_noise`); ``None`` when it draws none.
+    """
+    dyn = spec.spiking
+    dims = [w.shape[-2] for w in st.weights[:-1]]
+    states = [lif_rest((st.weights[0].shape[0], x.shape[0], d), like=x) for d in dims]
+    d_in = x.shape[-1] if dyn.encoding != "current" else 0
+    for t in range(1, spec.steps + 1):
+        u = None if noise is None else noise[:, :, t - 1]
+        h = x if d_in == 0 else encode_uniform(x, u[..., :d_in], dyn.encoding, scale=dyn.input_scale, dt=dyn.neuron.dt)
+        off, traces = d_in, []
+        for i, d in enumerate(dims):
+            eta = u[..., off : off + d] if dyn.firing == "escape" else None
+            off += d if dyn.firing == "escape" else 0
+            s, g, r, kappa, states[i] = spiking_layer_step(affine(h, st.weights[i], _bias(st, i)), states[i], t, dyn, eta)
+            z = layernorm(r, eps=spec.layernorm_eps) if spec.layernorm else r
+            traces.append((DenseTrace(h, g, r, z), kappa * spec.leak))
+            h = s
+        yield traces
+
+
+def spiking_sample_step_(spec: StepSpec, st: EngineState, x: Tensor, y: Tensor, noise: Tensor | None) -> None:
+    """:func:`sample_step_` of a spiking network: ``T`` updates (one per time step), then the push.
+
+    ``noise`` ``(R, 1, T, width)``: the sample's uniforms (:func:`spiking_present`). Equal to the rule's loop
+    over :meth:`~ibhebb.models.spiking.SpikingMLP.present` when ``noise`` holds what the model would draw.
+    """
+    kx, ky = window_kernels_(spec, st, x, y)
+    yw = torch.cat([st.past_y, y], 0)
+    bias = bool(st.biases)
+    for traces in spiking_present(spec, st, x, noise):
+        past = list(st.past_z) if st.past_z else represent(spec, st, st.past_x)
+        zws = [torch.cat([zp, t.z], -2) for zp, (t, _) in zip(past, traces)]
+        xis = window_signals(spec.rule, kx, ky, zws)
+        grads: list[Tensor] = []
+        for (t, scale), xi in zip(traces, xis):
+            cot = xi.unsqueeze(-2)
+            if spec.layernorm:
+                cot = layernorm_vjp(t.r, t.z, cot, eps=spec.layernorm_eps)
+            gw, gb = dense_param_grads(t.h, cot * t.a, scale)
+            grads += [gw, gb] if bias else [gw]
+        gw, gb = readout_grads(zws[-1], yw, st.weights[-1], _bias(st, spec.n_hidden))
+        grads += [gw, gb] if bias else [gw]
+        st.step.add_(1)
+        st.powers.mul_(st.powers.new_tensor(spec.optim.betas))
+        powers = (st.powers[0], st.powers[1])
+        for p, g, ms, lr, wd in zip(st.params(), grads, st.moments, st.lr, st.wd):
+            optimizer_update_(spec.optim, p, g, ms, lr, wd, powers)
+    push_(spec, st, x, y, [t.z for t, _ in traces], kx, ky)
+
+
+def spiking_fill_step_(spec: StepSpec, st: EngineState, x: Tensor, y: Tensor, noise: Tensor | None) -> None:
+    """:func:`fill_step_` of a spiking network (the presentation runs, drawing its noise, with no update)."""
+    kx, ky = window_kernels_(spec, st, x, y)
+    for traces in spiking_present(spec, st, x, noise):
+        pass
+    push_(spec, st, x, y, [t.z for t, _ in traces] if st.past_z else [], kx, ky)

@@ -215,13 +215,17 @@ def spike_grad(x: Tensor, firing: str, *, surrogate: str = "fast-sigmoid", slope
     raise ValueError(f"unknown firing {firing!r}; choose one of {', '.join(FIRINGS)}")
 
 
+UNIFORM_DTYPE = torch.float32
+"""The dtype the spike noise is drawn in (then cast): 24 bits of resolution, half the cost of float64 draws."""
+
+
 def replica_uniform(shape: Sequence[int], generators: Sequence[torch.Generator], like: Tensor) -> Tensor:
     """``U[0, 1)`` of ``shape`` for each replica from its own generator, stacked: ``(R, *shape)``.
 
     Drawn on the CPU (where the generators live) then moved, so a replica's draws
     do not depend on the device or on how many replicas there are.
     """
-    u = torch.stack([torch.rand(*shape, generator=g, dtype=torch.float64) for g in generators])
+    u = torch.stack([torch.rand(*shape, generator=g, dtype=UNIFORM_DTYPE) for g in generators])
     return u.to(device=like.device, dtype=like.dtype)
 
 
@@ -245,15 +249,99 @@ def encode(x: Tensor, encoding: str, *, generators: Sequence[torch.Generator] = 
     """
     if encoding == "current":
         return x
+    return encode_uniform(x, replica_uniform(x.shape, generators, x), encoding, scale=scale, dt=dt)
+
+
+def encode_uniform(x: Tensor, u: Tensor, encoding: str, *, scale: float = 1.0, dt: float = 1.0) -> Tensor:
+    """:func:`encode`'s spikes of ``x`` from given uniforms ``u`` (any shape ``x`` broadcasts to): ``1[u < p] sign(x)``."""
+    return (u < input_prob(x, encoding, scale=scale, dt=dt)).to(x.dtype) * torch.sign(x)
+
+
+def input_prob(x: Tensor, encoding: str, *, scale: float = 1.0, dt: float = 1.0) -> Tensor:
+    """The probability of an input spike in a step: ``min(1, scale |x|)`` (bernoulli) or ``1 - exp(-scale |x| dt)`` (poisson)."""
     mag = x.abs() * scale
     if encoding == "bernoulli":
-        prob = mag.clamp_max(1.0)
-    elif encoding == "poisson":
-        prob = -torch.expm1(-mag * dt)
+        return mag.clamp_max(1.0)
+    if encoding == "poisson":
+        return -torch.expm1(-mag * dt)
+    raise ValueError(f"unknown spike encoding {encoding!r}; choose one of bernoulli, poisson")
+
+
+def fire(x: Tensor, active: Tensor, firing: str, noise: Tensor | None = None, *, surrogate: str = "fast-sigmoid",
+         slope: float = 5.0, escape: str = "sigmoid", width: float = 1.0) -> tuple[Tensor, Tensor]:
+    """``(s, ∂s/∂v')`` of one step at ``x = v' - ϑ``: ``H(x)`` and the surrogate, or ``1[noise < f(x)]`` and ``f'(x)``
+    (escape noise, ``noise`` uniform on [0, 1)); both 0 where the neuron is not ``active`` (refractory)."""
+    on = active.to(x.dtype)
+    if firing == "surrogate":
+        s = heaviside(x)
     else:
-        raise ValueError(f"unknown encoding {encoding!r}; choose one of {', '.join(ENCODINGS)}")
-    u = replica_uniform(x.shape, generators, x)
-    return (u < prob).to(x.dtype) * torch.sign(x)
+        s = (noise < escape_prob(x, escape, width)).to(x.dtype)
+    return s * on, spike_grad(x, firing, surrogate=surrogate, slope=slope, escape=escape, width=width) * on
+
+
+class SpikeDynamics(NamedTuple):
+    """Everything a spiking layer's step needs besides its weights: the neuron, the firing and its derivative,
+    the input encoding and the readout (the fields of :class:`~ibhebb.models.spiking.SpikingMLP`)."""
+
+    neuron: LIFSpikeParams
+    firing: str = "surrogate"
+    surrogate: str = "fast-sigmoid"
+    slope: float = 5.0
+    escape: str = "sigmoid"
+    width: float = 0.25
+    encoding: str = "current"
+    input_scale: float = 1.0
+    spike_z: str = "count"
+    tau_syn: float = 5.0
+
+    @property
+    def random(self) -> bool:
+        """Whether a presentation draws random numbers (spike encodings, escape noise)."""
+        return self.encoding != "current" or self.firing == "escape"
+
+
+def presentation_noise(dyn: SpikeDynamics, x: Tensor, steps: int, dims: Sequence[int],
+                       generators: Sequence[torch.Generator]) -> Tensor | None:
+    """The uniforms of presenting the rows of ``x`` ``(K, d_x)`` one after the other: ``(R, K, steps, width)``.
+
+    Per replica, sample and step, in the order a presentation draws them: the input's ``d_x`` (a spike
+    encoding, :func:`encode_uniform`), then each layer's ``dims[ℓ]`` (escape noise); ``None`` if it draws
+    none. One draw per replica (a generator's stream does not depend on how it is cut into calls), in
+    :data:`UNIFORM_DTYPE` on the CPU, then cast to ``x``'s dtype and device as :func:`replica_uniform` does.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from ibhebb.functional.spiking import LIFSpikeParams, SpikeDynamics, presentation_noise
+    >>> dyn = SpikeDynamics(LIFSpikeParams(), firing="escape", encoding="bernoulli")
+    >>> gens = [torch.Generator().manual_seed(r) for r in range(2)]
+    >>> presentation_noise(dyn, torch.ones(3, 4), 5, [6, 2], gens).shape  # 4 input spikes, 6 + 2 uniforms
+    torch.Size([2, 3, 5, 12])
+    """
+    d_in = x.shape[-1] if dyn.encoding != "current" else 0
+    width = d_in + (sum(dims) if dyn.firing == "escape" else 0)
+    if width == 0:
+        return None
+    k = x.shape[0]
+    u = torch.empty(len(generators), k * steps * width, dtype=UNIFORM_DTYPE)
+    for row, g in zip(u, generators):
+        torch.rand(k * steps * width, generator=g, dtype=UNIFORM_DTYPE, out=row)
+    return u.view(len(generators), k, steps, width).to(device=x.device, dtype=x.dtype)
+
+
+def spiking_layer_step(current: Tensor, state: LIFSpikeState, step: int, dyn: SpikeDynamics,
+                       noise: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, float, LIFSpikeState]:
+    """Step ``step`` (1-based) of a LIF population driven by ``current``: ``(s, ∂s/∂v', r, κ, new_state)``.
+
+    Integrate (:func:`lif_potential`), :func:`fire`, update the readout (:func:`readout_step`), reset
+    (:func:`lif_reset`, the new state's ``trace`` is ``r``).
+    """
+    p = dyn.neuron
+    v_pre, active = lif_potential(current, state, p)
+    s, g = fire(v_pre - p.threshold, active, dyn.firing, noise, surrogate=dyn.surrogate, slope=dyn.slope,
+                escape=dyn.escape, width=dyn.width)
+    r, kappa = readout_step(state.trace, s, step, dyn.spike_z, tau_syn=dyn.tau_syn, dt=p.dt)
+    return s, g, r, kappa, lif_reset(v_pre, s, state, p)._replace(trace=r)
 
 
 def readout_step(trace: Tensor, spikes: Tensor, step: int, spike_z: str = "count", *, tau_syn: float = 5.0,

@@ -174,26 +174,30 @@ class SpikingMLP(Stepped, FeedForward):
                 g.set_state(s)
 
     # -- dynamics ------------------------------------------------------------------------------
+    @property
+    def dynamics(self) -> F.SpikeDynamics:
+        """The neurons, firing, encoding and readout as one :class:`~ibhebb.functional.spiking.SpikeDynamics`."""
+        return F.SpikeDynamics(self.neuron, self.firing, self.surrogate, self.surrogate_slope, self.escape, self.escape_width,
+                               self.encoding, self.input_scale, self.spike_z, self.tau_syn)
+
     def _fire(self, v_pre: Tensor, active: Tensor) -> tuple[Tensor, Tensor]:
-        """``(spikes, ∂s/∂v')`` of one layer's step.
+        """``(spikes, ∂s/∂v')`` of one layer's step (:func:`~ibhebb.functional.spiking.fire`).
 
         Under autograd (the BPTT baseline) the spikes carry the same derivative: through
         :class:`~ibhebb.functional.spiking.SurrogateSpike`, or ``s + f - f.detach()`` (escape noise).
         """
         x = v_pre - self.neuron.threshold
-        on = active.to(x.dtype)
-        tracked = torch.is_grad_enabled() and x.requires_grad
-        if self.firing == "surrogate":
-            fire = F.SurrogateSpike.apply(x, self.surrogate, self.surrogate_slope) if tracked else F.heaviside(x)
-            grad = F.surrogate_grad(x.detach(), self.surrogate, self.surrogate_slope)
-        else:
-            u = F.replica_uniform(x.shape[1:], self.generators(), x)
-            f = F.escape_prob(x, self.escape, self.escape_width)
-            fire = (u < f.detach()).to(x.dtype)
-            if tracked:
-                fire = fire + (f - f.detach())
-            grad = F.escape_prob_grad(x.detach(), self.escape, self.escape_width)
-        return fire * on, grad * on
+        noise = F.replica_uniform(x.shape[1:], self.generators(), x) if self.firing == "escape" else None
+        s, grad = F.fire(x.detach(), active, self.firing, noise, surrogate=self.surrogate, slope=self.surrogate_slope,
+                         escape=self.escape, width=self.escape_width)
+        if torch.is_grad_enabled() and x.requires_grad:
+            on = active.to(x.dtype)
+            if self.firing == "surrogate":
+                s = F.SurrogateSpike.apply(x, self.surrogate, self.surrogate_slope) * on
+            else:
+                f = F.escape_prob(x, self.escape, self.escape_width)
+                s = s + (f - f.detach()) * on
+        return s, grad
 
     def present(self, x: Tensor) -> Iterator[list[LayerTrace]]:
         """Per step, each hidden layer's :class:`SpikeTrace` then the readout's :class:`LayerTrace`."""

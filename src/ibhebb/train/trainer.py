@@ -120,7 +120,24 @@ def evaluate(model, data: Dataset, cfg: Config) -> dict[str, Any]:
     if e.hsic_samples:
         k = min(e.hsic_samples, len(data.x_test))
         result["layers"] = layer_bottlenecks(model, data.x_test[:k], data.y_test[:k], cfg)
+    if e.firing_samples and hasattr(model, "firing_statistics"):
+        k = min(e.firing_samples, len(data.x_test))
+        result["firing"] = model.firing_statistics(model.flatten(data.x_test[:k]), eval_batch_size(model, e.batch_size, data.x_test.device))
     return result
+
+
+def firing_summary(firing: list[dict[str, list[float]]]) -> list[dict[str, Any]]:
+    """Per hidden layer: each statistic of :meth:`~ibhebb.models.spiking.SpikingMLP.firing_statistics` per replica
+    and its mean over the replicas (``rate_mean``, ``spikes_per_sample_mean``, ``silent_mean``)."""
+    return [{**layer, **{f"{k}_mean": sum(v) / len(v) for k, v in layer.items()}} for layer in firing]
+
+
+def firing_line(firing: list[dict[str, list[float]]]) -> str:
+    """``firing rate 0.081, 0.043 per step; 1,234 spikes per sample`` (means over the replicas)."""
+    layers = firing_summary(firing)
+    rates = ", ".join(f"{layer['rate_mean']:.3f}" for layer in layers)
+    spikes = sum(layer["spikes_per_sample_mean"] for layer in layers)
+    return f"firing rate {rates} per neuron and step; {spikes:,.0f} spikes per sample"
 
 
 def epoch_order(seed: int, epoch: int, n: int, device) -> Tensor:
@@ -473,7 +490,8 @@ class Trainer:
                 path = {"native": ", C step", "compile": ", compiled step", "cuda-graph": ", CUDA graphs"}.get(record["engine"], "")
                 if reason is not None:
                     path += f"; not the fast path: {reason}"
-                print(f"epoch {epoch + 1}/{cfg.epochs}: test accuracy {m:.4f}{spread} ({train_seconds:.1f} s{path})", flush=True)
+                firing = f"; {firing_line(record['firing'])}" if record.get("firing") else ""
+                print(f"epoch {epoch + 1}/{cfg.epochs}: test accuracy {m:.4f}{spread}{firing} ({train_seconds:.1f} s{path})", flush=True)
         self.loggers.close()
         if record is None:
             if not self.records:
@@ -517,6 +535,7 @@ class Trainer:
             "train_accuracy_mean": train_m,
             **self._selection(last),
             "wall_seconds": self.wall,
+            **({"firing": firing_summary(last["firing"])} if last.get("firing") else {}),
             "device": cfg.device,
             "torch": torch.__version__,
         }

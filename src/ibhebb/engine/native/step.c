@@ -22,6 +22,15 @@
  * of a frozen reservoir per hidden layer, which every replica drives with its
  * own state (memory/reservoir.py); the buffer's true xi is still computed,
  * for the correlation and NMSE that the memory reports.
+ *
+ * A spiking network (P->spiking, models/spiking.py, functional/spiking.py) runs its hidden layers as
+ * leaky integrate-and-fire populations: per update (time step t of a sample) each layer integrates
+ * v' = v + leak (W h + b - v), fires (s = 1[v' > threshold], or 1[noise < f(v' - threshold)] with escape
+ * noise), updates its readout r <- r + kappa (s - r), resets, and sees z = LN(r); its local factor is
+ * the spike's derivative g (the surrogate, or the escape function's f'), and the weight gradient is
+ * delta h^T scaled by kappa leak.  The random numbers (input spike trains, escape noise) are drawn by
+ * the Python side from each replica's own generator and passed in per chunk (spk_noise), so the C
+ * step spikes exactly as the model's own loop.
  */
 #include <limits.h>
 #include <sched.h>
@@ -52,6 +61,13 @@ typedef REAL real;
 /* ibhebb:implements activation relu tanh sigmoid identity */
 /* ibhebb:implements variant paper first-term exact */
 /* ibhebb:implements optimizer adamw adam sgd */
+/* ibhebb:implements model mlp lif-mlp spiking-mlp */
+/* ibhebb:implements firing surrogate escape */
+/* ibhebb:implements surrogate fast-sigmoid arctan */
+/* ibhebb:implements escape sigmoid exp */
+/* ibhebb:implements encoding current bernoulli poisson */
+/* ibhebb:implements spike_z count trace */
+/* ibhebb:implements reset zero subtract */
 
 /* -- the floating-point mode of a worker -------------------------------------------------------
  * A unit whose gradient stays zero decays its Adam moments by beta per step into the subnormal
@@ -297,6 +313,10 @@ int ibhebb_end(Problem *P) {
 
 typedef struct {
     real *a[MAXL], *r[MAXL], *z[MAXL], *u[MAXL], *delta[MAXL];
+    real *spk[MAXL], *pspk[MAXL];           /* spiking: a layer's spikes (the next one's input); the same when recomputing */
+    int64_t *refr[MAXL], *prefr[MAXL];      /* spiking: refractory steps left */
+    const real *hin[MAXL];                  /* spiking: the input each layer saw at this update */
+    real *h0;                               /* spiking: the input's spikes (an encoding) */
     real *zseq[MAXL];       /* buffer: S x d_l, the window's outputs then the chunk's */
     real *pz[MAXL], *pu[MAXL], *pa[MAXL], *pr[MAXL]; /* recompute: M x d_l past outputs; potentials, scratch */
     real *alpha, *xi, *logits, *dout, *gw, *gb;
@@ -380,9 +400,8 @@ static void layer_drive(const Problem *P, int64_t l, int64_t rep, const real *h,
     }
 }
 
-/* r = act(a), z = LN(r) (or r) of a layer of d units. */
-static void layer_output(const Problem *P, int64_t d, const real *a, real *r, real *z) {
-    for (int64_t i = 0; i < d; i++) r[i] = act(a[i], P->activation);
+/* z = LN(r) (or r) of a layer of d units. */
+static void normalise(const Problem *P, int64_t d, const real *r, real *z) {
     if (!P->layernorm) {
         memcpy(z, r, sizeof(real) * d);
         return;
@@ -396,6 +415,87 @@ static void layer_output(const Problem *P, int64_t d, const real *a, real *r, re
     for (int64_t i = 0; i < d; i++) z[i] = z[i] * inv;
 }
 
+/* r = act(a), z = LN(r) (or r) of a layer of d units. */
+static void layer_output(const Problem *P, int64_t d, const real *a, real *r, real *z) {
+    for (int64_t i = 0; i < d; i++) r[i] = act(a[i], P->activation);
+    normalise(P, d, r, z);
+}
+
+/* -- spiking layers ---------------------------------------------------------------------------- */
+
+/* kappa = d r_t / d s_t of time step t (1-based): 1/t (spike count per step) or dt/tau_syn (trace). */
+static inline double spike_kappa(const Problem *P, int64_t t) {
+    return P->spk_readout == SPZ_COUNT ? 1.0 / (double)t : P->spk_kappa;
+}
+
+/* Time step t of LIF layer l of replica rep driven by h: v, refr, r in place; spikes sp, their derivative g,
+ * z = LN(r).  noise: the layer's uniforms (escape noise) or NULL. */
+static void spiking_layer(const Problem *P, int64_t l, int64_t rep, const real *h, int64_t t, real *v, int64_t *refr,
+                          real *g, real *r, real *z, real *sp, const real *noise) {
+    int64_t din = P->dims[l], dout = P->dims[l + 1];
+    const real *W = P->weight[l] + rep * dout * din;
+    const real *b = P->has_bias ? P->bias[l] + rep * dout : NULL;
+    real leak = (real)P->leak, thr = (real)P->spk_threshold, k = (real)P->spk_slope, width = (real)P->spk_width;
+    real kappa = (real)spike_kappa(P, t), pik = (real)(3.14159265358979323846 * P->spk_slope);
+    for (int64_t i = 0; i < dout; i++) g[i] = dot(W + i * din, h, din) + (b ? b[i] : 0); /* the drive, in g for now */
+    for (int64_t i = 0; i < dout; i++) {
+        real drive = g[i];
+        int active = refr[i] == 0;
+        real vp = active ? v[i] + leak * (drive - v[i]) : v[i];
+        real x = vp - thr, fire, grad;
+        if (P->spk_firing == FIRE_SURROGATE) {
+            fire = (real)(x > 0);
+            if (P->spk_surrogate == SURR_FAST_SIGMOID) {
+                real q = 1 + k * fabs(x);
+                grad = 1 / (q * q);
+            } else {
+                real q = pik * x / 2;
+                grad = (k / 2) / (1 + q * q);
+            }
+        } else if (P->spk_escape == ESC_SIGMOID) {
+            real f = 1 / (1 + exp(-(x / width)));
+            fire = (real)(noise[i] < f);
+            grad = f * (1 - f) / width;
+        } else {
+            real q = x / width;
+            real f = (real)exp((double)(q < 0 ? q : 0));
+            fire = (real)(noise[i] < f);
+            grad = x < 0 ? f / width : 0;
+        }
+        real si = active ? fire : 0;
+        sp[i] = si;
+        g[i] = active ? grad : 0;
+        r[i] = r[i] + kappa * (si - r[i]);
+        v[i] = P->spk_reset == RESET_ZERO ? vp * (1 - si) : vp - thr * si;
+        refr[i] = si > 0 ? P->spk_refractory : (refr[i] > 0 ? refr[i] - 1 : 0);
+    }
+    normalise(P, dout, r, z);
+}
+
+/* The row of spk_noise of replica rep, chunk sample k, time step t (0-based). */
+static inline const real *noise_row(const Problem *P, const Work *w, int64_t rep, int64_t k, int64_t t) {
+    return P->spk_noise ? P->spk_noise + ((rep * w->K + k) * P->steps + t) * P->spk_stride : NULL;
+}
+
+/* Time step t (0-based) of all hidden layers for chunk sample k at input x (currents or encoded spikes). */
+static void spiking_forward(const Problem *P, const Work *w, Scratch *s, int64_t rep, int64_t k, int64_t t, const real *x) {
+    const real *u = noise_row(P, w, rep, k, t);
+    const real *h = x, *eta = u ? u + P->spk_in : NULL;
+    if (P->spk_in) { /* the input's spikes: 1[u < p] sign(x) */
+        const real *prob = P->spk_prob + k * P->spk_in;
+        for (int64_t j = 0; j < P->spk_in; j++) s->h0[j] = u[j] < prob[j] ? (real)((x[j] > 0) - (x[j] < 0)) : 0;
+        h = s->h0;
+    }
+    for (int64_t l = 0; l < P->n_hidden; l++) {
+        int64_t d = P->dims[l + 1];
+        s->hin[l] = h;
+        spiking_layer(P, l, rep, h, t + 1, s->u[l], s->refr[l], s->a[l], s->r[l], s->z[l], s->spk[l],
+                      P->spk_firing == FIRE_ESCAPE ? eta : NULL);
+        if (eta) eta += d;
+        h = s->spk[l];
+    }
+}
+
 /* z = LN(act(a)) of one layer. */
 static void layer_forward(const Problem *P, int64_t l, int64_t rep, const real *h, const real *u, real *a, real *r, real *z) {
     layer_drive(P, l, rep, h, u, a, 0, P->dims[l + 1]);
@@ -407,6 +507,23 @@ static void represent_past(const Problem *P, const Work *w, Scratch *s, int64_t 
     int64_t M = w->M, T = P->steps;
     for (int64_t q = 0; q < M; q++) {
         const real *x = w->xrow[t - M + q];
+        if (P->spiking) { /* currents and a deterministic threshold only (no noise to replay) */
+            for (int64_t l = 0; l < P->n_hidden; l++) {
+                int64_t d = P->dims[l + 1];
+                memset(s->pu[l], 0, sizeof(real) * d);
+                memset(s->pr[l], 0, sizeof(real) * d);
+                memset(s->prefr[l], 0, sizeof(int64_t) * d);
+            }
+            for (int64_t step = 0; step < T; step++) {
+                const real *h = x;
+                for (int64_t l = 0; l < P->n_hidden; l++) {
+                    int64_t d = P->dims[l + 1];
+                    spiking_layer(P, l, rep, h, step + 1, s->pu[l], s->prefr[l], s->pa[l], s->pr[l], s->pz[l] + q * d, s->pspk[l], NULL);
+                    h = s->pspk[l];
+                }
+            }
+            continue;
+        }
         for (int64_t l = 0; l < P->n_hidden; l++) memset(s->pu[l], 0, sizeof(real) * P->dims[l + 1]);
         for (int64_t step = 0; step < T; step++) {
             const real *h = x;
@@ -482,16 +599,20 @@ static inline int64_t part_row(int64_t rows, int64_t part, int64_t parts) { retu
 static void update(const Problem *P, Work *w, Scratch *s, int64_t rep, int64_t t, int64_t u, int64_t part, int64_t parts) {
     int64_t L = P->n_hidden, N = P->window, M = w->M, k = t - M, C = P->dims[L + 1];
     const real *x = w->xrow[t];
-    real sc = P->leak > 0 ? (real)P->leak : 1;
+    int64_t ts = u - k * P->steps; /* the time step within the sample */
+    real sc = P->spiking ? (real)(spike_kappa(P, ts + 1) * P->leak) : P->leak > 0 ? (real)P->leak : 1;
     int64_t r0 = part_row(P->dims[1], part, parts), r1 = part_row(P->dims[1], part + 1, parts);
-    if (parts > 1) { /* each part its rows of the first layer, then everyone the whole vector */
+    if (P->spiking) {
+        spiking_forward(P, w, s, rep, k, ts, x);
+    } else if (parts > 1) { /* each part its rows of the first layer, then everyone the whole vector */
         layer_drive(P, 0, rep, x, s->u[0], w->shared_a, r0, r1);
         barrier_wait(&w->barrier, parts);
         memcpy(s->a[0], w->shared_a, sizeof(real) * P->dims[1]);
         layer_output(P, P->dims[1], s->a[0], s->r[0], s->z[0]);
     }
-    for (int64_t l = parts > 1 ? 1 : 0; l < L; l++)
-        layer_forward(P, l, rep, l ? s->z[l - 1] : x, s->u[l], s->a[l], s->r[l], s->z[l]);
+    if (!P->spiking)
+        for (int64_t l = parts > 1 ? 1 : 0; l < L; l++)
+            layer_forward(P, l, rep, l ? s->z[l - 1] : x, s->u[l], s->a[l], s->r[l], s->z[l]);
     if (P->recompute) represent_past(P, w, s, rep, t);
     if (P->res_units) reservoir_xi(P, s, rep, x, w->yrow[t]);
 
@@ -563,6 +684,8 @@ static void update(const Problem *P, Work *w, Scratch *s, int64_t rep, int64_t t
             default: break;
             }
         }
+        if (P->spiking)
+            for (int64_t i = 0; i < d; i++) cot[i] = cot[i] * a[i]; /* a: the spike's derivative */
     }
 
     /* readout: softmax cross-entropy over the window of the last hidden layer */
@@ -600,7 +723,7 @@ static void update(const Problem *P, Work *w, Scratch *s, int64_t rep, int64_t t
         real *m1 = P->moment1[pw] ? P->moment1[pw] + rep * dout * din : NULL;
         real *m2 = P->moment2[pw] ? P->moment2[pw] + rep * dout * din : NULL;
         if (l < L) {
-            const real *h = l ? s->z[l - 1] : x;
+            const real *h = P->spiking ? s->hin[l] : l ? s->z[l - 1] : x;
             for (int64_t i = part_row(dout, part, parts); i < part_row(dout, part + 1, parts); i++)
                 opt_step(P->optim, &cw, W + i * din, m1 ? m1 + i * din : NULL, m2 ? m2 + i * din : NULL, NULL,
                          s->delta[l][i], h, sc, din);
@@ -636,9 +759,10 @@ static void *alloc_real(int64_t n) {
 static void free_scratch(Scratch *s, int64_t L) {
     for (int64_t l = 0; l < L; l++) {
         free(s->a[l]); free(s->r[l]); free(s->z[l]); free(s->u[l]); free(s->delta[l]);
+        free(s->spk[l]); free(s->pspk[l]); free(s->refr[l]); free(s->prefr[l]);
         free(s->zseq[l]); free(s->pz[l]); free(s->pu[l]); free(s->pa[l]); free(s->pr[l]); free(s->res_xi[l]);
     }
-    free(s->res_in); free(s->res_drive_in); free(s->res_drive);
+    free(s->res_in); free(s->res_drive_in); free(s->res_drive); free(s->h0);
     free(s->alpha); free(s->xi); free(s->logits); free(s->dout); free(s->gw); free(s->gb);
 }
 
@@ -653,12 +777,17 @@ static int alloc_scratch(const Problem *P, const Work *w, Scratch *s, double *st
         int64_t d = P->dims[l + 1];
         fail |= !(s->a[l] = alloc_real(d)) | !(s->r[l] = alloc_real(d)) | !(s->z[l] = alloc_real(d));
         fail |= !(s->u[l] = alloc_real(d)) | !(s->delta[l] = alloc_real(d));
+        if (P->spiking) {
+            fail |= !(s->spk[l] = alloc_real(d)) | !(s->refr[l] = calloc((size_t)d, sizeof(int64_t)));
+            if (P->recompute) fail |= !(s->pspk[l] = alloc_real(d)) | !(s->prefr[l] = calloc((size_t)d, sizeof(int64_t)));
+        }
         if (P->recompute) {
             fail |= !(s->pz[l] = alloc_real(M * d)) | !(s->pu[l] = alloc_real(d)) | !(s->pa[l] = alloc_real(d)) | !(s->pr[l] = alloc_real(d));
         } else {
             fail |= !(s->zseq[l] = alloc_real(S * d));
         }
     }
+    if (P->spiking) fail |= !(s->h0 = alloc_real(P->dims[0]));
     fail |= !(s->alpha = alloc_real(dmax)) | !(s->xi = alloc_real(dmax)) | !(s->logits = alloc_real(C));
     fail |= !(s->dout = alloc_real(N * C)) | !(s->gw = alloc_real(C * P->dims[L])) | !(s->gb = alloc_real(C));
     s->stats = stats;
@@ -678,9 +807,14 @@ static void train_replica(const Problem *P, Work *w, Scratch *s, int64_t rep, in
     for (int64_t k = 0; k < K; k++) {
         int64_t t = M + k;
         for (int64_t l = 0; l < L; l++) memset(s->u[l], 0, sizeof(real) * P->dims[l + 1]);
+        if (P->spiking) /* every sample starts from rest: potential, readout, refractory count */
+            for (int64_t l = 0; l < L; l++) {
+                memset(s->r[l], 0, sizeof(real) * P->dims[l + 1]);
+                memset(s->refr[l], 0, sizeof(int64_t) * P->dims[l + 1]);
+            }
         for (int64_t step = 0; step < T; step++) {
             update(P, w, s, rep, t, k * T + step, part, parts);
-            if (T > 1)
+            if (T > 1 && !P->spiking)
                 for (int64_t l = 0; l < L; l++) memcpy(s->u[l], s->a[l], sizeof(real) * P->dims[l + 1]);
         }
         if (!P->recompute)
