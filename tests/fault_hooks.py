@@ -12,7 +12,8 @@ faults are real too (a SIGKILL or SIGINT the process sends itself, an
 - ``enospc-in-checkpoint``: the process's second checkpoint write fails with ``ENOSPC``;
 
 so that a chain of processes, each resuming the last, finishes one epoch and then meets its fault.
-- ``slow``: every sample sleeps 20 ms (a run that lasts, for two processes on one directory).
+- ``slow``: every sample sleeps 20 ms in the first epoch and 250 ms after it (a run that lasts, for two processes
+  on one directory: the second may take long to start on a loaded machine).
 """
 import errno
 import os
@@ -35,7 +36,7 @@ def install(fault: str) -> None:
             if not epochs or epochs[-1] != self.epoch:
                 epochs.append(self.epoch)
             if fault == "slow":
-                time.sleep(0.02 * k)
+                time.sleep((0.02 if len(epochs) == 1 else 0.25) * k)
             elif len(epochs) == 2 and self.pos >= 100:
                 os.kill(os.getpid(), sig)
                 time.sleep(5)  # the signal arrives here
