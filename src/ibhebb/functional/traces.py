@@ -75,6 +75,7 @@ def _box_fit(window: int, taus: Tensor, stages: int) -> tuple[Tensor, Tensor]:
     g = cascade_response(taus, stages, lags)  # (T, S, L)
     gram = g @ g.transpose(-1, -2) + 1e-12 * torch.eye(stages, dtype=torch.float64)
     c = torch.linalg.solve(gram, g @ box)
+    c = c * ((window - 1) / window) / c.sum(-1, keepdim=True)  # the box's mass exactly: each stage's response sums to 1
     w = (c.unsqueeze(-1) * g).sum(-2)
     return c, (w @ box) / (w.norm(dim=-1) * box.norm()).clamp_min(1e-300)
 
@@ -82,8 +83,9 @@ def _box_fit(window: int, taus: Tensor, stages: int) -> tuple[Tensor, Tensor]:
 def fit_trace_window(window: int, stages: int) -> tuple[float, Tensor]:
     """``(τ, c)``: the cascade whose weighting ``Σ_j c_j g_j(k)`` best matches the box ``1/N`` on ``k < N``.
 
-    ``τ`` is searched on a grid (largest correlation with the box), ``c`` by least squares; both depend on
-    ``N`` and ``S`` only, never on data.
+    ``τ`` is searched on a grid (largest correlation with the box), ``c`` by least squares, then scaled so that
+    ``Σ_k w_k = (N-1)/N`` as for the box (the surprise is a small difference of kernel means: a window of
+    another mass shifts it); both depend on ``N`` and ``S`` only, never on data.
     """
     check_window(window)
     taus = torch.linspace(1.05, 3.0 * window, 200, dtype=torch.float64)
@@ -107,8 +109,8 @@ def trace_weights(window: int, lags: int, *, tau: float = 0.0, stages: int = 1) 
     --------
     >>> from ibhebb.functional.traces import trace_weights
     >>> w = trace_weights(8, 400)
-    >>> round(float(w.sum()), 2)       # about the (N - 1)/N = 0.875 of the box
-    0.99
+    >>> round(float(w.sum()), 3)       # the (N - 1)/N of the box
+    0.875
     """
     tau, c = trace_coefficients(window, tau=tau, stages=stages)
     return (c.unsqueeze(-1) * cascade_response(tau, stages, lags)).sum(-2)
