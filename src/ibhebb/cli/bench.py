@@ -16,8 +16,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=0, help="samples per timed run for R = 1 (default: short, about a minute on 2 CPU cores)")
     p.add_argument("--replicas", default="1,30", help="comma-separated replica counts R (default 1,30)")
     p.add_argument("--lif-steps", type=int, default=20, help="T, Euler steps per sample of the LIF rows (default 20)")
-    p.add_argument("--rows", default="buffer,recompute,lif,backprop,subnormal",
-                   help="which rows (default all): buffer,recompute,lif,backprop,subnormal (buffer from an evolved AdamW state "
+    p.add_argument("--rows", default="buffer,recompute,features,lif,backprop,subnormal",
+                   help="which rows (default all): buffer,recompute,features,lif,backprop,subnormal (features: the random-feature trace memory, rule loop only; subnormal: buffer from an evolved AdamW state "
                         "with subnormal moments)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: torch's default)")
     p.add_argument("--chunk", type=int, default=0, help="samples per call of the engine's C or compiled step (default 0: the engine's choice)")

@@ -83,6 +83,7 @@ class FeatureMemory(nn.Module):
         self.omega: list[Tensor] | None = None  # Ω_x, then Ω_z per layer
         self.traces: list[Tensor] | None = None  # t_x (S, D), t_y (S, C+1), F^ℓ (S, R, D, 2d+2)
         self.read: list[Tensor] | None = None  # the traces weighted by c: what the readouts see
+        self._cur = None  # (x, y, (φ_x, φ_y, s)) of the sample being presented
 
     @property
     def ready(self) -> bool:
@@ -90,7 +91,7 @@ class FeatureMemory(nn.Module):
 
     def reset(self) -> None:
         """Forget everything (traces to zero); the next ``N - 1`` samples only fill the memory again."""
-        self.traces = self.read = None
+        self.traces = self.read = self._cur = None
         self.count.zero_()
         if self.buffer is not None:
             self.buffer.reset()
@@ -111,19 +112,26 @@ class FeatureMemory(nn.Module):
         c = self.coef.to(self.traces[0].dtype)
         self.read = [torch.tensordot(c, t, 1) for t in self.traces]
 
-    def _surprise(self, x: Tensor, y: Tensor) -> Tensor:
-        """``s`` ``(1,)`` of the current sample against the traces of the past."""
-        kx = (fourier_features(x, self.omega[0]) * self.read[0]).sum(-1)
-        ky = (label_features(y, self.sigmas[1]) * self.read[1]).sum(-1)
-        return surprise(kx, ky, window=self.window, gamma=self.gamma)
+    def _current(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``φ_x(x)``, ``φ_y(y)`` and the surprise ``s`` ``(1,)`` of the current sample against the traces of the past.
+
+        Computed once per sample (a leaky network asks ``T`` times, and the push once more).
+        """
+        if self._cur is not None and self._cur[0] is x and self._cur[1] is y:
+            return self._cur[2]
+        px, py = fourier_features(x, self.omega[0]), label_features(y, self.sigmas[1])
+        s = surprise((px * self.read[0]).sum(-1), (py * self.read[1]).sum(-1), window=self.window, gamma=self.gamma)
+        self._cur = (x, y, (px, py, s))
+        return self._cur[2]
 
     @torch.no_grad()
     def push(self, x: Tensor, y: Tensor, zs: list[Tensor]) -> None:
         """The sample just presented joins the traces: ``x`` ``(1, d_x)``, ``y`` ``(1, C)``, ``zs[ℓ]`` ``(R, 1, d_ℓ)``."""
         if self.traces is None:
             self._build(x, y, zs)
-        s = self._surprise(x, y)
-        new = [fourier_features(x, self.omega[0])[0], label_features(y, self.sigmas[1])[0]]
+        px, py, s = self._current(x, y)
+        self._cur = None
+        new = [px[0], py[0]]
         for z, om in zip(zs, self.omega[1:]):
             new.append(fourier_features(z, om).transpose(-1, -2) @ trace_inputs(z, s.view(1, 1, 1)))  # (R, D, 2d+2)
         lam = self.lam
@@ -143,7 +151,7 @@ class FeatureMemory(nn.Module):
         """As :meth:`WindowMemory.signals`: ξ^ℓ ``(R, d_ℓ)`` from the traces; the readout sees the current sample only."""
         if self.traces is None:
             self._build(x, y, zs)
-        s0 = self._surprise(x, y).view(1, 1, 1)
+        s0 = self._current(x, y)[2].view(1, 1, 1)
         xis = []
         for z, om, F in zip(zs, self.omega[1:], self.read[2:]):
             r = fourier_features(z, om) @ F  # (R, 1, 2d+2)
