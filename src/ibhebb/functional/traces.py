@@ -129,12 +129,13 @@ def fourier_features(v: Tensor, omega: Tensor) -> Tensor:
 
     Examples
     --------
-    >>> import torch
+    >>> import math, torch
     >>> from ibhebb.functional.traces import fourier_features, fourier_frequencies
     >>> om = fourier_frequencies(4, 20000, 1.0, torch.Generator().manual_seed(0))
     >>> a, b = torch.zeros(1, 4, dtype=torch.float64), torch.ones(1, 4, dtype=torch.float64)
-    >>> round(float(fourier_features(a, om) @ fourier_features(b, om).T), 2)   # exp(-4/8) = 0.61
-    0.61
+    >>> k = float(fourier_features(a, om) @ fourier_features(b, om).T)
+    >>> abs(k - math.exp(-4 / 8)) < 0.02          # the Gaussian kernel, to O(1/sqrt(D))
+    True
     """
     p = v @ omega
     return torch.cat([p.cos(), p.sin()], -1) / math.sqrt(omega.shape[-1])
@@ -174,15 +175,26 @@ def trace_inputs(z: Tensor, s: Tensor) -> Tensor:
     return torch.cat([one, z, s, s * z], -1)
 
 
+def seen_weights(w: Tensor, window: int) -> Tensor:
+    """The weights ``w`` ``(..., L)`` of the past actually seen, rescaled to the box's mass ``(N-1)/N`` (0 if none).
+
+    What a trace memory reads while it fills: each trace divided by the trace of a constant.
+    """
+    mass = w.sum(-1, keepdim=True)
+    return torch.where(mass > 0, w * ((window - 1) / window) / torch.where(mass > 0, mass, torch.ones_like(mass)),
+                       torch.zeros_like(w))
+
+
 def window_surprises(Kx: Tensor, Ky: Tensor, w: Tensor, *, window: int, gamma: float) -> Tensor:
     """The surprise on arrival ``s_t`` ``(T,)`` of every sample of a stream, from its kernel matrices ``(T, T)``.
 
-    Closed form of what the traces compute: ``Σ_k w_k k(v_t, v_{t-k})`` over the stream's own past.
+    Closed form of what the traces compute: ``Σ_k w_k k(v_t, v_{t-k})`` over the stream's own past, with the
+    weights of the lags seen rescaled to the mass ``(N-1)/N`` (:func:`seen_weights`).
     """
     T = Kx.shape[-1]
     lag = torch.arange(T).unsqueeze(1) - torch.arange(T).unsqueeze(0)  # t - t'
     W = torch.where(lag >= 1, w[(lag - 1).clamp(0, len(w) - 1)], torch.zeros((), dtype=w.dtype))
-    W = torch.where(lag > len(w), torch.zeros((), dtype=w.dtype), W)
+    W = seen_weights(torch.where(lag > len(w), torch.zeros((), dtype=w.dtype), W), window)
     return surprise((W * Kx).sum(-1), (W * Ky).sum(-1), window=window, gamma=gamma)
 
 
@@ -191,11 +203,12 @@ def trace_signal(kz0: Tensor, z0: Tensor, z_past: Tensor, s0: Tensor, s_past: Te
     """The exponential-window ξ ``(..., d)`` in closed form (module docstring), for a reference.
 
     ``kz0`` ``(..., L)``: ``k_z(z_0, z_{-k})``; ``z_past`` ``(..., L, d)`` and ``s_past`` ``(L,)`` the samples
-    ``k = 1 … L`` steps back (most recent first); ``s0`` the current surprise; ``w`` ``(L,)`` the weights.
+    ``k = 1 … L`` steps back (most recent first); ``s0`` the current surprise; ``w`` ``(L,)`` the weights
+    (rescaled to the mass ``(N-1)/N``, :func:`seen_weights`, as the memory reads them while it fills).
     """
     if variant not in TRACE_VARIANTS:
         raise ValueError(f"a trace memory computes the ξ variants {', '.join(TRACE_VARIANTS)}, not {variant!r}")
     d = z0.shape[-1]
     c = 2.0 / (sigma_z**2 * d) / (window - 1) ** 2
-    coef = w * kz0 * (s0 + (s_past if variant == "paper" else 0.0))
+    coef = seen_weights(w, window) * kz0 * (s0 + (s_past if variant == "paper" else 0.0))
     return c * (coef.unsqueeze(-1) * (z0.unsqueeze(-2) - z_past)).sum(-2)

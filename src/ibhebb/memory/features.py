@@ -10,9 +10,10 @@ The maths is :mod:`ibhebb.functional.traces`. What is there, per network:
   product of the feature neurons with ``u = [1, z, s, s z]`` when a sample ends (``s`` its surprise,
   itself a readout of the ``x`` and ``y`` traces).
 - a fixed readout: ξ^ℓ is ``φ_z(z_0)ᵀ Σ_j c_j F_j`` combined with ``z_0`` and ``s_0``; ``c`` and ``τ``
-  are fitted once from ``N`` (no data).
+  are fitted once from ``N`` (no data). Every readout is divided by the same readout of a trace of
+  the constant 1, so the window has the box's mass ``(N-1)/N`` also while the memory fills.
 
-State per replica: ``S (D + C + 1 + L (D (2 d_ℓ + 2)))`` numbers, whatever the length of the stream.
+State per replica: ``S (1 + D + C + 1 + Σ_ℓ D (2 d_ℓ + 2))`` numbers, whatever the length of the stream.
 The readout layer learns by its delta rule on the current sample only (the buffer's replays the
 window; no sample is kept here to replay).
 
@@ -81,7 +82,7 @@ class FeatureMemory(nn.Module):
         self.buffer = WindowMemory(window, "buffer", sigmas) if check else None
         self._stats = SignalStats()
         self.omega: list[Tensor] | None = None  # Ω_x, then Ω_z per layer
-        self.traces: list[Tensor] | None = None  # t_x (S, D), t_y (S, C+1), F^ℓ (S, R, D, 2d+2)
+        self.traces: list[Tensor] | None = None  # t_1 (S,), t_x (S, D), t_y (S, C+1), F^ℓ (S, R, D, 2d+2)
         self.read: list[Tensor] | None = None  # the traces weighted by c: what the readouts see
         self._cur = None  # (x, y, (φ_x, φ_y, s)) of the sample being presented
 
@@ -104,13 +105,17 @@ class FeatureMemory(nn.Module):
             sig = [self.sigmas[0]] + [self.sigmas[2]] * len(zs)
             self.omega = [fourier_frequencies(d, D, s, g).to(dt) for d, s in zip(dims, sig)]
         S, R = self.stages, zs[0].shape[0]
-        self.traces = [x.new_zeros(S, D), x.new_zeros(S, y.shape[-1] + 1)]
+        self.traces = [x.new_zeros(S), x.new_zeros(S, D), x.new_zeros(S, y.shape[-1] + 1)]
         self.traces += [x.new_zeros(S, R, D, 2 * z.shape[-1] + 2) for z in zs]
         self._weigh()
 
     def _weigh(self) -> None:
+        """What the readouts see: ``Σ_j c_j t_j``, divided by the trace of a constant (scaled to ``(N-1)/N``) so that
+        the window has the box's mass while the memory fills."""
         c = self.coef.to(self.traces[0].dtype)
-        self.read = [torch.tensordot(c, t, 1) for t in self.traces]
+        mass = float(c @ self.traces[0])
+        scale = (self.window - 1) / self.window / mass if mass > 0 else 0.0
+        self.read = [scale * torch.tensordot(c, t, 1) for t in self.traces[1:]]
 
     def _current(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``φ_x(x)``, ``φ_y(y)`` and the surprise ``s`` ``(1,)`` of the current sample against the traces of the past.
@@ -131,7 +136,7 @@ class FeatureMemory(nn.Module):
             self._build(x, y, zs)
         px, py, s = self._current(x, y)
         self._cur = None
-        new = [px[0], py[0]]
+        new = [torch.ones_like(self.traces[0][0]), px[0], py[0]]
         for z, om in zip(zs, self.omega[1:]):
             new.append(fourier_features(z, om).transpose(-1, -2) @ trace_inputs(z, s.view(1, 1, 1)))  # (R, D, 2d+2)
         lam = self.lam
