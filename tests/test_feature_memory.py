@@ -158,3 +158,15 @@ def test_rule_learns_and_reports_its_correlation_with_the_buffer():
     assert n == 200 - 5
     corr = rule.memory.diagnostics()["xi_correlation"]
     assert len(corr) == 2 and min(corr) > 0.6
+
+
+def test_memory_state_round_trips_through_a_state_dict():
+    g = torch.Generator().manual_seed(6)
+    kw = dict(sigmas=(0.5, 0.2, 1.0), gamma=2.0, features=16, stages=2)
+    a, b = FeatureMemory(3, **kw), FeatureMemory(3, **kw)
+    for _ in range(4):
+        a.push(torch.rand(1, 5, generator=g), torch.eye(3)[:1], [torch.rand(2, 1, 4, generator=g)])
+    b.load_state_dict(a.state_dict())
+    x, y, z = torch.rand(1, 5, generator=g), torch.eye(3)[1:2], [torch.rand(2, 1, 4, generator=g)]
+    args = dict(gamma=2.0, sigmas=kw["sigmas"], variant="paper")
+    assert b.ready and torch.equal(a.signals(None, x, y, z, **args)[0][0], b.signals(None, x, y, z, **args)[0][0])
