@@ -7,8 +7,16 @@ from ibhebb.config import load_config
 from ibhebb.errors import ConfigError
 from ibhebb.functional.kernels import centred_diagonal, kernel_matrix, kernel_row
 from ibhebb.functional.signals import signal_from_kernels
-from ibhebb.functional.traces import (cascade_response, fourier_features, fourier_frequencies, label_features,
-                                      surprise, trace_signal, trace_weights, window_surprises)
+from ibhebb.functional.traces import (
+    cascade_response,
+    fourier_features,
+    fourier_frequencies,
+    label_features,
+    surprise,
+    trace_signal,
+    trace_weights,
+    window_surprises,
+)
 from ibhebb.memory.features import FeatureMemory
 
 D64 = torch.float64

@@ -26,8 +26,15 @@ import torch
 from torch import Tensor, nn
 
 from ..functional.signals import check_window
-from ..functional.traces import (fourier_features, fourier_frequencies, label_features, surprise, trace_coefficients,
-                                 trace_inputs, trace_readout)
+from ..functional.traces import (
+    fourier_features,
+    fourier_frequencies,
+    label_features,
+    surprise,
+    trace_coefficients,
+    trace_inputs,
+    trace_readout,
+)
 from .stats import SignalStats
 from .window import WindowMemory
 
