@@ -87,3 +87,10 @@ def test_planted_moments_are_subnormal_and_stay_so_between_plantings():
         for _ in range(bench.PLANTED_RUN):  # one AdamW decay without gradient per sample
             decayed = decayed * beta
         assert 0 < decayed.item() < tiny
+
+
+def test_bench_features_row_runs_the_rule_loop_only():
+    result = run_bench("cpu", steps=40, replicas=(1,), progress=False, groups=("features",), engines=("rule", "native"))
+    (row,) = result["rows"]
+    assert (row["memory"], row["engine"], row["chunk"]) == ("features", "rule", 0) and row["limit_ratio"] > 0
+    assert update_cost("biohsic", "features", 1)[0] > update_cost("biohsic", "buffer", 1)[0]

@@ -131,6 +131,16 @@ class RuleConfig:
     form: str = "batch"
     """pHSIC: ``batch`` (eq 10 on minibatches), ``pair`` (eqs 18–19), ``running-mean`` (eq 20; eq 21 if grouped)
     or ``split`` (eq 22, grouped only), online."""
+    features: int = 256
+    """``memory = "features"``: random Fourier features per kernel (even)."""
+    trace_tau: float = 0.0
+    """``memory = "features"``: time constant of the traces in samples (0: fitted to ``window``)."""
+    trace_stages: int = 2
+    """``memory = "features"``: leaky integrators in each trace's cascade (their sum is fitted to the window)."""
+    feature_seed: int = 0
+    """``memory = "features"``: seed of the fixed random feature weights."""
+    memory_check: bool = False
+    """``memory = "features"``: also keep a buffer, only to log ξ's correlation with the true ξ each epoch."""
     reset_each_epoch: bool = False
     """``biohsic``: empty the working memory at the start of every epoch (the authors' code); by default it runs on."""
     mean_rate: float = 0.01

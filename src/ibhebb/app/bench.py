@@ -14,6 +14,8 @@ ReLU + LayerNorm, N = 8, AdamW as in ``configs/fig5-mnist.toml``), for
   network, ``T`` steps per sample, β through the fast-sigmoid surrogate with the input as currents,
   and through escape noise with the input as Bernoulli spike trains (the random numbers drawn per
   chunk from the replicas' generators);
+- ``biohsic`` with the ``features`` memory (ξ from traces of :data:`FEATURES` random-feature neurons, two
+  stages, as ``configs/fig5-mnist-neural-memory.toml``), through the rule's loop only (no engine step runs it);
 - minibatch backprop (batch 6);
 - ``biohsic`` with the buffer memory from an evolved optimiser state
   (``subnormal``): as in MNIST, half the input pixels are always 0, so the
@@ -55,6 +57,8 @@ from ..rules import make_rule
 from ..rules.baselines import replica_cross_entropy
 
 D_IN, HIDDEN, C, WINDOW = 784, [128, 64], 10, 8
+FEATURES, STAGES = 512, 2
+"""The ``features`` memory's random features per kernel and trace stages in its bench row."""
 
 
 @dataclass
@@ -137,6 +141,8 @@ def update_cost(rule: str, memory: str, replicas: int, steps: int = 1, batch: in
         flops += 4 * WINDOW * HIDDEN[-1] * C  # readout over the window: logits, gradient
         if memory == "recompute":
             flops += 2 * (WINDOW - 1) * hidden_macs * steps  # past outputs, T steps from rest for LIF
+        if memory == "features":  # feature maps of x and z; per layer: fast-weight readout, and its Hebbian update (S stages)
+            flops += (D_IN + sum(HIDDEN)) * FEATURES + sum(2 * FEATURES * (2 * d + 2) * (1 + 2 * STAGES) for d in HIDDEN)
     return replicas * flops, replicas * 6 * 4 * _n_params()
 
 
@@ -162,7 +168,7 @@ def _online(kind: str, memory: str, replicas: int, device: torch.device, steps: 
     else:
         model = MLP(D_IN, HIDDEN, C, replicas=replicas)
     model = model.to(device)
-    rule = make_rule("biohsic", model, RuleConfig(memory=memory, window=WINDOW)).to(device)
+    rule = make_rule("biohsic", model, RuleConfig(memory=memory, window=WINDOW, features=FEATURES, trace_stages=STAGES)).to(device)
     opt = torch.optim.AdamW(rule.trainable(), lr=1e-4, betas=(0.9, 0.99), weight_decay=1e-4)
     return model, rule, opt
 
@@ -284,7 +290,7 @@ def bench_backprop(replicas, device, samples, rates, batch=6) -> Row:
                cache_limit_ratio=cache_limit / t)
 
 
-ROW_GROUPS = ("buffer", "recompute", "lif", "spiking", "backprop", "subnormal")
+ROW_GROUPS = ("buffer", "recompute", "features", "lif", "spiking", "backprop", "subnormal")
 BENCH_ENGINES = ("rule", "native", "compile")
 
 
@@ -307,13 +313,14 @@ def run_bench(device: str = "cpu", steps: int = 0, replicas=(1, 30), lif_steps: 
         base = steps or (2048 if cuda else (1024 if r == 1 else 96))
         counts = {"rule": max(16, base // (8 if cuda else 4)), "compile": base, "native": base if steps else 4 * base}
         plan = []
-        for kind, memory in (("mlp", "buffer"), ("mlp", "recompute"), ("lif", "buffer"), *((k, "buffer") for k in SPIKING)):
+        plan_rows = (("mlp", "buffer"), ("mlp", "recompute"), ("mlp", "features"), ("lif", "buffer"), *((k, "buffer") for k in SPIKING))
+        for kind, memory in plan_rows:
             group = "spiking" if kind in SPIKING else kind if kind == "lif" else memory
             if group not in groups:
                 continue
             for engine in engines:
-                if kind in SPIKING and engine == "compile":
-                    continue  # the spiking step has no compiled form
+                if (kind in SPIKING and engine == "compile") or (memory == "features" and engine != "rule"):
+                    continue  # the spiking step has no compiled form; no engine step runs the features memory
                 n = counts[engine]
                 if kind == "lif" or kind in SPIKING:
                     n = max(8 if engine == "rule" else 16, n // lif_steps)

@@ -18,6 +18,7 @@ import torch
 
 from ..data import load_dataset
 from ..fileio import atomic_write_json, prepare_dir, save_figure_atomic
+from ..memory.features import FeatureMemory
 from ..reservoir.config import Fig3Config
 from ..reservoir.dynamics import Reservoir
 from ..reservoir.readout import make_readout
@@ -96,6 +97,67 @@ def plot_fig3(path: Path, stream: dict, outputs: torch.Tensor, recorded: list[in
         plt.close(fig)
 
 
+@torch.no_grad()
+def feature_memory_stream(stream: dict, cfg: Fig3Config, features: int, seed: int) -> torch.Tensor:
+    """ξ ``(S, z_dim)`` of the ``features`` working memory along the Fig 3 stream (nothing is fitted: every sample is new to it).
+
+    Rows before the first full window stay 0, as in ``stream["targets"]``.
+    """
+    t = cfg.task
+    dx, dy, _ = stream["dims"]
+    inputs = stream["inputs"]
+    mem = FeatureMemory(t.window, sigmas=t.sigmas, gamma=t.gamma, features=features, stages=cfg.trace_stages, seed=seed)
+    out = torch.zeros(len(inputs), inputs.shape[1] - dx - dy, dtype=torch.float64)
+    for i, row in enumerate(inputs):
+        x, y, z = row[None, :dx], row[None, dx : dx + dy], row[None, None, dx + dy :]
+        if mem.ready:
+            out[i] = mem.signals(None, x, y, [z], gamma=t.gamma, sigmas=t.sigmas, variant=t.variant)[0][0][0]
+        mem.push(x, y, [z])
+    return out
+
+
+def score_feature_memories(cfg: Fig3Config, stream: dict) -> list[dict]:
+    """Correlation and NMSE of the ``features`` memory's ξ with the window's true ξ, per ``D`` and seed.
+
+    On the training part of the stream (the repeated images) and on the held-out part (new images and ``z``).
+    """
+    (tr0, tr1), (te0, te1) = stream["train"], stream["test"]
+    tgt = stream["targets"]
+    runs = []
+    for D in cfg.features:
+        for seed in range(cfg.seeds):
+            t0 = time.perf_counter()
+            xi = feature_memory_stream(stream, cfg, D, seed)
+            runs.append({"features": D, "seed": seed, "seconds": time.perf_counter() - t0,
+                         "train": fit_scores(xi[tr0:tr1, None], tgt[tr0:tr1, None]),
+                         "test": fit_scores(xi[te0:te1, None], tgt[te0:te1, None])})
+    return runs
+
+
+def plot_fit(path: Path, panels: dict[str, tuple[torch.Tensor, torch.Tensor]], title: str) -> None:
+    """Readout against true ξ, one scatter panel per part of the stream (training stream beside held-out)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), squeeze=False)
+    for ax, (name, (pred, tgt)) in zip(axes[0], panels.items()):
+        p, t = pred.flatten().double(), tgt.expand_as(pred).flatten().double()
+        r = float(torch.corrcoef(torch.stack([p, t]))[0, 1]) if p.numel() > 1 else float("nan")
+        ax.scatter(t.numpy(), p.numpy(), s=3, alpha=0.4)
+        lim = float(max(t.abs().max(), 1e-12))
+        ax.plot([-lim, lim], [-lim, lim], "k--", lw=0.8)
+        ax.set_title(f"{name}: r = {r:.3f}", fontsize=9)
+        ax.set_xlabel("true ξ (window of N)", fontsize=8)
+        ax.set_ylabel("readout", fontsize=8)
+    fig.suptitle(title)
+    try:
+        save_figure_atomic(fig, path, dpi=110)
+    finally:
+        plt.close(fig)
+
+
 def run_fig3(cfg: Fig3Config, out_dir: str | Path, *, progress: bool = True) -> dict:
     """Train and test every (size, learner); write ``results.json`` and one PNG per run into ``out_dir``."""
     out = prepare_dir(out_dir)
@@ -150,6 +212,14 @@ def run_fig3(cfg: Fig3Config, out_dir: str | Path, *, progress: bool = True) -> 
             plot_fig3(out / run["plot"], stream, outputs, recorded,
                       f"{learner.upper()}, {size} units: held-out NMSE {run['test_all_steps']['nmse'][0]:.3f}, "
                       f"r = {run['test_all_steps']['correlation'][0]:.3f}")
+            run["fit_plot"] = f"fig3-{learner}-{size}-fit.png"
+            last = outputs[[recorded.index(s) for s in range(tr1 - PANEL, tr1)]]
+            plot_fit(out / run["fit_plot"], {"training stream (end)": (last[:, -1], targets[tr1 - PANEL : tr1, None]),
+                                             "held-out": (test[:, -1], targets[te0:te1, None])},
+                     f"{learner.upper()}, {size} units, last step of each sample")
             results["runs"].append(run)
             atomic_write_json(out / "results.json", results)
+    if cfg.features:
+        results["feature_memory"] = score_feature_memories(cfg, stream)
+        atomic_write_json(out / "results.json", results)
     return results

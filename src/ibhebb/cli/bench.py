@@ -16,9 +16,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=0, help="samples per timed run for R = 1 (default: short, about a minute on 2 CPU cores)")
     p.add_argument("--replicas", default="1,30", help="comma-separated replica counts R (default 1,30)")
     p.add_argument("--lif-steps", type=int, default=20, help="T, Euler steps per sample of the LIF and spiking rows (default 20)")
-    p.add_argument("--rows", default="buffer,recompute,lif,spiking,backprop,subnormal",
-                   help="which rows (default all): buffer,recompute,lif,spiking,backprop,subnormal (buffer from an evolved "
-                        "AdamW state with subnormal moments; spiking: the LIF spiking network, surrogate and escape noise)")
+    p.add_argument("--rows", default="buffer,recompute,features,lif,spiking,backprop,subnormal",
+                   help="which rows (default all): buffer,recompute,features,lif,spiking,backprop,subnormal (features: the "
+                        "random-feature trace memory, rule loop only; spiking: the LIF spiking network, surrogate and escape "
+                        "noise; subnormal: buffer from an evolved AdamW state with subnormal moments)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: torch's default)")
     p.add_argument("--chunk", type=int, default=0, help="samples per call of the engine's C or compiled step (default 0: the engine's choice)")
     p.add_argument("--engines", default="", help="which engines: rule,native,compile (default: rule,native on the CPU, rule,compile on CUDA; eager is an old name of rule)")

@@ -44,6 +44,9 @@ def run(args) -> int:
             s = r["test_all_steps"]
             print(f"{r['learner']:8} {r['units']:6d} {sum(s['nmse']) / len(s['nmse']):8.3f} "
                   f"{sum(s['correlation']) / len(s['correlation']):7.3f}")
+        for r in results.get("feature_memory", []):
+            print(f"features D={r['features']} seed {r['seed']}: NMSE {r['test']['nmse'][0]:.3f}, corr "
+                  f"{r['test']['correlation'][0]:.3f} held-out; corr {r['train']['correlation'][0]:.3f} on the training stream")
         print(f"-> {Path(args.out) / 'results.json'}")
         return 0
     from ..app.pretrain import pretrain

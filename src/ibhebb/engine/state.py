@@ -102,7 +102,7 @@ def unbind(spec: StepSpec, st: EngineState, count: int, model, memory, optimizer
         res = st.reservoir
         memory.state = (res.u.clone(), res.r.clone(), res.r_out.clone())
         stats = res.stats.cpu()
-        memory._stats = stats.clone() if memory._stats is None else memory._stats + stats
+        memory._stats.sums = stats.clone() if memory._stats.sums is None else memory._stats.sums + stats
     memory = _window(memory)
     memory.state = WindowState(st.past_x.clone(), st.past_y.clone(), tuple(z.clone() for z in st.past_z), st.kx.clone(), st.ky.clone())
     memory.count.fill_(count)

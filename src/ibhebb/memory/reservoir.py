@@ -31,6 +31,7 @@ from ..errors import ConfigError
 from ..functional.reservoir import ReservoirState, reservoir_inputs, uniform_noise_
 from ..reservoir.dynamics import Reservoir, stream_generators
 from ..reservoir.file import load_reservoir_file
+from .stats import SignalStats
 from .window import WindowMemory
 
 
@@ -85,7 +86,7 @@ class ReservoirMemory(nn.Module):
         self.x_dim, self.classes, self.hidden = state["x_dim"], state["classes"], list(state["hidden"])
         self.path = str(path)
         self.state: tuple[Tensor, Tensor, Tensor] | None = None  # u, r, r_o: (L, R, ·)
-        self._stats: Tensor | None = None  # per layer: n, Σa, Σb, Σa², Σb², Σab
+        self._stats = SignalStats()
         self._noise_gens: list[torch.Generator] = []  # the readout noise's, one per replica
 
     def random_state(self) -> dict:
@@ -151,34 +152,18 @@ class ReservoirMemory(nn.Module):
         steps = max(1, self.steps // int(getattr(model, "steps", 1)))
         xis = [xi.to(z.dtype) for xi, z in zip(self.advance(x, y, zs, steps), zs)]
         true, h, yw = self.buffer.signals(model, x, y, zs, gamma=gamma, sigmas=sigmas, variant=variant)
-        self._accumulate(xis, true)
+        self._stats.add(xis, true)
         return xis, h, yw
 
     # -- diagnostics ----------------------------------------------------------------------
-    @torch.no_grad()
-    def _accumulate(self, xis: list[Tensor], true: list[Tensor]) -> None:
-        if self._stats is None:
-            self._stats = torch.zeros(len(xis), 6, dtype=torch.float64)
-        for l, (a, b) in enumerate(zip(xis, true)):
-            a, b = a.double().flatten().cpu(), b.double().flatten().cpu()
-            self._stats[l] += torch.stack([torch.tensor(float(a.numel()), dtype=torch.float64), a.sum(), b.sum(),
-                                           (a * a).sum(), (b * b).sum(), (a * b).sum()])
-
     def diagnostics(self) -> dict:
         """Per layer, since the last call: correlation of reservoir ξ with the buffer's true ξ, and NMSE."""
-        if self._stats is None:
-            return {}
-        n, sa, sb, saa, sbb, sab = self._stats.T
-        cov, va, vb = sab / n - sa * sb / n**2, saa / n - (sa / n) ** 2, sbb / n - (sb / n) ** 2
-        corr = cov / (va * vb).sqrt().clamp_min(1e-300)
-        nmse = (saa - 2 * sab + sbb) / n / vb.clamp_min(1e-300)
-        self._stats = None
-        return {"xi_correlation": corr.tolist(), "xi_nmse": nmse.tolist(), "xi_samples": n.long().tolist()}
+        return self._stats.summary()
 
     # -- checkpoints ----------------------------------------------------------------------
     def get_extra_state(self) -> dict:
-        return {"state": self.state, "stats": self._stats}
+        return {"state": self.state, "stats": self._stats.sums}
 
     def set_extra_state(self, extra: dict) -> None:
         self.state = None if extra["state"] is None else tuple(extra["state"])
-        self._stats = extra["stats"]
+        self._stats.sums = extra["stats"]

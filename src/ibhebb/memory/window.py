@@ -21,8 +21,8 @@ from ..functional.signals import check_window
 from ..functional.biohsic import BioHSICParams, WindowState, window_kernels, window_push, window_signals, window_state, window_state_of
 
 WINDOW_MODES = ("buffer", "recompute")
-MEMORIES = (*WINDOW_MODES, "reservoir")
-"""Every working memory; ``reservoir`` lives in :mod:`ibhebb.memory.reservoir`."""
+MEMORIES = (*WINDOW_MODES, "reservoir", "features")
+"""Every working memory; ``reservoir`` lives in :mod:`ibhebb.memory.reservoir`, ``features`` in :mod:`ibhebb.memory.features`."""
 
 
 class WindowMemory(nn.Module):

@@ -71,6 +71,10 @@ class Fig3Config:
     device: str = "cpu"
     dtype: str = "float32"
     threads: int = 0
+    features: list[int] = field(default_factory=list)
+    """Also score the ``features`` working memory with these numbers of random features ``D`` on the same stream."""
+    trace_stages: int = 2
+    """Leaky integrators per trace of that memory."""
     reservoir: ReservoirParams = field(default_factory=ReservoirParams)
     readout: ReadoutParams = field(default_factory=ReadoutParams)
     task: TaskParams = field(default_factory=TaskParams)
@@ -156,6 +160,10 @@ def load(cls, path, overrides=None):
         t = cfg.task
         require(bool(cfg.sizes) and all(s >= 1 for s in cfg.sizes), f"sizes must be positive, got {cfg.sizes}")
         require(cfg.seeds >= 1, f"seeds must be >= 1, got {cfg.seeds}")
+        require(all(d >= 2 and d % 2 == 0 for d in cfg.features), f"features must be even and >= 2, got {cfg.features}")
+        require(cfg.trace_stages in (1, 2, 3), f"trace_stages must be 1, 2 or 3, got {cfg.trace_stages}")
+        require(not cfg.features or t.variant in ("paper", "first-term"),
+                f"features: the trace memory computes the paper and first-term ξ, not {t.variant!r}")
         require(t.samples >= t.window, f"task.samples must be >= task.window, got {t.samples}")
         require(t.epochs >= 1 and t.z_dim >= 1, "task.epochs and task.z_dim must be >= 1")
         _validate_xi(t, "task", variants)

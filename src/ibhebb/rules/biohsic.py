@@ -13,11 +13,12 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
-from ..config import require_choice
+from ..config import require, require_choice
 from ..errors import ConfigError
 from ..functional.biohsic import BioHSICParams
 from ..functional.layers import softmax_delta
 from ..functional import signals
+from ..functional.traces import TRACE_VARIANTS
 from ..memory import MEMORIES, make_memory
 from ..memory.reservoir import check_reservoir_config
 from .base import Rule, register_rule
@@ -29,7 +30,8 @@ class BioHSIC(Rule):
 
     def __init__(self, model, config):
         super().__init__(model, config)
-        self.memory = make_memory(config.memory, config.window, sigmas=config.sigmas, reservoir=getattr(config, "reservoir", ""))
+        self.memory = make_memory(config.memory, config.window, sigmas=config.sigmas, reservoir=getattr(config, "reservoir", ""),
+                                  **(feature_options(config) if config.memory == "features" else {}))
         self.gamma = float(config.gamma)
         self.sigmas = tuple(float(s) for s in config.sigmas)
         self.variant = config.variant
@@ -46,6 +48,12 @@ class BioHSIC(Rule):
         require_choice(cfg.rule.memory, MEMORIES, "rule.memory")
         if cfg.rule.memory == "reservoir":
             check_reservoir_config(cfg)
+        if cfg.rule.memory == "features":
+            r = cfg.rule
+            require_choice(r.variant, TRACE_VARIANTS, "rule.variant (memory = 'features')")
+            require(r.features >= 2 and r.features % 2 == 0, f"rule.features must be even and >= 2, got {r.features}")
+            require(r.trace_tau == 0 or r.trace_tau > 1, f"rule.trace_tau must be 0 (fitted) or > 1 sample, got {r.trace_tau}")
+            require(r.trace_stages in (1, 2, 3), f"rule.trace_stages must be 1, 2 or 3, got {r.trace_stages}")
 
     def new_epoch(self) -> None:
         if getattr(self.config, "reset_each_epoch", False):
@@ -70,6 +78,13 @@ class BioHSIC(Rule):
         for layer, tr, xi in zip(self.model.hidden, hidden, xis):
             layer.accumulate_grad(tr.h, layer.output_vjp(tr.a, tr.r, tr.z, xi.unsqueeze(-2)), tr.scale)
         readout_delta_rule(self.model.readout, h, yw)
+
+
+def feature_options(config) -> dict:
+    """The :class:`~ibhebb.memory.features.FeatureMemory` arguments of a rule config."""
+    return {"gamma": float(config.gamma), "features": int(getattr(config, "features", 256)),
+            "tau": float(getattr(config, "trace_tau", 0.0)), "stages": int(getattr(config, "trace_stages", 2)),
+            "seed": int(getattr(config, "feature_seed", 0)), "check": bool(getattr(config, "memory_check", False))}
 
 
 def readout_delta_rule(readout, h: Tensor, y1: Tensor) -> None:
