@@ -66,7 +66,10 @@ class Capability:
 
 _NAMES = {"model": "model.kind", "optimizer": "optimiser", "variant": "ξ variant"}
 STEP_RULES = ("biohsic",)
-STEP_MODELS = ("mlp", "lif-mlp")
+STEP_MODELS = ("mlp", "lif-mlp", "cnn")
+CONV_MODELS = ("cnn",)
+"""The models whose hidden layers are convolutions: the torch step runs them (its convolutions are torch's), the C step
+does not."""
 STEP_MEMORIES = ("buffer", "recompute", "reservoir")
 
 
@@ -77,7 +80,8 @@ def _torch() -> dict[str, tuple]:
 
 def _native() -> dict[str, tuple]:
     implements = cstep.implements()
-    return {**_torch(), **{kind: tuple(v for v in _torch()[kind] if v in implements[kind]) for kind in implements}}
+    table = {**_torch(), **{kind: tuple(v for v in _torch()[kind] if v in implements[kind]) for kind in implements}}
+    return {**table, "model": tuple(m for m in table["model"] if m not in CONV_MODELS)}
 
 
 TORCH = Capability("torch", _torch)
@@ -94,5 +98,6 @@ def config_facts(cfg) -> dict[str, Any]:
 
 def spec_facts(spec) -> dict[str, Any]:
     """The facts of a :class:`~.step.StepSpec` (a built model, rule and optimiser)."""
-    return {"rule": "biohsic", "model": "mlp" if spec.leak is None else "lif-mlp", "memory": spec.memory,
+    model = "cnn" if spec.maps else "mlp" if spec.leak is None else "lif-mlp"
+    return {"rule": "biohsic", "model": model, "memory": spec.memory,
             "optimizer": spec.optim.name, "activation": spec.activation, "variant": spec.variant, "hidden": spec.n_hidden}

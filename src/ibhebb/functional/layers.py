@@ -68,9 +68,15 @@ def layernorm(r: Tensor, dims=(-1,), eps: float = LAYERNORM_EPS) -> Tensor:
     return d * torch.rsqrt(var + eps)
 
 
-def layernorm_vjp(r: Tensor, z: Tensor, cot: Tensor, dims=(-1,), eps: float = LAYERNORM_EPS) -> Tensor:
-    """Pull ``cot`` back through ``z = layernorm(r, dims)``: ``(ξ - mean ξ - z mean(ξ z)) / √(σ² + ε)``."""
-    inv = torch.rsqrt(centred_variance(r, dims)[1] + eps)
+def layernorm_vjp(r: Tensor, z: Tensor | None, cot: Tensor, dims=(-1,), eps: float = LAYERNORM_EPS) -> Tensor:
+    """Pull ``cot`` back through ``z = layernorm(r, dims)``: ``(ξ - mean ξ - z mean(ξ z)) / √(σ² + ε)``.
+
+    ``z = None``: ``z`` is formed here, from the same pass over ``r`` as ``σ²``.
+    """
+    d, var = centred_variance(r, dims)
+    inv = torch.rsqrt(var + eps)
+    if z is None:
+        z = d * inv
     return inv * (cot - cot.mean(dims, keepdim=True) - z * (cot * z).mean(dims, keepdim=True))
 
 
