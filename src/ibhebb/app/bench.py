@@ -19,6 +19,14 @@ ReLU + LayerNorm, N = 8, AdamW as in ``configs/fig5-mnist.toml``), for
   (2x on this project's AMD CPU, up to 100x on others). Its limit is the
   buffer row's; the two should be close.
 
+Every other training path has rows too (``cnn``, ``reservoir``, ``phsic``,
+``feedback``, ``layerwise``): the paper's CNN for ``R = 1`` and ``3``
+(:data:`CNN_REPLICAS`) through the rule's loop and the engine's torch step,
+the reservoir memory, pHSIC's batch and online forms on Table 1's network,
+and the baselines on the MNIST network. The CNN's FLOPs are counted from its
+shapes (:func:`cnn_update_flops`); the others' are the matrix products torch
+runs in the rule's own loop (:func:`counted_flops`).
+
 The physical limit of an update is ``max(F / G, B / W)``: ``F`` its
 floating-point operations (the matrix products: forward, weight gradient,
 recomputed window, readout over the window), ``B`` the bytes of weights and
