@@ -142,7 +142,8 @@ def conv_preactivation(h: Tensor, weight: Tensor, bias: Tensor | None, g: MapGeo
     return replica_conv2d(input_maps(h, g), weight, bias, g.padding)
 
 
-def conv_output(a: Tensor, g: MapGeometry, activation: str, layernorm_: bool, eps: float = LAYERNORM_EPS) -> tuple[Tensor, Tensor]:
+def conv_output(a: Tensor, g: MapGeometry, activation: str, layernorm_: bool,
+                eps: float = LAYERNORM_EPS) -> tuple[Tensor, Tensor]:
     """``(r, z)``: the activation map ``r = act(a)`` and the flattened output ``z = P_out(LN(r))`` ``(R, B, d_out)``.
 
     Examples
