@@ -94,3 +94,40 @@ def test_bench_features_row_runs_the_rule_loop_only():
     (row,) = result["rows"]
     assert (row["memory"], row["engine"], row["chunk"]) == ("features", "rule", 0) and row["limit_ratio"] > 0
     assert update_cost("biohsic", "features", 1)[0] > update_cost("biohsic", "buffer", 1)[0]
+
+
+def test_every_training_path_has_a_row_with_its_limit(monkeypatch, one_thread):
+    """The CNN, reservoir, pHSIC and baseline rows, each at a tiny size (no timing asserted)."""
+    monkeypatch.setattr(bench, "CNN_CHANNELS", [4, 8])
+    monkeypatch.setattr(bench, "RESERVOIR_UNITS", 40)
+    small = {"model.hidden=[1024,1024,1024]": "model.hidden=[64,64]", "optim.batch_size=256": "optim.batch_size=8"}
+    monkeypatch.setitem(bench.PATH_BASES, "phsic", [small.get(s, s) for s in bench.PATH_BASES["phsic"]])
+    groups = ("cnn", "reservoir", "phsic", "feedback", "layerwise")
+    result = run_bench("cpu", steps=2, replicas=(1,), progress=False, groups=groups, engines=("rule", "native"))
+    rows = result["rows"]
+    got = [(r["rule"], r["memory"], r["engine"], r["replicas"]) for r in rows]
+    paths = [name for group in ("phsic", "feedback", "layerwise") for name, _ in bench.PATHS[group]]
+    cnn = [("biohsic (CNN)", m, e, r) for r, m in ((1, "buffer"), (1, "recompute"), (3, "buffer")) for e in ("rule", "torch")]
+    assert got == [("biohsic", "reservoir", "rule", 1), ("biohsic", "reservoir", "native", 1),
+                   *((name, "-", "rule", 1) for name in paths), *cnn]
+    for r in rows:
+        assert r["limit_us_per_step"] > 0 and 0 < r["limit_ratio"] and r["samples_per_s_per_seed"] > 0, r
+    assert "| biohsic (CNN) | buffer | torch | 3 |" in markdown(result)
+
+
+def test_cnn_update_flops_are_the_papers():
+    """≈ 0.24 GFLOP per sample for the paper's CNN (forward and weight gradient of both convolutions), R times that for R seeds."""
+    from ibhebb.models.cnn import CNN
+
+    one = bench.cnn_update_flops(CNN((1, 28, 28), [128, 256], 10, replicas=1), "buffer", 4)
+    conv = 28 * 28 * 128 * 9 + 14 * 14 * 256 * 128 * 9
+    assert one == 4 * conv + 4 * 4 * 7 * 7 * 256 * 10
+    assert 0.23e9 < one < 0.24e9
+    assert bench.cnn_update_flops(CNN((1, 28, 28), [128, 256], 10, replicas=3), "recompute", 4) == 3 * (one + 6 * conv)
+
+
+def test_counted_flops_see_matmuls_and_convolutions():
+    a, w = torch.randn(5, 7), torch.randn(2, 3, 3, 3)
+    assert bench.counted_flops(lambda: a @ a.T) == 2 * 5 * 7 * 5
+    x = torch.randn(1, 3, 6, 6)
+    assert bench.counted_flops(lambda: torch.nn.functional.conv2d(x, w, padding=1)) == 2 * 36 * 2 * 27

@@ -190,3 +190,43 @@ def test_trainer_passes_engine_chunk(tmp_path):
     own = Trainer(load_config("configs/fig4-xor.toml", base), tmp_path / "own", progress=False)._fast_engine()
     set_ = Trainer(load_config("configs/fig4-xor.toml", base + ["engine_chunk=3"]), tmp_path / "set", progress=False)._fast_engine()
     assert own.chunk != 3 and set_.chunk == 3
+
+
+def build_cnn(memory, variant, replicas, optim="adamw", z_after_pool=True):
+    from ibhebb.models.cnn import CNN
+
+    model = CNN((2, 6, 6), [3, 4], C, replicas=replicas, seed=0, layernorm=True, z_after_pool=z_after_pool).double()
+    rule = make_rule("biohsic", model, RuleConfig(variant=variant, memory=memory, window=4, gamma=2.0, sigmas=SIGMAS))
+    if optim == "adamw":
+        return model, rule, torch.optim.AdamW(rule.trainable(), lr=3e-2, betas=(0.9, 0.99), weight_decay=1e-2)
+    return model, rule, torch.optim.SGD(rule.trainable(), lr=1e-1, momentum=0.5, weight_decay=1e-2)
+
+
+@pytest.mark.parametrize("memory,variant,replicas,optim,z_after_pool", [
+    ("buffer", "paper", 1, "adamw", True), ("buffer", "exact", 3, "adamw", False), ("recompute", "paper", 3, "adamw", True),
+    ("recompute", "first-term", 1, "sgd", False), ("buffer", "paper", 3, "sgd", True)])
+def test_engine_equals_eager_rule_on_the_cnn(memory, variant, replicas, optim, z_after_pool):
+    """The paper's CNN (convolutions, LayerNorm over maps, pooling before or after the kernels) through the torch step."""
+    ref, fast = (build_cnn(memory, variant, replicas, optim, z_after_pool) for _ in range(2))
+    engine = make_engine(*fast, mode="auto")
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(9, 72, generator=g, dtype=torch.float64), torch.randint(0, C, (9,), generator=g)
+    for e, n in enumerate((5, 9)):
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(e))
+        assert engine.train_epoch(x, torch.nn.functional.one_hot(y, C).double(), order) == eager_epoch(ref[1], ref[2], x, y, order)
+        assert engine.backend == "torch" and engine.fallback.startswith("the C step implements no model 'cnn'")
+    assert_same(ref, fast)
+    w0 = build_cnn(memory, variant, replicas, optim, z_after_pool)[0].hidden[1].weight
+    assert (ref[0].hidden[1].weight - w0).abs().max() > 1e-4
+
+
+def test_the_cnn_has_no_c_step():
+    from ibhebb.config import load_config
+    from ibhebb.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="the C step implements no model 'cnn'"):
+        load_config("configs/fig6-fashion-mnist.toml", ["engine=native"])
+    assert load_config("configs/fig6-fashion-mnist.toml", ["engine=fast"]).engine == "fast"
+    with pytest.raises(ValueError, match="no C step: the C step implements no model 'cnn'"):
+        make_engine(*build_cnn("buffer", "paper", 1), mode="native").train_epoch(
+            torch.zeros(4, 72, dtype=torch.float64), torch.eye(C, dtype=torch.float64)[[0, 1, 2, 0]], torch.arange(4))

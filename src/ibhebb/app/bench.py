@@ -25,6 +25,14 @@ ReLU + LayerNorm, N = 8, AdamW as in ``configs/fig5-mnist.toml``), for
   (2x on this project's AMD CPU, up to 100x on others). Its limit is the
   buffer row's; the two should be close.
 
+Every other training path has rows too (``cnn``, ``reservoir``, ``phsic``,
+``feedback``, ``layerwise``): the paper's CNN for ``R = 1`` and ``3``
+(:data:`CNN_REPLICAS`) through the rule's loop and the engine's torch step,
+the reservoir memory, pHSIC's batch and online forms on Table 1's network,
+and the baselines on the MNIST network. The CNN's FLOPs are counted from its
+shapes (:func:`cnn_update_flops`); the others' are the matrix products torch
+runs in the rule's own loop (:func:`counted_flops`).
+
 The physical limit of an update is ``max(F / G, B / W)``: ``F`` its
 floating-point operations (the matrix products: forward, weight gradient,
 recomputed window, readout over the window), ``B`` the bytes of weights and
@@ -42,8 +50,11 @@ that fits in cache (``W_c``), a bound that no ordering escapes.
 """
 from __future__ import annotations
 
+import math
 import platform
+import tempfile
 import time
+from pathlib import Path
 from dataclasses import dataclass
 
 import torch
@@ -53,6 +64,7 @@ from ..engine import make_engine
 from ..functional.spiking import LIFSpikeParams
 from ..models import MLP, LeakyMLP
 from ..models.spiking import SpikingMLP
+from ..models.cnn import CNN
 from ..rules import make_rule
 from ..rules.baselines import replica_cross_entropy
 
@@ -290,7 +302,220 @@ def bench_backprop(replicas, device, samples, rates, batch=6) -> Row:
                cache_limit_ratio=cache_limit / t)
 
 
-ROW_GROUPS = ("buffer", "recompute", "features", "lif", "spiking", "backprop", "subnormal")
+# -- every other training path: the CNN, the reservoir memory, pHSIC, the baselines -------------------------------
+
+CNN_IN, CNN_CHANNELS, CNN_WINDOW, CNN_REPLICAS = (1, 28, 28), [128, 256], 4, (1, 3)
+"""The paper's CNN as ``configs/fig6-fashion-mnist.toml`` trains it (N = 4), timed for R = 1 and 3 seeds."""
+
+
+def counted_flops(fn) -> float:
+    """The matrix-product FLOPs (matmuls, convolutions and their gradients) torch runs in ``fn()``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return float(counter.get_total_flops())
+
+
+def state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """Bytes of parameters and optimiser moments one step reads and writes (each once in, once out)."""
+    total = 0
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            moments = sum(1 for v in optimizer.state.get(p, {}).values() if isinstance(v, torch.Tensor) and v.shape == p.shape)
+            total += 2 * (1 + moments) * p.numel() * p.element_size()
+    return total
+
+
+def _row(name, memory, engine, replicas, seconds_per_step, samples_per_step, flops, nbytes, rates, steps_per_sample=1,
+         chunk=0) -> Row:
+    """A :class:`Row` from a measured time per step and the step's FLOPs and bytes (all replicas)."""
+    limit = max(flops / rates["gemm_flops"], nbytes / rates["bandwidth_bytes"])
+    cache = max(flops / rates["gemm_flops"], nbytes / rates["cache_bandwidth_bytes"])
+    per_sample = seconds_per_step * steps_per_sample / samples_per_step
+    return Row(name, memory, engine, replicas, 1e6 * seconds_per_step, 1 / per_sample, replicas / per_sample, 1e6 * limit,
+               limit / seconds_per_step, steps_per_sample, chunk, cache / seconds_per_step)
+
+
+def _online_loop(rule, opt, x, y):
+    def run(lo, hi):
+        for i in range(lo, hi):
+            for _ in rule.updates(x[i : i + 1], y[i : i + 1]):
+                opt.step()
+                opt.zero_grad(set_to_none=False)
+
+    return run
+
+
+def _time_online(model, rule, opt, engine, device, samples, flops_samples=2):
+    """Seconds per sample of the rule's loop or the engine, and the FLOPs per sample the rule's loop counts."""
+    n = max(samples, 16) + rule.params.window + flops_samples
+    x = torch.randn(n, model.in_features, generator=torch.Generator().manual_seed(0)).to(device)
+    y = torch.randint(0, model.n_classes, (n,), generator=torch.Generator().manual_seed(1)).to(device)
+    y1 = torch.nn.functional.one_hot(y, model.n_classes).to(x.dtype)
+    loop = _online_loop(rule, opt, x, y)
+    w = rule.params.window
+    loop(0, w)  # fill the window (and make the optimiser's moments)
+    flops = counted_flops(lambda: loop(w, w + flops_samples)) / flops_samples
+    lo = w + flops_samples
+    if engine == "rule":
+        t = _timed(lambda: loop(lo, lo + samples), device, 1)
+    else:  # "auto": whatever the engine runs this model with
+        eng = make_engine(model, rule, opt, mode=engine)
+        order = torch.arange(n, device=device)
+        eng.train_epoch(x, y1, order[lo : lo + 2])
+        t = _timed(lambda: eng.train_epoch(x, y1, order[lo : lo + samples]), device, 2)
+        if eng.backend not in (engine, "torch", "cuda-graph"):
+            raise RuntimeError(f"the {engine} row ran {eng.backend}")
+        engine = eng.backend
+    return t / samples, flops, engine
+
+
+def cnn_update_flops(model, memory: str, window: int) -> float:
+    """FLOPs of one ``biohsic`` update of a CNN, all replicas: the current sample's convolutions forward and their weight
+    gradients, the readout over the window, and (``recompute``) the window's past samples forward again."""
+    R = model.replicas
+    conv = sum(math.prod(l.conv_shape) * l.in_shape[0] * l.weight.shape[-1] ** 2 for l in model.hidden)
+    readout = model.readout.in_features * model.readout.out_features
+    flops = 2 * conv + 2 * conv + 4 * window * readout
+    if memory == "recompute":
+        flops += 2 * (window - 1) * conv
+    return R * flops
+
+
+def bench_cnn(memory, engine, replicas, device, samples, rates) -> Row:
+    """``biohsic`` on the paper's CNN (``configs/fig6-fashion-mnist.toml``) through the rule's loop or the engine's torch step."""
+    model = CNN(CNN_IN, CNN_CHANNELS, C, replicas=replicas, layernorm=True).to(device)
+    rule = make_rule("biohsic", model, RuleConfig(memory=memory, window=CNN_WINDOW, gamma=50.0, sigmas=[1.0, 0.1, 0.5])).to(device)
+    opt = torch.optim.AdamW(rule.trainable(), lr=5e-5, betas=(0.9, 0.99), weight_decay=1e-4)
+    per_sample, _, ran = _time_online(model, rule, opt, engine, device, samples)
+    return _row("biohsic (CNN)", memory, ran, replicas, per_sample, 1, cnn_update_flops(model, memory, CNN_WINDOW),
+                replicas * 6 * 4 * sum(p[0].numel() for p in model.parameters()), rates)
+
+
+RESERVOIR_UNITS = 500
+"""Units per reservoir of the reservoir rows, as ``configs/reservoir-pretrain-mnist.toml``."""
+
+
+def tiny_reservoir_file(path, window: int = WINDOW) -> None:
+    """A reservoir bank for the bench's MNIST network, pre-trained on a short task-free stream (its speed is that of a
+    fully trained one: the same units and steps as ``configs/reservoir-pretrain-mnist.toml``)."""
+    from ..reservoir.config import PretrainConfig
+    from .pretrain import pretrain
+
+    cfg = PretrainConfig()
+    cfg.reservoir.units, cfg.reservoir.steps = RESERVOIR_UNITS, 20
+    cfg.target.x_dim, cfg.target.classes, cfg.target.hidden = D_IN, C, list(HIDDEN)
+    cfg.target.window, cfg.target.gamma, cfg.target.sigmas = window, 2.0, [0.5, 0.1, 1.0]
+    cfg.stream.x, cfg.stream.samples, cfg.stream.test_samples = "uniform", window + 24, window + 8
+    pretrain(cfg, path, progress=False)
+
+
+def bench_reservoir(engine, replicas, device, samples, rates, path) -> Row:
+    """``biohsic`` with the ``reservoir`` memory on the MNIST network (``configs/fig5-mnist-reservoir.toml``)."""
+    model = MLP(D_IN, HIDDEN, C, replicas=replicas).to(device)
+    cfg = RuleConfig(memory="reservoir", window=WINDOW, gamma=2.0, sigmas=[0.5, 0.1, 1.0], reservoir=str(path))
+    rule = make_rule("biohsic", model, cfg).to(device)
+    opt = torch.optim.AdamW(rule.trainable(), lr=1e-4, betas=(0.9, 0.99), weight_decay=1e-4)
+    per_sample, flops, ran = _time_online(model, rule, opt, engine, device, samples)
+    return _row("biohsic", "reservoir", ran, replicas, per_sample, 1, flops, replicas * 6 * 4 * _n_params(), rates)
+
+
+PATHS = {
+    "phsic": [
+        ("pHSIC batch (eq 10, grouped)", ["rule.form=batch"]),
+        ("pHSIC pair (eq 18, grouped)", ["rule.form=pair"]),
+        ("pHSIC running-mean (eq 21, grouped)", ["rule.form=running-mean"]),
+        ("pHSIC split (eq 22, grouped)", ["rule.form=split"]),
+    ],
+    "feedback": [("feedback alignment", ["rule.name=feedback-alignment"]), ("sign symmetry", ["rule.name=sign-symmetry"])],
+    "layerwise": [("layer classifier", ["rule.name=layer-classifier"]), ("last layer", ["rule.name=last-layer"])],
+}
+"""The rows of every other rule, each a config of :data:`PATH_BASES` with these settings."""
+PATH_BASES = {
+    "phsic": ["model.kind=phsic-mlp", "model.hidden=[1024,1024,1024]", "model.negative_slope=0.1", "model.divisive_norm=true",
+              "model.groups=32", "rule.name=phsic", "rule.kernel=gaussian", "rule.grouped=true", "rule.gamma=2.0",
+              "rule.sigmas=[0.5,0.1,5.0]", "optim.name=sgd", "optim.momentum=0.95", "optim.batch_size=256", "optim.lr=1.0"],
+    "feedback": ["model.kind=mlp", "model.hidden=[128,64]", "model.layernorm=true", "optim.name=adamw", "optim.lr=1e-3",
+                 "optim.betas=[0.9,0.99]", "optim.weight_decay=1e-4", "optim.batch_size=6"],
+}
+"""Table 1's pHSIC network and optimiser (``configs/table1/mnist-phsic-gaussian-grp-div.toml``); Fig 5's MNIST network and
+its backprop optimiser (``configs/fig5-mnist-backprop.toml``) for the baselines."""
+PATH_BASES["layerwise"] = PATH_BASES["feedback"]
+
+
+def bench_path(group: str, name: str, settings: list[str], replicas: int, device, samples: int, rates) -> Row:
+    """The rule's own loop of one config of :data:`PATHS`, on random MNIST-shaped data, as the trainer runs it.
+
+    ``samples`` per timed run (at least two steps: minibatches, or samples of an online form).
+    """
+    from ..config import load_config
+    from ..data.dataset import Dataset
+    from ..train.trainer import build
+
+    cfg = load_config(None, [*PATH_BASES[group], *settings, f"seeds={replicas}", f"device={device}", "eval.hsic_samples=0"])
+    batch = 1 if cfg.rule.name == "phsic" and cfg.rule.form != "batch" else cfg.optim.batch_size
+    steps = max(2, samples // batch)
+    n = batch * (steps + 4)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(n, 1, 28, 28, generator=g), torch.randint(0, C, (n,), generator=g)
+    data = Dataset("mnist", x.to(device), y.to(device), x[:1].to(device), y[:1].to(device), C)
+    model, rule, opt = build(cfg, data)
+
+    def run(lo, hi):
+        for i in range(lo, hi):
+            for _ in rule.updates(data.x_train[i * batch : (i + 1) * batch], data.y_train[i * batch : (i + 1) * batch]):
+                opt.step()
+                opt.zero_grad(set_to_none=False)
+
+    run(0, 2)
+    flops = counted_flops(lambda: run(2, 4)) / 2
+    t = _timed(lambda: run(4, 4 + steps), device, 1) / steps
+    return _row(name, "-", "rule", replicas, t, batch, flops, state_bytes(opt), rates)
+
+
+def _say(row: Row, progress: bool) -> Row:
+    if progress:
+        print(f"  {row.rule} {row.memory} {row.engine} R={row.replicas}: {row.samples_per_s_per_seed:,.0f} samples/s per seed",
+              flush=True)
+    return row
+
+
+def _cnn_rows(engines, device, steps, rates, progress) -> list[Row]:
+    """The CNN for :data:`CNN_REPLICAS`: the rule's loop and the engine (its torch step, whatever engine is asked for)."""
+    rows = []
+    fast = [e for e in engines if e != "rule"][:1]
+    for r in CNN_REPLICAS:
+        for memory in ("buffer", "recompute") if r == 1 else ("buffer",):
+            for engine in [*(["rule"] if "rule" in engines else []), *(["auto"] if fast else [])]:
+                n = steps or (16 if engine == "rule" else 32)
+                rows.append(_say(bench_cnn(memory, engine, r, device, n, rates), progress))
+    return rows
+
+
+def _reservoir_rows(engines, replicas, device, counts, rates, progress) -> list[Row]:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "reservoir.pt"
+        tiny_reservoir_file(path)
+        for engine in engines:
+            n = max(16, counts[engine] // 4)
+            rows.append(_say(bench_reservoir(engine, replicas, device, n, rates, path), progress))
+    return rows
+
+
+def _path_rows(groups, replicas, device, samples, rates, progress) -> list[Row]:
+    rows = []
+    for group, entries in PATHS.items():
+        if group not in groups:
+            continue
+        for name, settings in entries:
+            rows.append(_say(bench_path(group, name, settings, replicas, device, samples, rates), progress))
+    return rows
+
+
+ROW_GROUPS = ("buffer", "recompute", "features", "lif", "spiking", "backprop", "subnormal", "cnn", "reservoir", "phsic", "feedback",
+              "layerwise")
 BENCH_ENGINES = ("rule", "native", "compile")
 
 
@@ -341,6 +566,13 @@ def run_bench(device: str = "cpu", steps: int = 0, replicas=(1, 30), lif_steps: 
                     print(f"  {row.rule} {row.engine} R={r}: {row.samples_per_s_per_seed:,.0f} samples/s per seed", flush=True)
         if "backprop" in groups:
             rows.append(bench_backprop(r, dev, max(60, base // 2), rates))
+        if "reservoir" in groups:
+            rows += _reservoir_rows(engines, r, dev, counts, rates, progress)
+        rows += _path_rows(groups, r, dev, steps or (64 if r == 1 else 16), rates, progress)
+    cnn_rates = rates
+    if "cnn" in groups:  # measured again: the CNN's rows run last, and a shared machine's load drifts
+        cnn_rates = machine_rates(dev)
+        rows += _cnn_rows(engines, dev, steps, cnn_rates, progress)
     return {
         "device": torch.cuda.get_device_name(dev) if cuda else f"cpu ({platform.processor() or platform.machine()})",
         "torch": torch.__version__,
@@ -348,6 +580,7 @@ def run_bench(device: str = "cpu", steps: int = 0, replicas=(1, 30), lif_steps: 
         "gemm_gflops": rates["gemm_flops"] / 1e9,
         "bandwidth_gb_s": rates["bandwidth_bytes"] / 1e9,
         "cache_bandwidth_gb_s": rates["cache_bandwidth_bytes"] / 1e9,
+        "cnn_gemm_gflops": cnn_rates["gemm_flops"] / 1e9,
         "rows": [row.to_dict() for row in rows],
     }
 
@@ -357,7 +590,9 @@ def markdown(result: dict) -> str:
     lines = [
         f"device: {result['device']}, torch {result['torch']}, {result['threads']} threads; "
         f"measured: {result['gemm_gflops']:.0f} GFLOP/s float32 GEMM, {result['bandwidth_gb_s']:.1f} GB/s memory bandwidth, "
-        f"{result.get('cache_bandwidth_gb_s', 0):.0f} GB/s in cache",
+        f"{result.get('cache_bandwidth_gb_s', 0):.0f} GB/s in cache"
+        + (f"; {result['cnn_gemm_gflops']:.0f} GFLOP/s measured again for the CNN rows"
+           if any(r["rule"] == "biohsic (CNN)" for r in result["rows"]) else ""),
         "",
         "| rule | memory | engine | R | samples/s per seed | samples/s total | µs per step | limit µs per step | ratio to limit "
         "| ratio to cache limit |",
@@ -373,7 +608,10 @@ def markdown(result: dict) -> str:
     lines.append("A step is one update (T per sample for LIF; one minibatch of 6 for backprop). "
                  "Limit: max(FLOPs / GEMM rate, bytes of weights + AdamW state / memory bandwidth); "
                  "cache limit: the same bytes at the in-cache bandwidth. The native (C) step keeps a replica's state "
-                 "in cache over a chunk of samples, so its ratio to the memory limit can exceed 1.")
+                 "in cache over a chunk of samples, so its ratio to the memory limit can exceed 1. "
+                 "FLOPs of the CNN and MLP rows are counted from the networks' shapes; those of the reservoir, pHSIC and "
+                 "baseline rows are the matrix products torch runs in the rule's own loop (torch's FlopCounterMode), and their "
+                 "bytes are the parameters and optimiser moments of one step.")
     return "\n".join(lines)
 
 

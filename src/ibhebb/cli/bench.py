@@ -9,17 +9,19 @@ from ..errors import UserError
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "bench",
-        help="time the paper's MNIST step (biohsic rule loop/engine, LIF, backprop) against the hardware's limit",
+        help="time every training path (biohsic rule loop/engine on the MLP, LIF and CNN, pHSIC, the baselines) against the hardware's limit",
         description="Time one training step of the paper's MNIST network for R = 1 and R = 30 seeds and print a Markdown table.",
     )
     p.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default cpu)")
     p.add_argument("--steps", type=int, default=0, help="samples per timed run for R = 1 (default: short, about a minute on 2 CPU cores)")
     p.add_argument("--replicas", default="1,30", help="comma-separated replica counts R (default 1,30)")
     p.add_argument("--lif-steps", type=int, default=20, help="T, Euler steps per sample of the LIF and spiking rows (default 20)")
-    p.add_argument("--rows", default="buffer,recompute,features,lif,spiking,backprop,subnormal",
-                   help="which rows (default all): buffer,recompute,features,lif,spiking,backprop,subnormal (features: the "
-                        "random-feature trace memory, rule loop only; spiking: the LIF spiking network, surrogate and escape "
-                        "noise; subnormal: buffer from an evolved AdamW state with subnormal moments)")
+    p.add_argument("--rows", default="all",
+                   help="which rows (default all): buffer,recompute,features (the random-feature trace memory, rule loop "
+                        "only),lif,spiking (the LIF spiking network, surrogate and escape noise),backprop,subnormal (buffer "
+                        "from an evolved AdamW state with subnormal moments),cnn (the paper's CNN, R = 1 and 3),reservoir,"
+                        "phsic (the batch and online forms),feedback (feedback alignment, sign symmetry),layerwise (layer "
+                        "classifier, last layer)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: torch's default)")
     p.add_argument("--chunk", type=int, default=0, help="samples per call of the engine's C or compiled step (default 0: the engine's choice)")
     p.add_argument("--engines", default="", help="which engines: rule,native,compile (default: rule,native on the CPU, rule,compile on CUDA; eager is an old name of rule)")
@@ -68,10 +70,10 @@ def run(args) -> int:
         raise UserError(f"--threads and --chunk must be >= 0, got {args.threads} and {args.chunk}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    groups = tuple(g.strip() for g in args.rows.split(",") if g.strip())
+    groups = ROW_GROUPS if args.rows.strip() == "all" else tuple(g.strip() for g in args.rows.split(",") if g.strip())
     unknown = [g for g in groups if g not in ROW_GROUPS]
     if unknown or not groups:
-        raise UserError(f"--rows takes some of {','.join(ROW_GROUPS)}, got {args.rows!r}")
+        raise UserError(f"--rows takes all or some of {','.join(ROW_GROUPS)}, got {args.rows!r}")
     from ..app.bench import BENCH_ENGINES
     from ..engine import cstep
 

@@ -20,7 +20,7 @@ import warnings
 
 from ..config import register_check, require, require_choice
 from ..functional.optim import OptimSpec
-from .capability import NATIVE, TORCH, config_facts, spec_facts
+from .capability import CONV_MODELS, NATIVE, TORCH, config_facts, spec_facts
 from .runner import MODES, OnlineEngine
 from .state import bind, unbind
 from .step import EngineState, ReservoirSpec, StepSpec, chunk_step_, fill_step_, leaky_update_, sample_step_
@@ -96,7 +96,10 @@ def step_spec(model, rule, optimizer) -> StepSpec:
         reason = spiking_why_not(rule.memory.mode, dyn.random)
         if reason is not None:
             raise ValueError(reason)
+    conv = kind in CONV_MODELS
     reservoir = None
+    if conv and rule.memory.mode == "reservoir":
+        raise ValueError("no fast step for a cnn with the reservoir memory")
     if rule.memory.mode == "reservoir":
         mem = rule.memory
         if mem.reservoir.noise_hidden > 0 or mem.noise_out > 0:
@@ -119,11 +122,19 @@ def step_spec(model, rule, optimizer) -> StepSpec:
         reservoir=reservoir,
         layernorm_eps=float(first.layernorm_eps),
         spiking=dyn,
+        maps=tuple(layer.geometry for layer in hidden) if conv else (),
+        readout_pool=_readout_pool(model.readout) if conv else None,
     )
     reason = TORCH.why_not(spec_facts(spec))
     if reason is not None:
         raise ValueError(f"no fast step: {reason}")
     return spec
+
+
+def _readout_pool(readout) -> tuple[tuple[int, int, int], int] | None:
+    """A :class:`~ibhebb.models.conv.PooledDense` readout's ``(in_shape, pool_in)``; ``None`` if it does not pool."""
+    size = getattr(readout, "pool_in", 1)
+    return None if size == 1 else (tuple(readout.in_shape), int(size))
 
 
 COMPILE_MIN_UPDATES = 100_000

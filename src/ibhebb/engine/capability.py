@@ -69,6 +69,9 @@ class Capability:
 _NAMES = {"model": "model.kind", "optimizer": "optimiser", "variant": "ξ variant"}
 STEP_RULES = ("biohsic",)
 STEP_MODELS = MODELS
+CONV_MODELS = ("cnn",)
+"""The models whose hidden layers are convolutions: the torch step runs them (its convolutions are torch's), the C step
+does not (its source declares no ``model cnn``)."""
 STEP_MEMORIES = ("buffer", "recompute", "reservoir")
 
 

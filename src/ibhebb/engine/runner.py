@@ -170,6 +170,8 @@ class OnlineEngine:
     def _compiled_fn(self, step: Callable) -> Callable | None:
         if self.mode in ("torch", "native") or self.compile_failed or not self.torch_compile:
             return None
+        if self.spec.maps and self.mode == "auto":  # a convolution step is its convolutions: compiling would not repay
+            return None
         return _compiled(step, self.spec)
 
     def _native_step(self, st: EngineState) -> cstep.NativeStep | None:

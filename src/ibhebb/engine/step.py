@@ -34,13 +34,14 @@ from torch import Tensor
 
 from ..functional.biohsic import (BioHSICParams, DenseTrace, WindowState, biohsic_grads, readout_grads, window_kernels, window_push_,
                                   window_signals)
+from ..functional.conv import MapGeometry, conv_output, conv_preactivation, pool
 from ..functional.layers import LAYERNORM_EPS, affine, dense_output, dense_param_grads, layernorm, layernorm_vjp, leaky_step
 from ..functional.spiking import SpikeDynamics, encode_uniform, lif_rest, spiking_layer_step
-from ..functional.optim import OptimSpec, optimizer_update_
+from ..functional.optim import OptimSpec, fused_optimizer_update_, optimizer_update_
 from ..functional.reservoir import ReservoirState, reservoir_inputs, reservoir_step
 
 
-MODELS = ("mlp", "lif-mlp", "spiking-mlp")
+MODELS = ("mlp", "lif-mlp", "spiking-mlp", "cnn")
 """The ``model.kind`` values the step runs."""
 
 
@@ -65,6 +66,10 @@ class StepSpec:
     layernorm_eps: float = LAYERNORM_EPS
     spiking: SpikeDynamics | None = None
     """The LIF neurons of a spiking network (``leak`` is then ``dt/τ_mem``); ``None`` for the rate networks."""
+    maps: tuple[MapGeometry, ...] = ()
+    """A convolutional network's hidden layers (empty for dense ones): their traces hold maps."""
+    readout_pool: tuple[tuple[int, int, int], int] | None = None
+    """``(in_shape, pool_in)`` of a readout that average-pools its input maps first (``None``: it does not)."""
 
     @property
     def rule(self) -> BioHSICParams:
@@ -73,6 +78,8 @@ class StepSpec:
 
 def step_model(spec: StepSpec) -> str:
     """The ``model.kind`` of a spec."""
+    if spec.maps:
+        return "cnn"
     return "spiking-mlp" if spec.spiking is not None else "mlp" if spec.leak is None else "lif-mlp"
 
 
@@ -170,6 +177,12 @@ def hidden_step(spec: StepSpec, st: EngineState, x: Tensor, us: list[Tensor] | N
     """One time step of the hidden layers: a :class:`DenseTrace` per layer and the new potentials."""
     h, traces, new_us = x, [], []
     for i in range(spec.n_hidden):
+        if spec.maps:
+            a = conv_preactivation(h, st.weights[i], _bias(st, i), spec.maps[i])
+            r, z = conv_output(a, spec.maps[i], spec.activation, spec.layernorm, spec.layernorm_eps)
+            traces.append(DenseTrace(h, a, r, z))
+            h = z
+            continue
         drive = affine(h, st.weights[i], _bias(st, i))
         a = drive if spec.leak is None else leaky_step(None if us is None else us[i], drive, spec.leak)
         r, z = dense_output(a, spec.activation, spec.layernorm, spec.layernorm_eps)
@@ -221,6 +234,15 @@ def reservoir_signals_(spec: StepSpec, res: ReservoirTensors, x: Tensor, y: Tens
     return [(res.r_out[l, :, : z.shape[-1]] / res.scale[l]).to(z.dtype) for l, z in enumerate(zs)]
 
 
+def readout_inputs(spec: StepSpec, h: Tensor) -> Tensor:
+    """The readout's input: the last hidden outputs ``h`` ``(R, N, d)``, average-pooled first where the readout pools."""
+    if spec.readout_pool is None:
+        return h
+    shape, size = spec.readout_pool
+    p = pool(h.reshape(*h.shape[:-1], *shape), size)
+    return p.reshape(*h.shape[:-1], -1)
+
+
 def _score_(stats: Tensor, layer: int, a: Tensor, b: Tensor) -> None:
     a, b = a.double(), b.double()
     n = torch.full((), float(a.numel()), dtype=torch.float64, device=a.device)
@@ -244,14 +266,18 @@ def update_(spec: StepSpec, st: EngineState, x: Tensor, yw: Tensor, kx: Tensor, 
             _score_(st.reservoir.stats, i, mine, true)
         xis = from_reservoir
     readout = spec.n_hidden
-    grads = biohsic_grads(traces, xis, zws[-1], yw, st.weights[readout], _bias(st, readout),
+    grads = biohsic_grads(traces, xis, readout_inputs(spec, zws[-1]), yw, st.weights[readout], _bias(st, readout),
                           activation=spec.activation, layernorm=spec.layernorm, scale=scale,
-                          layernorm_eps=spec.layernorm_eps)
+                          layernorm_eps=spec.layernorm_eps, maps=spec.maps)
     st.step.add_(1)
     st.powers.mul_(st.powers.new_tensor(spec.optim.betas))
     powers = (st.powers[0], st.powers[1])
+    fused = bool(spec.maps) and not torch.compiler.is_compiling()
     for p, g, ms, lr, wd in zip(st.params(), grads, st.moments, st.lr, st.wd):
-        optimizer_update_(spec.optim, p, g, ms, lr, wd, powers)
+        if fused:
+            fused_optimizer_update_(spec.optim, p, g, ms, lr, wd, powers, st.step)
+        else:
+            optimizer_update_(spec.optim, p, g, ms, lr, wd, powers)
     return traces, us
 
 

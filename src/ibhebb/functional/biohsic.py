@@ -42,6 +42,7 @@ from typing import NamedTuple, Sequence
 import torch
 from torch import Tensor
 
+from .conv import MapGeometry, conv_param_grads, conv_vjp
 from .kernels import kernel_row, row_kernel_matrix, window_kernel
 from .layers import LAYERNORM_EPS, affine, dense_param_grads, dense_vjp, softmax_delta
 from .signals import check_window, signal_from_kernels
@@ -147,17 +148,23 @@ def readout_grads(hw: Tensor, yw: Tensor, w: Tensor, b: Tensor | None) -> tuple[
 
 def biohsic_grads(traces: Sequence[DenseTrace], xis: Sequence[Tensor], hw: Tensor, yw: Tensor, readout_w: Tensor,
                   readout_b: Tensor | None, *, activation: str, layernorm: bool, scale: float = 1.0,
-                  layernorm_eps: float = LAYERNORM_EPS) -> list[Tensor]:
-    """Every parameter's update of a dense network, in the order ``W¹, b¹, …, W_out, b_out`` (no ``b`` without bias).
+                  layernorm_eps: float = LAYERNORM_EPS, maps: Sequence[MapGeometry] = ()) -> list[Tensor]:
+    """Every parameter's update of a network, in the order ``W¹, b¹, …, W_out, b_out`` (no ``b`` without bias).
 
     ``traces`` are the hidden layers' :class:`DenseTrace` of the current sample, ``xis`` their ξ (from the window
     or any other working memory), ``hw`` the readout's window of inputs (the last hidden layer's outputs, current
     last) and ``yw`` its one-hot labels; ``scale`` is ``Δt/τ_m`` for a leaky network (1 otherwise).
+    ``maps`` are the hidden layers' :class:`~ibhebb.functional.conv.MapGeometry` when they are convolutions
+    (their traces hold maps ``a``, ``r`` and flattened ``h``, ``z``; empty for dense layers).
     """
     bias = readout_b is not None
     grads: list[Tensor] = []
-    for (h, a, r, z), xi in zip(traces, xis):
-        gw, gb = dense_param_grads(h, dense_vjp(a, r, z, xi.unsqueeze(-2), activation, layernorm, layernorm_eps), scale)
+    for i, ((h, a, r, z), xi) in enumerate(zip(traces, xis)):
+        if maps:
+            a_cot = conv_vjp(a, r, xi.unsqueeze(-2), maps[i], activation, layernorm, layernorm_eps)
+            gw, gb = conv_param_grads(h, a_cot, maps[i], scale)
+        else:
+            gw, gb = dense_param_grads(h, dense_vjp(a, r, z, xi.unsqueeze(-2), activation, layernorm, layernorm_eps), scale)
         grads += [gw, gb] if bias else [gw]
     gw, gb = readout_grads(hw, yw, readout_w, readout_b)
     return grads + ([gw, gb] if bias else [gw])

@@ -108,3 +108,37 @@ def optimizer_update_(
     step_size = lr / (1 - powers[0])
     bias2_sqrt = torch.sqrt(1 - powers[1])
     p.sub_(m / (v.sqrt() / bias2_sqrt + spec.eps) * step_size)
+
+
+FUSED = {"adamw": getattr(torch, "_fused_adamw_", None), "adam": getattr(torch, "_fused_adam_", None)}
+"""torch's one-pass kernels of AdamW and Adam, where this torch has them."""
+
+
+def fused_optimizer_update_(
+    spec: OptimSpec, p: Tensor, g: Tensor, moments: tuple[Tensor, ...], lr: Tensor, wd: Tensor, powers: tuple[Tensor, Tensor],
+    step: Tensor,
+) -> None:
+    """:func:`optimizer_update_` in one pass over ``p`` (torch's fused kernel; ``step`` ``(1,)`` the count after this step).
+
+    The same update up to rounding; for eager code only (it reads ``lr`` and
+    ``wd`` as Python numbers). SGD, or a torch without the kernel, runs
+    :func:`optimizer_update_`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from ibhebb.functional.optim import OptimSpec, fused_optimizer_update_
+    >>> p, g, m, v = torch.ones(3), torch.ones(3), torch.zeros(3), torch.zeros(3)
+    >>> one = torch.tensor(1.0, dtype=torch.float64)
+    >>> fused_optimizer_update_(OptimSpec("adamw", (0.9, 0.99)), p, g, (m, v), 0.1 * one, 0 * one, (0.9 * one, 0.99 * one),
+    ...                         torch.ones(1, dtype=torch.float64))
+    >>> round(p[0].item(), 4)
+    0.9
+    """
+    kernel = FUSED.get(spec.name)
+    if kernel is None or g.dtype != p.dtype:
+        optimizer_update_(spec, p, g, moments, lr, wd, powers)
+        return
+    m, v = moments
+    kernel([p], [g.contiguous()], [m], [v], [], [step], lr=float(lr), beta1=spec.betas[0], beta2=spec.betas[1],
+           weight_decay=float(wd), eps=spec.eps, amsgrad=False, maximize=False)

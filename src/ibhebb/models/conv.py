@@ -32,8 +32,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ..functional.conv import MAP_DIMS, pool, pool_vjp, replica_conv2d, replica_conv2d_weight_grad
-from ..functional.layers import ACTIVATIONS, LAYERNORM_EPS, activate, activation_vjp, layernorm, layernorm_vjp
+from ..functional.conv import MapGeometry, conv_output, conv_param_grads, conv_preactivation, conv_vjp, pool
+from ..functional.layers import ACTIVATIONS, LAYERNORM_EPS
 from .layers import Dense, _add_grad, init_parameters
 
 
@@ -103,38 +103,33 @@ class Conv2dLayer(nn.Module):
     def replicas(self) -> int:
         return self.weight.shape[0]
 
-    def _maps(self, h: Tensor) -> Tensor:
-        """Flattened input ``(B, d)`` / ``(R, B, d)`` → pooled maps ``(B, C, H, W)`` / ``(R, B, C, H, W)``."""
-        return pool(h.reshape(*h.shape[:-1], *self.in_shape), self.pool_in)
+    @property
+    def geometry(self) -> MapGeometry:
+        """The layer's shapes, pooling and padding (what the functional core's convolution layer needs)."""
+        return MapGeometry(self.in_shape, self.conv_shape, self.out_shape, self.pool_in, self.pool_out, self.padding)
 
     def preactivation(self, h: Tensor) -> Tensor:
         """``a = W ⋆ P_in(h) + b``: ``(R, B, O, H, W)``."""
-        return replica_conv2d(self._maps(h), self.weight, self.bias, self.padding)
+        return conv_preactivation(h, self.weight, self.bias, self.geometry)
 
     def output(self, a: Tensor) -> tuple[Tensor, Tensor]:
         """``(r, z)``: the activation map ``r = act(a)`` and the flattened layer output ``z`` ``(R, B, d_out)``."""
-        r = activate(a, self.activation)
-        n = layernorm(r, MAP_DIMS, self.layernorm_eps) if self.layernorm else r
-        z = pool(n, self.pool_out)
-        return r, z.reshape(*z.shape[:-3], -1)
+        return conv_output(a, self.geometry, self.activation, self.layernorm, self.layernorm_eps)
 
     def forward(self, h: Tensor) -> Tensor:
         return self.output(self.preactivation(h))[1]
 
     def output_vjp(self, a: Tensor, r: Tensor, z: Tensor, cot: Tensor) -> Tensor:
         """Cotangent of the flattened ``z`` ``(R, B, d_out)`` → cotangent of ``a`` ``(R, B, O, H, W)``."""
-        cot = pool_vjp(cot.reshape(*cot.shape[:-1], *self.out_shape), self.pool_out, *self.conv_shape[1:])
-        if self.layernorm:
-            cot = layernorm_vjp(r, layernorm(r, MAP_DIMS, self.layernorm_eps), cot, MAP_DIMS, self.layernorm_eps)
-        return activation_vjp(a, r, cot, self.activation)
+        return conv_vjp(a, r, cot, self.geometry, self.activation, self.layernorm, self.layernorm_eps)
 
     @torch.no_grad()
     def accumulate_grad(self, h: Tensor, a_cot: Tensor, scale: float = 1.0) -> None:
         """Add ``scale ·`` the batch-summed gradient of ``⟨a_cot, W ⋆ P_in(h) + b⟩`` to ``weight.grad`` and ``bias.grad``."""
-        gw = replica_conv2d_weight_grad(self._maps(h), a_cot, self.weight.shape, self.padding)
+        gw, gb = conv_param_grads(h, a_cot, self.geometry)
         _add_grad(self.weight, gw, scale)
         if self.bias is not None:
-            _add_grad(self.bias, a_cot.sum((1, 3, 4)), scale)
+            _add_grad(self.bias, gb, scale)
 
 
 class PooledDense(Dense):
