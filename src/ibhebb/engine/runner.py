@@ -242,6 +242,20 @@ class OnlineEngine:
         self._graph, self._graph_key = (graph, idx), key
         return self._graph
 
+    # -- the window's first samples ------------------------------------------------------------
+    def _fill(self, count: int, x: Tensor, y1: Tensor, order: Tensor, fill: Callable[[Tensor, Tensor, Tensor], None],
+              progress) -> tuple[int, int]:
+        """Present ``order``'s samples with ``fill(x_j, y_j, j)`` (no update) until the window holds ``N - 1``;
+        returns how many were presented and the window's new count."""
+        n, pos = len(order), 0
+        while count < self.spec.window - 1 and pos < n:
+            j = order[pos : pos + 1]
+            fill(x.index_select(0, j), y1.index_select(0, j), j)
+            pos, count = pos + 1, count + 1
+        if progress and pos:
+            progress(pos)
+        return pos, count
+
     # -- a spiking network -----------------------------------------------------------------------
     def _spiking_epoch(self, st: EngineState, count: int, x: Tensor, y1: Tensor, order: Tensor, progress) -> tuple[int, int]:
         """An epoch of a spiking network: the C step in chunks, else the torch step per sample (never compiled).
@@ -251,17 +265,12 @@ class OnlineEngine:
         """
         spec, dyn = self.spec, self.spec.spiking
         gens, dims = self.model.generators(), [w.shape[-2] for w in st.weights[:-1]]
-        n, pos, updates = len(order), 0, 0
+        n, updates = len(order), 0
 
         def noise(idx: Tensor) -> Tensor | None:
             return presentation_noise(dyn, x.index_select(0, idx), spec.steps, dims, gens)
 
-        while count < spec.window - 1 and pos < n:
-            j = order[pos : pos + 1]
-            spiking_fill_step_(spec, st, x.index_select(0, j), y1.index_select(0, j), noise(j))
-            pos, count = pos + 1, count + 1
-        if progress and pos:
-            progress(pos)
+        pos, count = self._fill(count, x, y1, order, lambda xj, yj, j: spiking_fill_step_(spec, st, xj, yj, noise(j)), progress)
         step = self._native_step(st) if pos < n else None
         if step is not None:
             self.backend = "native"
@@ -301,13 +310,8 @@ class OnlineEngine:
                 updates, count = self._spiking_epoch(st, count, x, y1, order, progress)
                 unbind(spec, st, count, self.model, self.memory, self.optimizer)
                 return updates
-            n, pos, updates = len(order), 0, 0
-            while count < spec.window - 1 and pos < n:
-                j = order[pos : pos + 1]
-                fill_step_(spec, st, x.index_select(0, j), y1.index_select(0, j))
-                pos, count = pos + 1, count + 1
-            if progress and pos:
-                progress(pos)
+            n, updates = len(order), 0
+            pos, count = self._fill(count, x, y1, order, lambda xj, yj, j: fill_step_(spec, st, xj, yj), progress)
             step = self._native_step(st) if pos < n else None
             if step is not None:
                 self.backend = "native"
