@@ -376,3 +376,18 @@ def test_trainer_logs_prints_and_plots_firing_statistics(tmp_path, capsys):
     assert plot_run(tmp_path).exists()
     with pytest.raises(ConfigError, match="eval.firing_samples"):
         load_config(None, {**over, "eval": {"firing_samples": -1}})
+
+
+def test_config_defaults_of_the_spiking_keys_are_the_functional_defaults():
+    """``config`` sits below ``functional`` and cannot import its parameter tuples, so it restates their defaults:
+    the two must agree."""
+    from ibhebb.config import ModelConfig
+    from ibhebb.functional.spiking import LIFSpikeParams, SpikeDynamics
+
+    m = ModelConfig()
+    config_names = {"slope": "surrogate_slope", "width": "escape_width"}
+    for name, default in SpikeDynamics._field_defaults.items():
+        assert getattr(m, config_names.get(name, name)) == default, name
+    assert len(SpikeDynamics._field_defaults) == len(SpikeDynamics._fields) - 1  # all but the neuron
+    n = LIFSpikeParams()
+    assert (m.tau_m, m.threshold, m.reset, m.refractory, m.dt) == (n.tau_mem, n.threshold, n.reset, n.refractory, n.dt)
