@@ -118,6 +118,21 @@ def test_spike_encodings_rates_and_signs(encoding):
     assert not torch.equal(s[0], s[1])  # each replica its own draws
 
 
+def test_spike_encoding_offset_maps_normalised_images_to_pixel_intensities():
+    """``offset = 1, scale = 0.5`` on inputs in [-1, 1]: the spike probability is the pixel intensity ``(x + 1)/2``;
+    a black pixel (-1) never spikes, every spike is excitatory; the signed probability is what the spikes follow."""
+    x = torch.tensor([[-1.0, -0.5, 0.0, 1.0]], dtype=torch.float64).expand(40_000, 4)
+    s = F.encode(x, "bernoulli", generators=[torch.Generator().manual_seed(0)], scale=0.5, offset=1.0)
+    assert torch.allclose(s.mean((0, 1)), torch.tensor([0.0, 0.25, 0.5, 1.0], dtype=torch.float64), atol=0.01)
+    assert (s[..., 0] == 0).all() and (s >= 0).all()
+    q = F.signed_input_prob(torch.tensor([-3.0, -1.0, 0.2]), "poisson", scale=2.0, dt=0.5, offset=1.0)
+    assert torch.allclose(q, torch.tensor([-(1 - math.exp(-2.0)), 0.0, 1 - math.exp(-1.2)]))
+    u = torch.rand(1000, 3, generator=torch.Generator().manual_seed(2))
+    xs = torch.tensor([-3.0, -1.0, 0.2]).unsqueeze(0)
+    want = (u < q.abs()).float() * q.sign()
+    assert torch.equal(F.encode_uniform(xs, u, "poisson", scale=2.0, dt=0.5, offset=1.0), want)
+
+
 # -- β of the model against autograd of an independent simulation -------------------------------
 
 def make_net(firing, *, layernorm, spike_z, reset, refractory, encoding="current", replicas=2, seed=0, steps=6):

@@ -98,7 +98,11 @@ class ModelConfig:
     encoding: str = "current"
     """``spiking-mlp``: the input as ``current``-s, or as ``bernoulli`` or ``poisson`` spike trains."""
     input_scale: float = 1.0
-    """Spike encodings: probability ``min(1, scale |x|)`` (bernoulli) or rate ``scale |x|`` (poisson) of an input spike."""
+    """Spike encodings: probability ``min(1, scale |x + offset|)`` (bernoulli) or rate ``scale |x + offset|`` (poisson)
+    of an input spike."""
+    input_offset: float = 0.0
+    """Spike encodings: added to the input before it is encoded (1 with ``input_scale = 0.5``: images in [-1, 1] back to
+    pixel intensities in [0, 1], sparse spikes)."""
     spike_z: str = "count"
     """``spiking-mlp``: what the kernels and the memory see, the spike ``count`` per step or a synaptic ``trace``."""
     tau_syn: float = 5.0

@@ -41,6 +41,7 @@ part of the model's ``state_dict``, so a resumed run draws what it would have.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -102,7 +103,8 @@ class SpikingMLP(Stepped, FeedForward):
     surrogate, surrogate_slope, escape, escape_width
         The surrogate derivative, or the escape function and its width δ.
     encoding : {"current", "bernoulli", "poisson"}
-    input_scale : float
+    input_scale, input_offset : float
+        Spike encodings: the probability of an input spike is ``min(1, scale |x + offset|)`` (bernoulli).
     spike_z : {"count", "trace"}
     tau_syn : float
     layernorm : bool
@@ -137,6 +139,7 @@ class SpikingMLP(Stepped, FeedForward):
         escape_width: float = 0.25,
         encoding: str = "current",
         input_scale: float = 1.0,
+        input_offset: float = 0.0,
         spike_z: str = "count",
         tau_syn: float = 5.0,
         layernorm: bool = False,
@@ -156,7 +159,7 @@ class SpikingMLP(Stepped, FeedForward):
         self.neuron, self.steps = neuron, steps
         self.firing, self.surrogate, self.surrogate_slope = firing, surrogate, surrogate_slope
         self.escape, self.escape_width = escape, escape_width
-        self.encoding, self.input_scale = encoding, input_scale
+        self.encoding, self.input_scale, self.input_offset = encoding, input_scale, input_offset
         self.spike_z, self.tau_syn = spike_z, tau_syn
         self.streams = [spike_generators(seed, replicas, s) for s in (0, 1)]
 
@@ -178,7 +181,7 @@ class SpikingMLP(Stepped, FeedForward):
     def dynamics(self) -> F.SpikeDynamics:
         """The neurons, firing, encoding and readout as one :class:`~ibhebb.functional.spiking.SpikeDynamics`."""
         return F.SpikeDynamics(self.neuron, self.firing, self.surrogate, self.surrogate_slope, self.escape, self.escape_width,
-                               self.encoding, self.input_scale, self.spike_z, self.tau_syn)
+                               self.encoding, self.input_scale, self.spike_z, self.tau_syn, self.input_offset)
 
     def _fire(self, v_pre: Tensor, active: Tensor) -> tuple[Tensor, Tensor]:
         """``(spikes, ∂s/∂v')`` of one layer's step (:func:`~ibhebb.functional.spiking.fire`).
@@ -205,7 +208,8 @@ class SpikingMLP(Stepped, FeedForward):
         p, leak = self.neuron, self.neuron.dt / self.neuron.tau_mem
         states = [F.lif_rest((self.replicas, x.shape[0], layer.out_features), like=x) for layer in self.hidden]
         for t in range(1, self.steps + 1):
-            h = F.encode(x, self.encoding, generators=self.generators(), scale=self.input_scale, dt=p.dt)
+            h = F.encode(x, self.encoding, generators=self.generators(), scale=self.input_scale, dt=p.dt,
+                         offset=self.input_offset)
             traces: list[LayerTrace] = []
             for i, layer in enumerate(self.hidden):
                 st = states[i]
@@ -245,7 +249,7 @@ def spiking_kwargs(m) -> dict:
     return dict(
         neuron=F.LIFSpikeParams(m.tau_m, m.threshold, m.reset, m.refractory, m.dt), steps=m.steps, firing=m.firing,
         surrogate=m.surrogate, surrogate_slope=m.surrogate_slope, escape=m.escape, escape_width=m.escape_width,
-        encoding=m.encoding, input_scale=m.input_scale, spike_z=m.spike_z, tau_syn=m.tau_syn, layernorm=m.layernorm,
+        encoding=m.encoding, input_scale=m.input_scale, input_offset=m.input_offset, spike_z=m.spike_z, tau_syn=m.tau_syn, layernorm=m.layernorm,
         bias=m.bias,
     )
 
@@ -266,6 +270,7 @@ def check_spiking_config(cfg) -> None:
         require(getattr(m, key) > 0, f"model.{key} must be positive, got {getattr(m, key)}")
     require(m.dt <= m.tau_m, f"model.dt = {m.dt} must not exceed model.tau_m = {m.tau_m} (the Euler step would overshoot)")
     require(m.dt <= m.tau_syn, f"model.dt = {m.dt} must not exceed model.tau_syn = {m.tau_syn}")
+    require(math.isfinite(m.input_offset), f"model.input_offset must be a finite number, got {m.input_offset}")
     require(m.refractory >= 0, f"model.refractory must be >= 0 steps, got {m.refractory}")
     require(m.steps >= 1, f"model.steps must be >= 1, got {m.steps}")
     require(len(m.hidden) >= 1 and all(h >= 1 for h in m.hidden), f"model.hidden must be positive sizes, got {m.hidden}")
