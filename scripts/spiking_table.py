@@ -57,8 +57,8 @@ def fmt(xs, digits=3):
 
 
 def table(root: Path) -> str:
-    lines = ["| task | network, training | command: `ibhebb train <args> threads=1` | epochs | test accuracy (mean ± std) | per seed | "
-             "firing rate per step, layer 1 / 2 | spikes per sample, layer 1 / 2 | silent, layer 1 / 2 |",
+    lines = ["| task | network, training | command: `ibhebb train <args> threads=1` | epochs | test accuracy (mean ± std) | "
+             "per seed | firing rate per step, layer 1 / 2 | spikes per sample, layer 1 / 2 | silent, layer 1 / 2 |",
              "|---|---|---|---:|---|---|---|---|---|"]
     for task, rows in ROWS.items():
         for i, (name, args) in enumerate(rows):
