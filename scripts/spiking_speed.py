@@ -1,5 +1,6 @@
 """Per-time-step CPU time of the C step on MNIST: lif-mlp (rate) vs spiking-mlp (both β forms, currents or Bernoulli
-input spikes), same T, shape, memory and optimiser, interleaved, medians of 3.
+input spikes: of |x| for images in [-1, 1], dense, or of the pixel intensity (x + 1)/2, sparse), same T, shape, memory
+and optimiser, interleaved, medians of 3.
 
     python scripts/spiking_speed.py T SAMPLES
 """
@@ -14,12 +15,14 @@ import torch
 from ibhebb.config import load_config
 from ibhebb.data import load_dataset
 from ibhebb.engine import make_engine
+from ibhebb.functional import spiking as F
 from ibhebb.train.trainer import build
 
 torch.set_num_threads(1)
 
 T, n = int(sys.argv[1]), int(sys.argv[2])
 common = ["seeds=1", "threads=1", f"model.steps={T}", f"data.n_train={n + 16}", "data.n_test=100"]
+intensity = ["model.encoding=bernoulli", "model.input_offset=1.0", "model.input_scale=0.5"]
 runs = {
     "lif-mlp": load_config("configs/fig5-mnist.toml", [*common, "model.kind=lif-mlp", "model.tau_m=2.0"]),
     "spiking surrogate current": load_config("configs/fig5-mnist-spiking-surrogate.toml", common),
@@ -27,6 +30,8 @@ runs = {
     "spiking surrogate bernoulli": load_config("configs/fig5-mnist-spiking-surrogate.toml",
                                                [*common, "model.encoding=bernoulli"]),
     "spiking escape bernoulli": load_config("configs/fig5-mnist-spiking-escape.toml", [*common, "model.encoding=bernoulli"]),
+    "spiking surrogate bernoulli intensity": load_config("configs/fig5-mnist-spiking-surrogate.toml", [*common, *intensity]),
+    "spiking escape bernoulli intensity": load_config("configs/fig5-mnist-spiking-escape.toml", [*common, *intensity]),
 }
 res = {k: [] for k in runs}
 for rnd in range(3):
@@ -39,6 +44,10 @@ for rnd in range(3):
         y1 = torch.nn.functional.one_hot(data.y_train, 10).to(x.dtype)
         eng.train_epoch(x, y1, torch.arange(16))  # fill the window
         order = torch.arange(16, 16 + n)
+        if rnd == 0 and cfg.model.kind == "spiking-mlp" and cfg.model.encoding != "current":
+            d = cfg.model
+            q = F.signed_input_prob(x[order], d.encoding, scale=d.input_scale, dt=d.dt, offset=d.input_offset)
+            print(name, "input spike probability per pixel and step: %.3f" % q.abs().mean().item(), flush=True)
         c0, w0 = time.process_time(), time.perf_counter()
         eng.train_epoch(x, y1, order)
         cpu, wall = time.process_time() - c0, time.perf_counter() - w0

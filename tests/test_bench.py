@@ -34,7 +34,8 @@ def test_bench_native_rows():
 def test_bench_spiking_rows():
     result = run_bench("cpu", steps=24, replicas=(2,), progress=False, groups=("spiking",), engines=("native",), lif_steps=3)
     assert [(r["rule"], r["engine"], r["replicas"], r["steps_per_sample"]) for r in result["rows"]] == [
-        ("biohsic (spiking, surrogate, current, T=3)", "native", 2, 3), ("biohsic (spiking, escape, bernoulli, T=3)", "native", 2, 3)]
+        ("biohsic (spiking, surrogate, current, T=3)", "native", 2, 3), ("biohsic (spiking, escape, bernoulli, T=3)", "native", 2, 3),
+        ("biohsic (spiking, surrogate, bernoulli of sparse pixel intensities, T=3)", "native", 2, 3)]
     assert all(r["us_per_step"] > 0 and r["chunk"] == 256 for r in result["rows"])
     assert "| biohsic (spiking, escape, bernoulli, T=3) | buffer | native | 2 |" in markdown(result)
 

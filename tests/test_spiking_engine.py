@@ -20,11 +20,11 @@ needs_c = pytest.mark.skipif(cstep.unavailable(torch.float64) is not None, reaso
 
 
 def build(firing, encoding, spike_z, memory="buffer", reset="zero", refractory=0, layernorm=True, replicas=2,
-          surrogate="fast-sigmoid", escape="sigmoid"):
+          surrogate="fast-sigmoid", escape="sigmoid", input_offset=0.0, input_scale=0.8):
     neuron = F.LIFSpikeParams(tau_mem=2.0, threshold=0.3, reset=reset, refractory=refractory, dt=1.0)
     model = SpikingMLP(D_IN, HIDDEN, C, replicas=replicas, seed=3, neuron=neuron, steps=4, firing=firing, surrogate=surrogate,
-                       escape=escape, escape_width=0.3, encoding=encoding, input_scale=0.8, spike_z=spike_z, tau_syn=3.0,
-                       layernorm=layernorm).double()
+                       escape=escape, escape_width=0.3, encoding=encoding, input_scale=input_scale, spike_z=spike_z, tau_syn=3.0,
+                       layernorm=layernorm, input_offset=input_offset).double()
     rule = make_rule("biohsic", model, RuleConfig(variant="paper", memory=memory, window=4, gamma=2.0, sigmas=[0.6, 0.4, 0.9]))
     opt = torch.optim.AdamW(rule.trainable(), lr=3e-2, betas=(0.9, 0.99), weight_decay=1e-2)
     return model, rule, opt
@@ -47,6 +47,8 @@ CASES = [
     dict(firing="surrogate", encoding="current", spike_z="count"),
     dict(firing="surrogate", encoding="bernoulli", spike_z="trace", reset="subtract", refractory=1, surrogate="arctan"),
     dict(firing="escape", encoding="current", spike_z="count", reset="subtract", escape="exp"),
+    # sparse input spikes (mostly 0 or 1 of the 6 active: the C step's sum over the active inputs), mostly excitatory
+    dict(firing="surrogate", encoding="bernoulli", spike_z="count", input_offset=0.6, input_scale=0.2),
     dict(firing="escape", encoding="poisson", spike_z="trace", refractory=2, layernorm=False),
     dict(firing="surrogate", encoding="current", spike_z="trace", memory="recompute", refractory=1),
     dict(firing="surrogate", encoding="poisson", spike_z="count", replicas=1, layernorm=False),

@@ -42,7 +42,8 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     kind: str = "mlp"
-    """``mlp`` (static units), ``lif-mlp`` (rate leaky-integrate units), ``spiking-mlp`` (LIF spiking units), ..."""
+    """``mlp`` (static units), ``lif-mlp`` (rate leaky-integrate units), ``spiking-mlp`` (LIF spiking units),
+    ``spiking-cnn`` (3×3 conv layers of LIF units, ``channels``), ..."""
     hidden: list[int] = field(default_factory=lambda: [128, 64])
     activation: str = "relu"
     layernorm: bool = True
@@ -57,7 +58,8 @@ class ModelConfig:
     steps: int = 20
     """``T``: Euler steps each sample is presented for (leaky networks)."""
     channels: list[int] = field(default_factory=lambda: [128, 256])
-    """``cnn``: output channels of each 3×3 convolution (each followed by 2×2 average pooling)."""
+    """``cnn``: output channels of each 3×3 convolution (each followed by 2×2 average pooling); ``spiking-cnn``: the
+    same, the pooling of each layer's spike maps at the start of the next layer (or the readout)."""
     z_after_pool: bool = True
     """``cnn``: a conv layer's ``z`` (kernel, memory) is its pooled map (true) or the map before pooling (false)."""
     width: int = 1
@@ -98,7 +100,11 @@ class ModelConfig:
     encoding: str = "current"
     """``spiking-mlp``: the input as ``current``-s, or as ``bernoulli`` or ``poisson`` spike trains."""
     input_scale: float = 1.0
-    """Spike encodings: probability ``min(1, scale |x|)`` (bernoulli) or rate ``scale |x|`` (poisson) of an input spike."""
+    """Spike encodings: probability ``min(1, scale |x + offset|)`` (bernoulli) or rate ``scale |x + offset|`` (poisson)
+    of an input spike."""
+    input_offset: float = 0.0
+    """Spike encodings: added to the input before it is encoded (1 with ``input_scale = 0.5``: images in [-1, 1] back to
+    pixel intensities in [0, 1], sparse spikes)."""
     spike_z: str = "count"
     """``spiking-mlp``: what the kernels and the memory see, the spike ``count`` per step or a synaptic ``trace``."""
     tau_syn: float = 5.0

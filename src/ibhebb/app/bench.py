@@ -12,8 +12,10 @@ ReLU + LayerNorm, N = 8, AdamW as in ``configs/fig5-mnist.toml``), for
   steps (one update each) per sample;
 - ``biohsic`` on the spiking (LIF, ``model.kind = "spiking-mlp"``) version of the same
   network, ``T`` steps per sample, β through the fast-sigmoid surrogate with the input as currents,
-  and through escape noise with the input as Bernoulli spike trains (the random numbers drawn per
-  chunk from the replicas' generators);
+  through escape noise with the input as Bernoulli spike trains of ``|x|`` (dense: about 0.6 of
+  the inputs spike in a step), and through the surrogate with Bernoulli spike trains of pixel
+  intensities of MNIST-like sparsity (:data:`SPARSE_PIXELS`; the C step sums only the active
+  inputs); the random numbers drawn per chunk from the replicas' generators;
 - ``biohsic`` with the ``features`` memory (ξ from traces of :data:`FEATURES` random-feature neurons, two
   stages, as ``configs/fig5-mnist-neural-memory.toml``), through the rule's loop only (no engine step runs it);
 - minibatch backprop (batch 6);
@@ -170,13 +172,21 @@ def _data(n: int, device: torch.device):
     return x, y, torch.nn.functional.one_hot(y, C).float()
 
 
+def _sparse_images(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """MNIST-like inputs in [-1, 1] in place of ``x``: a pixel is lit (intensity ``U(0, 1)``) with probability
+    :data:`SPARSE_PIXELS`, else black (-1); the mean intensity is half that (MNIST's: 0.13)."""
+    lit = torch.rand(x.shape, generator=generator) < SPARSE_PIXELS
+    return torch.where(lit, 2 * torch.rand(x.shape, generator=generator) - 1, -torch.ones_like(x)).to(x.device)
+
+
 def _online(kind: str, memory: str, replicas: int, device: torch.device, steps: int):
     if kind == "lif":
         model = LeakyMLP(D_IN, HIDDEN, C, replicas=replicas, tau_m=5.0, dt=1.0, steps=steps)
     elif kind in SPIKING:
-        firing, encoding = SPIKING[kind]
+        firing, encoding, sparse = SPIKING[kind]
         model = SpikingMLP(D_IN, HIDDEN, C, replicas=replicas, neuron=LIFSpikeParams(tau_mem=2.0, threshold=0.1), steps=steps,
-                           firing=firing, encoding=encoding, layernorm=True)
+                           firing=firing, encoding=encoding, layernorm=True,
+                           **(dict(input_offset=1.0, input_scale=0.5) if sparse else {}))
     else:
         model = MLP(D_IN, HIDDEN, C, replicas=replicas)
     model = model.to(device)
@@ -185,14 +195,20 @@ def _online(kind: str, memory: str, replicas: int, device: torch.device, steps: 
     return model, rule, opt
 
 
-SPIKING = {"spike-surrogate": ("surrogate", "current"), "spike-escape": ("escape", "bernoulli")}
-"""The spiking rows: ``(firing, encoding)`` of each."""
+SPIKING = {"spike-surrogate": ("surrogate", "current", False), "spike-escape": ("escape", "bernoulli", False),
+           "spike-sparse": ("surrogate", "bernoulli", True)}
+"""The spiking rows: ``(firing, encoding, sparse)`` of each; ``sparse``: MNIST-like images (:func:`_sparse_images`)
+encoded as pixel intensities (``input_offset = 1``, ``input_scale = 0.5``)."""
+SPARSE_PIXELS = 0.25
+"""The fraction of lit pixels of the sparse spiking row's images (mean intensity 0.125, MNIST's 0.13)."""
 
 
 def bench_online(kind, memory, engine, replicas, device, samples, rates, lif_steps=20, chunk=0) -> Row:
     T = lif_steps if kind == "lif" or kind in SPIKING else 1
     model, rule, opt = _online(kind, memory, replicas, device, T)
     x, y, y1 = _data(max(samples, 64), device)
+    if kind in SPIKING and SPIKING[kind][2]:
+        x = _sparse_images(x, torch.Generator().manual_seed(1))
     if engine == "rule":
         def run(lo=0, hi=samples):
             for i in range(lo, hi):
@@ -216,7 +232,8 @@ def bench_online(kind, memory, engine, replicas, device, samples, rates, lif_ste
     used_chunk = 0 if engine == "rule" else (1 if T > 1 and engine == "compile" else eng.chunk_used or step_chunk)
     name = "biohsic (LIF, T=%d)" % T if kind == "lif" else "biohsic"
     if kind in SPIKING:
-        name = "biohsic (spiking, %s, %s, T=%d)" % (*SPIKING[kind], T)
+        firing, encoding, sparse = SPIKING[kind]
+        name = "biohsic (spiking, %s, %s, T=%d)" % (firing, encoding + (" of sparse pixel intensities" if sparse else ""), T)
     limit = _limit(rates, "biohsic", memory, replicas, T)
     cache_limit = _limit(rates, "biohsic", memory, replicas, T, "cache_bandwidth_bytes")
     return Row(name, memory, engine, replicas, 1e6 * per_sample / T,

@@ -98,7 +98,7 @@ _FIELDS = [  # (name, C type, array length or 0): the one definition of the C st
     ("spk_in", "int64_t", 0),  # d_x when each noise row starts with the input's uniforms (an encoding), else 0
     ("spk_stride", "int64_t", 0),  # length of a noise row: the input's uniforms, then each layer's (escape noise)
     ("spk_noise", "const real *", 0),  # (R, K, T, spk_stride) for the chunk, or NULL when nothing is random
-    ("spk_prob", "const real *", 0),  # (K, d_x): each chunk sample's probability of an input spike (an encoding)
+    ("spk_prob", "const real *", 0),  # (K, d_x): each chunk sample's signed probability of an input spike (an encoding)
 ]
 _CTYPES = {"int64_t": ctypes.c_int64, "double": ctypes.c_double}
 
@@ -407,8 +407,8 @@ class NativeStep:
 
         A spiking network that draws random numbers takes them in ``noise`` ``(R, len(order), T, width)`` (the
         weights' dtype, contiguous): per row the input's uniforms (an encoding), then each layer's; with an
-        encoding, ``prob`` ``(len(order), d_x)`` is each sample's probability of an input spike (the input
-        spikes where ``noise < prob``, with the sign of the input).
+        encoding, ``prob`` ``(len(order), d_x)`` is each sample's signed probability ``q`` of an input spike
+        (:func:`~ibhebb.functional.spiking.signed_input_prob`: the input spikes ``sign(q)`` where ``noise < |q|``).
         """
         st, p, lib = self.st, self.problem, self.lib
         dtype = st.weights[0].dtype

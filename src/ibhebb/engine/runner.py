@@ -36,7 +36,7 @@ from torch import Tensor
 from . import cstep
 from .capability import NATIVE, spec_facts
 from .state import bind, unbind
-from ..functional.spiking import input_prob, presentation_noise
+from ..functional.spiking import UNIFORM_DTYPE, presentation_noise, signed_input_prob
 from .step import (EngineState, StepSpec, chunk_step_, clone_state, fill_step_, leaky_sample_, leaky_update_, sample_step_,
                    spiking_fill_step_, spiking_sample_step_)
 
@@ -267,8 +267,10 @@ class OnlineEngine:
         gens, dims = self.model.generators(), [w.shape[-2] for w in st.weights[:-1]]
         n, updates = len(order), 0
 
+        buffer = torch.empty(NOISE_ELEMENTS, dtype=UNIFORM_DTYPE) if dyn.random else None
+
         def noise(idx: Tensor) -> Tensor | None:
-            return presentation_noise(dyn, x.index_select(0, idx), spec.steps, dims, gens)
+            return presentation_noise(dyn, x.index_select(0, idx), spec.steps, dims, gens, buffer)
 
         pos, count = self._fill(count, x, y1, order, lambda xj, yj, j: spiking_fill_step_(spec, st, xj, yj, noise(j)), progress)
         step = self._native_step(st) if pos < n else None
@@ -283,7 +285,8 @@ class OnlineEngine:
                 idx = order[pos : pos + k]
                 prob = None
                 if dyn.encoding != "current":
-                    prob = input_prob(x.index_select(0, idx), dyn.encoding, scale=dyn.input_scale, dt=dyn.neuron.dt).contiguous()
+                    prob = signed_input_prob(x.index_select(0, idx), dyn.encoding, scale=dyn.input_scale, dt=dyn.neuron.dt,
+                                             offset=dyn.input_offset).contiguous()
                 step(xc, yc, idx, noise(idx), prob)
                 pos, count, updates = pos + k, count + k, updates + k * spec.steps
                 if progress:

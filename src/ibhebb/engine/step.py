@@ -340,7 +340,8 @@ def spiking_present(spec: StepSpec, st: EngineState, x: Tensor, noise: Tensor | 
     d_in = x.shape[-1] if dyn.encoding != "current" else 0
     for t in range(1, spec.steps + 1):
         u = None if noise is None else noise[:, :, t - 1]
-        h = x if d_in == 0 else encode_uniform(x, u[..., :d_in], dyn.encoding, scale=dyn.input_scale, dt=dyn.neuron.dt)
+        h = x if d_in == 0 else encode_uniform(x, u[..., :d_in], dyn.encoding, scale=dyn.input_scale, dt=dyn.neuron.dt,
+                                                   offset=dyn.input_offset)
         off, traces = d_in, []
         for i, d in enumerate(dims):
             eta = u[..., off : off + d] if dyn.firing == "escape" else None

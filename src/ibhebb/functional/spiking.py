@@ -230,14 +230,15 @@ def replica_uniform(shape: Sequence[int], generators: Sequence[torch.Generator],
 
 
 def encode(x: Tensor, encoding: str, *, generators: Sequence[torch.Generator] = (), scale: float = 1.0,
-           dt: float = 1.0) -> Tensor:
+           dt: float = 1.0, offset: float = 0.0) -> Tensor:
     """One time step of input: ``x`` ``(B, d)`` as currents (unchanged, shared by the replicas) or spikes ``(R, B, d)``.
 
-    ``bernoulli``: a spike with probability ``min(1, scale |x|)``; ``poisson``:
-    a Poisson process of rate ``scale |x|`` per unit time, sampled at ``dt``
-    (probability ``1 - exp(-scale |x| dt)`` of a spike in the step). A spike
-    carries the sign of ``x`` (negative inputs make inhibitory spikes).
-    Each replica draws from its own generator.
+    ``bernoulli``: a spike with probability ``min(1, scale |x + offset|)``; ``poisson``:
+    a Poisson process of rate ``scale |x + offset|`` per unit time, sampled at ``dt``
+    (probability ``1 - exp(-scale |x + offset| dt)`` of a spike in the step). A spike
+    carries the sign of ``x + offset`` (negative inputs make inhibitory spikes).
+    ``offset = 1, scale = 0.5`` turns images normalised to [-1, 1] back into pixel
+    intensities in [0, 1] (a black pixel never spikes). Each replica draws from its own generator.
 
     Examples
     --------
@@ -246,15 +247,35 @@ def encode(x: Tensor, encoding: str, *, generators: Sequence[torch.Generator] = 
     >>> g = [torch.Generator().manual_seed(0)]
     >>> encode(torch.tensor([[0.0, 1.0, -1.0]]), "bernoulli", generators=g).tolist()
     [[[0.0, 1.0, -1.0]]]
+    >>> encode(torch.tensor([[-1.0, 1.0]]), "bernoulli", generators=g, scale=0.5, offset=1.0).tolist()
+    [[[0.0, 1.0]]]
     """
     if encoding == "current":
         return x
-    return encode_uniform(x, replica_uniform(x.shape, generators, x), encoding, scale=scale, dt=dt)
+    return encode_uniform(x, replica_uniform(x.shape, generators, x), encoding, scale=scale, dt=dt, offset=offset)
 
 
-def encode_uniform(x: Tensor, u: Tensor, encoding: str, *, scale: float = 1.0, dt: float = 1.0) -> Tensor:
-    """:func:`encode`'s spikes of ``x`` from given uniforms ``u`` (any shape ``x`` broadcasts to): ``1[u < p] sign(x)``."""
-    return (u < input_prob(x, encoding, scale=scale, dt=dt)).to(x.dtype) * torch.sign(x)
+def encode_uniform(x: Tensor, u: Tensor, encoding: str, *, scale: float = 1.0, dt: float = 1.0,
+                   offset: float = 0.0) -> Tensor:
+    """:func:`encode`'s spikes of ``x`` from given uniforms ``u`` (any shape ``x`` broadcasts to): ``1[u < |q|] sign(q)``
+    with ``q`` the :func:`signed_input_prob`."""
+    q = signed_input_prob(x, encoding, scale=scale, dt=dt, offset=offset)
+    return (u < q.abs()).to(x.dtype) * torch.sign(q)
+
+
+def signed_input_prob(x: Tensor, encoding: str, *, scale: float = 1.0, dt: float = 1.0, offset: float = 0.0) -> Tensor:
+    """``q = sign(x + offset) p``: the probability ``p`` of an input spike in a step (:func:`input_prob`) with the
+    spike's sign.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from ibhebb.functional.spiking import signed_input_prob
+    >>> signed_input_prob(torch.tensor([-1.0, -1.5, 0.5]), "bernoulli", scale=0.5, offset=1.0).tolist()
+    [0.0, -0.25, 0.75]
+    """
+    x = x + offset if offset else x
+    return torch.sign(x) * input_prob(x, encoding, scale=scale, dt=dt)
 
 
 def input_prob(x: Tensor, encoding: str, *, scale: float = 1.0, dt: float = 1.0) -> Tensor:
@@ -293,6 +314,7 @@ class SpikeDynamics(NamedTuple):
     input_scale: float = 1.0
     spike_z: str = "count"
     tau_syn: float = 5.0
+    input_offset: float = 0.0
 
     @property
     def random(self) -> bool:
@@ -301,13 +323,15 @@ class SpikeDynamics(NamedTuple):
 
 
 def presentation_noise(dyn: SpikeDynamics, x: Tensor, steps: int, dims: Sequence[int],
-                       generators: Sequence[torch.Generator]) -> Tensor | None:
+                       generators: Sequence[torch.Generator], buffer: Tensor | None = None) -> Tensor | None:
     """The uniforms of presenting the rows of ``x`` ``(K, d_x)`` one after the other: ``(R, K, steps, width)``.
 
     Per replica, sample and step, in the order a presentation draws them: the input's ``d_x`` (a spike
     encoding, :func:`encode_uniform`), then each layer's ``dims[ℓ]`` (escape noise); ``None`` if it draws
     none. One draw per replica (a generator's stream does not depend on how it is cut into calls), in
     :data:`UNIFORM_DTYPE` on the CPU, then cast to ``x``'s dtype and device as :func:`replica_uniform` does.
+    ``buffer`` (1-D, :data:`UNIFORM_DTYPE`, CPU), when it is long enough, is drawn into instead of fresh
+    memory (a caller that draws per chunk saves the page faults of a new tensor each time).
 
     Examples
     --------
@@ -322,8 +346,11 @@ def presentation_noise(dyn: SpikeDynamics, x: Tensor, steps: int, dims: Sequence
     width = d_in + (sum(dims) if dyn.firing == "escape" else 0)
     if width == 0:
         return None
-    k = x.shape[0]
-    u = torch.empty(len(generators), k * steps * width, dtype=UNIFORM_DTYPE)
+    k, r = x.shape[0], len(generators)
+    if buffer is not None and buffer.numel() >= r * k * steps * width:
+        u = buffer[: r * k * steps * width].view(r, k * steps * width)
+    else:
+        u = torch.empty(r, k * steps * width, dtype=UNIFORM_DTYPE)
     for row, g in zip(u, generators):
         torch.rand(k * steps * width, generator=g, dtype=UNIFORM_DTYPE, out=row)
     return u.view(len(generators), k, steps, width).to(device=x.device, dtype=x.dtype)

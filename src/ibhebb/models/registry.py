@@ -70,6 +70,17 @@ def _spiking_mlp(cfg, data):
                       **spiking_kwargs(cfg.model))
 
 
+@register_model("spiking-cnn")
+def _spiking_cnn(cfg, data):
+    from ..errors import ConfigError
+    from .spiking import SpikingCNN, spiking_kwargs
+
+    if len(data.input_shape) != 3:
+        raise ConfigError(f"model.kind = 'spiking-cnn' needs images (C, H, W); {data.name} gives vectors of shape {data.input_shape}")
+    return SpikingCNN(data.input_shape, list(cfg.model.channels), data.n_classes, replicas=cfg.seeds, seed=cfg.seed,
+                      **spiking_kwargs(cfg.model))
+
+
 @register_model("phsic-mlp")
 def _phsic_mlp(cfg, data):
     from ..errors import ConfigError

@@ -41,6 +41,7 @@ part of the model's ``state_dict``, so a resumed run draws what it would have.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -50,8 +51,13 @@ from torch import Tensor
 from ..config import register_check, require, require_choice
 from ..functional import spiking as F
 from ..functional.layers import layernorm, layernorm_vjp
+from .conv import Conv2dLayer, PooledDense
 from .layers import Dense, replica_generators
 from .networks import FeedForward, LayerTrace, Stepped
+
+
+SPIKING_KINDS = ("spiking-mlp", "spiking-cnn")
+"""The spiking model kinds (the ``[model]`` keys of :func:`spiking_kwargs` apply to both)."""
 
 
 def spike_generators(seed: int, replicas: int, stream: int) -> list[torch.Generator]:
@@ -67,14 +73,9 @@ class SpikeTrace(LayerTrace):
     spikes: Tensor | None = None
 
 
-class SpikingDense(Dense):
-    """The synapses ``I = W h + b`` of a LIF population and the local factor of its readout.
-
-    The neurons' dynamics are run by :class:`SpikingMLP`, which holds their state.
-    """
-
-    def __init__(self, in_features: int, out_features: int, *, generators, layernorm: bool = False, bias: bool = True):
-        super().__init__(in_features, out_features, generators=generators, activation="identity", layernorm=layernorm, bias=bias)
+class SpikeReadout:
+    """What a spiking layer's neurons give the kernels: ``z = LN(r)`` (or ``r``) of their readout ``r``, and its local
+    factor (mixed into the synapse classes, which provide ``layernorm``)."""
 
     def output(self, r: Tensor) -> tuple[Tensor, Tensor]:
         """``(r, z)`` from the readout ``r``: ``z = LN(r)`` or ``r``."""
@@ -85,6 +86,48 @@ class SpikingDense(Dense):
         if self.layernorm:
             cot = layernorm_vjp(r, z, cot)
         return cot * a
+
+
+class SpikingDense(SpikeReadout, Dense):
+    """The synapses ``I = W h + b`` of a LIF population and the local factor of its readout.
+
+    The neurons' dynamics are run by :class:`SpikingMLP`, which holds their state.
+    """
+
+    def __init__(self, in_features: int, out_features: int, *, generators, layernorm: bool = False, bias: bool = True):
+        super().__init__(in_features, out_features, generators=generators, activation="identity", layernorm=layernorm, bias=bias)
+
+
+class SpikingConv2d(SpikeReadout, Conv2dLayer):
+    """The synapses ``I = W ⋆ P_in(h) + b`` of a map of LIF neurons, on flattened maps, and the local factor of its readout.
+
+    A 3×3 "same" convolution of the input maps, average-pooled by ``pool_in`` first (the previous layer's spike
+    maps become fractions of spikes, a fixed linear map as in :class:`~ibhebb.models.cnn.CNN`); every position of
+    every output channel is a neuron. ``z`` is the layer's readout map, flattened (LayerNorm over the whole map).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from ibhebb.models.layers import replica_generators
+    >>> from ibhebb.models.spiking import SpikingConv2d
+    >>> layer = SpikingConv2d((1, 6, 6), 2, generators=replica_generators(0, 3), pool_in=2)
+    >>> layer.out_features, layer.preactivation(torch.randn(5, 36)).shape
+    (18, torch.Size([3, 5, 18]))
+    """
+
+    def __init__(self, in_shape: tuple[int, int, int], out_channels: int, *, generators, layernorm: bool = False,
+                 bias: bool = True, pool_in: int = 1):
+        super().__init__(in_shape, out_channels, generators=generators, activation="identity", layernorm=layernorm, bias=bias,
+                         pool_in=pool_in)
+
+    def preactivation(self, h: Tensor) -> Tensor:
+        """``I = W ⋆ P_in(h) + b``, flattened: ``(R, B, O·H·W)``."""
+        return super().preactivation(h).flatten(-3)
+
+    @torch.no_grad()
+    def accumulate_grad(self, h: Tensor, a_cot: Tensor, scale: float = 1.0) -> None:
+        """:meth:`Conv2dLayer.accumulate_grad` of a flattened cotangent of ``I``."""
+        super().accumulate_grad(h, a_cot.reshape(*a_cot.shape[:-1], *self.conv_shape), scale)
 
 
 class SpikingMLP(Stepped, FeedForward):
@@ -102,7 +145,8 @@ class SpikingMLP(Stepped, FeedForward):
     surrogate, surrogate_slope, escape, escape_width
         The surrogate derivative, or the escape function and its width δ.
     encoding : {"current", "bernoulli", "poisson"}
-    input_scale : float
+    input_scale, input_offset : float
+        Spike encodings: the probability of an input spike is ``min(1, scale |x + offset|)`` (bernoulli).
     spike_z : {"count", "trace"}
     tau_syn : float
     layernorm : bool
@@ -137,6 +181,7 @@ class SpikingMLP(Stepped, FeedForward):
         escape_width: float = 0.25,
         encoding: str = "current",
         input_scale: float = 1.0,
+        input_offset: float = 0.0,
         spike_z: str = "count",
         tau_syn: float = 5.0,
         layernorm: bool = False,
@@ -149,16 +194,21 @@ class SpikingMLP(Stepped, FeedForward):
             if value not in options:
                 raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(options)}")
         gens = replica_generators(seed, replicas)
-        sizes = [in_features, *hidden]
-        layers = [SpikingDense(i, o, generators=gens, layernorm=layernorm, bias=bias) for i, o in zip(sizes[:-1], sizes[1:])]
-        readout = Dense(sizes[-1], n_classes, generators=gens, activation="identity", layernorm=False, bias=bias)
-        super().__init__(layers, readout, in_features=in_features, n_classes=n_classes, replicas=replicas, seed=seed)
+        layers, readout, d_in = self.synapses(in_features, hidden, n_classes, gens, layernorm, bias)
+        super().__init__(layers, readout, in_features=d_in, n_classes=n_classes, replicas=replicas, seed=seed)
         self.neuron, self.steps = neuron, steps
         self.firing, self.surrogate, self.surrogate_slope = firing, surrogate, surrogate_slope
         self.escape, self.escape_width = escape, escape_width
-        self.encoding, self.input_scale = encoding, input_scale
+        self.encoding, self.input_scale, self.input_offset = encoding, input_scale, input_offset
         self.spike_z, self.tau_syn = spike_z, tau_syn
         self.streams = [spike_generators(seed, replicas, s) for s in (0, 1)]
+
+    @staticmethod
+    def synapses(in_features, hidden, n_classes, gens, layernorm, bias) -> tuple[list, Dense, int]:
+        """``(hidden layers, readout, input size)``: :class:`SpikingDense` layers of ``hidden`` sizes, a linear readout."""
+        sizes = [in_features, *hidden]
+        layers = [SpikingDense(i, o, generators=gens, layernorm=layernorm, bias=bias) for i, o in zip(sizes[:-1], sizes[1:])]
+        return layers, Dense(sizes[-1], n_classes, generators=gens, activation="identity", layernorm=False, bias=bias), in_features
 
     # -- randomness ----------------------------------------------------------------------------
     def generators(self) -> list[torch.Generator]:
@@ -178,7 +228,7 @@ class SpikingMLP(Stepped, FeedForward):
     def dynamics(self) -> F.SpikeDynamics:
         """The neurons, firing, encoding and readout as one :class:`~ibhebb.functional.spiking.SpikeDynamics`."""
         return F.SpikeDynamics(self.neuron, self.firing, self.surrogate, self.surrogate_slope, self.escape, self.escape_width,
-                               self.encoding, self.input_scale, self.spike_z, self.tau_syn)
+                               self.encoding, self.input_scale, self.spike_z, self.tau_syn, self.input_offset)
 
     def _fire(self, v_pre: Tensor, active: Tensor) -> tuple[Tensor, Tensor]:
         """``(spikes, ∂s/∂v')`` of one layer's step (:func:`~ibhebb.functional.spiking.fire`).
@@ -205,7 +255,8 @@ class SpikingMLP(Stepped, FeedForward):
         p, leak = self.neuron, self.neuron.dt / self.neuron.tau_mem
         states = [F.lif_rest((self.replicas, x.shape[0], layer.out_features), like=x) for layer in self.hidden]
         for t in range(1, self.steps + 1):
-            h = F.encode(x, self.encoding, generators=self.generators(), scale=self.input_scale, dt=p.dt)
+            h = F.encode(x, self.encoding, generators=self.generators(), scale=self.input_scale, dt=p.dt,
+                         offset=self.input_offset)
             traces: list[LayerTrace] = []
             for i, layer in enumerate(self.hidden):
                 st = states[i]
@@ -240,12 +291,47 @@ class SpikingMLP(Stepped, FeedForward):
         return out
 
 
+class SpikingCNN(SpikingMLP):
+    """:class:`SpikingMLP` with convolutional LIF layers (:class:`SpikingConv2d`): ``model.kind = "spiking-cnn"``.
+
+    ``in_shape`` ``(C, H, W)``, ``channels`` the output channels of each 3×3 convolution; each layer after the
+    first, and the linear readout, average-pools the previous layer's spike (or readout) maps by ``pool``
+    first. Everything else (neurons, firing, β, encodings, readout, randomness) is :class:`SpikingMLP`'s; the
+    engine has no step for it (the rule's own loop trains it).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from ibhebb.models.spiking import SpikingCNN
+    >>> net = SpikingCNN((1, 8, 8), [2, 3], 4, replicas=2, steps=3)
+    >>> net(torch.randn(5, 1, 8, 8)).shape, [layer.out_features for layer in net.hidden]
+    (torch.Size([2, 5, 4]), [128, 48])
+    """
+
+    kind = "spiking-cnn"
+    pool = 2
+
+    def __init__(self, in_shape: tuple[int, int, int], channels: list[int], n_classes: int, **kwargs):
+        super().__init__(tuple(in_shape), list(channels), n_classes, **kwargs)
+        self.in_shape = tuple(in_shape)
+
+    @classmethod
+    def synapses(cls, in_shape, channels, n_classes, gens, layernorm, bias) -> tuple[list, Dense, int]:
+        shape, pending, layers = tuple(in_shape), 1, []
+        for c in channels:
+            layers.append(SpikingConv2d(shape, c, generators=gens, layernorm=layernorm, bias=bias, pool_in=pending))
+            shape, pending = layers[-1].conv_shape, cls.pool
+        readout = PooledDense(shape, n_classes, pool_in=pending, generators=gens, activation="identity", layernorm=False,
+                              bias=bias)
+        return layers, readout, math.prod(in_shape)
+
+
 def spiking_kwargs(m) -> dict:
     """The :class:`SpikingMLP` keyword arguments of a ``[model]`` config table."""
     return dict(
         neuron=F.LIFSpikeParams(m.tau_m, m.threshold, m.reset, m.refractory, m.dt), steps=m.steps, firing=m.firing,
         surrogate=m.surrogate, surrogate_slope=m.surrogate_slope, escape=m.escape, escape_width=m.escape_width,
-        encoding=m.encoding, input_scale=m.input_scale, spike_z=m.spike_z, tau_syn=m.tau_syn, layernorm=m.layernorm,
+        encoding=m.encoding, input_scale=m.input_scale, input_offset=m.input_offset, spike_z=m.spike_z, tau_syn=m.tau_syn, layernorm=m.layernorm,
         bias=m.bias,
     )
 
@@ -254,7 +340,7 @@ def spiking_kwargs(m) -> dict:
 def check_spiking_config(cfg) -> None:
     """The ``spiking-mlp`` keys: names among their choices, positive times and scales, ``dt`` no longer than the time constants."""
     m = cfg.model
-    if m.kind != "spiking-mlp":
+    if m.kind not in SPIKING_KINDS:
         return
     require_choice(m.reset, F.RESETS, "model.reset")
     require_choice(m.firing, F.FIRINGS, "model.firing")
@@ -266,6 +352,8 @@ def check_spiking_config(cfg) -> None:
         require(getattr(m, key) > 0, f"model.{key} must be positive, got {getattr(m, key)}")
     require(m.dt <= m.tau_m, f"model.dt = {m.dt} must not exceed model.tau_m = {m.tau_m} (the Euler step would overshoot)")
     require(m.dt <= m.tau_syn, f"model.dt = {m.dt} must not exceed model.tau_syn = {m.tau_syn}")
+    require(math.isfinite(m.input_offset), f"model.input_offset must be a finite number, got {m.input_offset}")
     require(m.refractory >= 0, f"model.refractory must be >= 0 steps, got {m.refractory}")
     require(m.steps >= 1, f"model.steps must be >= 1, got {m.steps}")
-    require(len(m.hidden) >= 1 and all(h >= 1 for h in m.hidden), f"model.hidden must be positive sizes, got {m.hidden}")
+    sizes, key = (m.hidden, "hidden") if m.kind == "spiking-mlp" else (m.channels, "channels")
+    require(len(sizes) >= 1 and all(h >= 1 for h in sizes), f"model.{key} must be positive sizes, got {sizes}")

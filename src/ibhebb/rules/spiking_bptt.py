@@ -15,5 +15,5 @@ from .baselines import Backprop
 class SpikingBPTT(Backprop):
     @classmethod
     def check_config(cls, cfg) -> None:
-        if cfg.model.kind != "spiking-mlp":
-            raise ConfigError(f"rule spiking-bptt needs model.kind = 'spiking-mlp', got {cfg.model.kind!r}")
+        if cfg.model.kind not in ("spiking-mlp", "spiking-cnn"):
+            raise ConfigError(f"rule spiking-bptt needs model.kind = 'spiking-mlp' or 'spiking-cnn', got {cfg.model.kind!r}")
