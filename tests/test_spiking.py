@@ -347,6 +347,35 @@ def test_same_seed_same_spikes_across_replicas_runs_and_resume():
     b(x1)
     b.train()
     assert all(torch.equal(p, q) for p, q in zip(spikes_of(b, x2), sa2))
+    # every evaluation pass starts the evaluation stream afresh: what was evaluated before does not matter
+    b.eval()
+    first = b(x1)
+    b(x2)
+    b.eval()
+    assert torch.equal(b(x1), first)
+
+
+def test_an_epochs_measurements_do_not_depend_on_which_others_are_made():
+    """With escape noise, the test accuracy is the same whether or not the HSIC and firing diagnostics ran first
+    (they draw from the evaluation stream too)."""
+    from ibhebb.data.dataset import Dataset
+    from ibhebb.train.trainer import build, evaluate
+
+    g = torch.Generator().manual_seed(1)
+    data = Dataset("xor", torch.rand(30, 2, generator=g) * 2 - 1, torch.randint(0, 2, (30,), generator=g),
+                   torch.rand(200, 2, generator=g) * 2 - 1, torch.randint(0, 2, (200,), generator=g), 2)
+    over = {"seeds": 3, "epochs": 1, "threads": 1, "data": {"name": "xor"},
+            "model": {"kind": "spiking-mlp", "hidden": [6], "firing": "escape", "steps": 4, "threshold": 0.2},
+            "rule": {"name": "biohsic", "window": 4}}
+    results = []
+    for hsic, firing in ((0, 0), (50, 50)):
+        cfg = load_config(None, {**over, "eval": {"train_samples": 0, "hsic_samples": hsic, "firing_samples": firing}})
+        model, _, _ = build(cfg, data)
+        evaluate(model, data, cfg)  # a first epoch's measurements, then the second epoch's
+        results.append(evaluate(model, data, cfg))
+    assert results[0]["test_accuracy"] == results[1]["test_accuracy"]
+    assert results[0]["train_accuracy"] == results[1]["train_accuracy"]
+    assert "layers" in results[1] and "firing" in results[1]
 
 
 # -- the rule with the memories, and configs -----------------------------------------------------

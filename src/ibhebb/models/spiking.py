@@ -215,6 +215,13 @@ class SpikingMLP(Stepped, FeedForward):
         """The replicas' generators of the current stream (training or evaluation)."""
         return self.streams[0 if self.training else 1]
 
+    def train(self, mode: bool = True):
+        """Also restarts the evaluation stream on entering evaluation: every evaluation pass sees the same noise,
+        whatever was evaluated before it (so no measurement depends on which others a run makes)."""
+        if not mode:
+            self.streams[1] = spike_generators(self.seed, self.replicas, 1)
+        return super().train(mode)
+
     def get_extra_state(self) -> dict:
         return {"streams": [[g.get_state() for g in gens] for gens in self.streams]}
 

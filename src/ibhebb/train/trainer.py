@@ -109,19 +109,24 @@ def layer_bottlenecks(model, x: Tensor, y: Tensor, cfg: Config) -> list[dict[str
 
 
 def evaluate(model, data: Dataset, cfg: Config) -> dict[str, Any]:
+    """The epoch's measurements. Each starts with ``model.eval()``, which restarts a noisy model's evaluation
+    stream, so none depends on which of the others ``cfg.eval`` asks for."""
     e = cfg.eval
     n_tr = len(data.x_train) if e.train_samples == 0 else min(e.train_samples, len(data.x_train))
-    result = {
-        "test_accuracy": accuracy(model, data.x_test, data.y_test, e.batch_size),
-        "train_accuracy": accuracy(model, data.x_train[:n_tr], data.y_train[:n_tr], e.batch_size),
-    }
+    model.eval()
+    result = {"test_accuracy": accuracy(model, data.x_test, data.y_test, e.batch_size)}
+    model.eval()
+    result["train_accuracy"] = accuracy(model, data.x_train[:n_tr], data.y_train[:n_tr], e.batch_size)
     if data.x_val is not None:
+        model.eval()
         result["validation_accuracy"] = accuracy(model, data.x_val, data.y_val, e.batch_size)
     if e.hsic_samples:
         k = min(e.hsic_samples, len(data.x_test))
+        model.eval()
         result["layers"] = layer_bottlenecks(model, data.x_test[:k], data.y_test[:k], cfg)
     if e.firing_samples and hasattr(model, "firing_statistics"):
         k = min(e.firing_samples, len(data.x_test))
+        model.eval()
         result["firing"] = model.firing_statistics(model.flatten(data.x_test[:k]), eval_batch_size(model, e.batch_size, data.x_test.device))
     return result
 
