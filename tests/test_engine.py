@@ -230,3 +230,42 @@ def test_the_cnn_has_no_c_step():
     with pytest.raises(ValueError, match="no C step: the C step implements no model 'cnn'"):
         make_engine(*build_cnn("buffer", "paper", 1), mode="native").train_epoch(
             torch.zeros(4, 72, dtype=torch.float64), torch.eye(C, dtype=torch.float64)[[0, 1, 2, 0]], torch.arange(4))
+
+
+def build_features(replicas, stages=2, dtype=torch.float64, seed=0):
+    model = MLP(D_IN, HIDDEN, C, replicas=replicas, seed=seed).to(dtype)
+    cfg = RuleConfig(variant="paper", memory="features", window=4, gamma=2.0, sigmas=SIGMAS, features=16, trace_stages=stages)
+    rule = make_rule("biohsic", model, cfg)
+    opt = torch.optim.AdamW(rule.trainable(), lr=3e-2, betas=(0.9, 0.99), weight_decay=1e-2)
+    return model, rule, opt
+
+
+@pytest.mark.parametrize("mode", STEPS)
+@pytest.mark.parametrize("replicas,stages", [(1, 2), (3, 1), (2, 3)])
+def test_engine_features_memory_equals_its_own_loop(replicas, stages, mode):
+    """ξ from the features memory's traces, through the engine's torch step and its C step: same weights, moments
+    and traces as the rule's loop after two epochs (the first shorter than filling the memory plus a few updates)."""
+    ref, fast = build_features(replicas, stages), build_features(replicas, stages)
+    engine = make_engine(*fast, mode=mode)
+    x, y = stream(9)
+    y1 = torch.nn.functional.one_hot(y, C).double()
+    for e, n in enumerate((5, 9)):
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(e))
+        assert engine.train_epoch(x, y1, order) == eager_epoch(ref[1], ref[2], x, y, order)
+    assert engine.backend == mode
+    for pa, pb in zip(ref[0].parameters(), fast[0].parameters()):
+        torch.testing.assert_close(pa, pb, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(ref[2].state[pa]["exp_avg_sq"], fast[2].state[pb]["exp_avg_sq"], rtol=1e-10, atol=1e-12)
+    ma, mb = ref[1].memory, fast[1].memory
+    assert int(ma.count) == int(mb.count) == 14
+    for ta, tb in zip(ma.traces + ma.read, mb.traces + mb.read):
+        torch.testing.assert_close(ta, tb, rtol=1e-10, atol=1e-12)
+    assert (ref[0].hidden[0].weight - build_features(replicas, stages)[0].hidden[0].weight).abs().max() > 1e-4
+    assert ma.traces[3].abs().max() > 1e-3  # the fast weights hold something
+
+
+def test_features_memory_refuses_the_fast_step_where_it_has_none():
+    lif = LeakyMLP(D_IN, HIDDEN, C, tau_m=4.0, dt=1.0, steps=3).double()
+    rule = make_rule("biohsic", lif, RuleConfig(variant="paper", memory="features", window=4, sigmas=SIGMAS, features=16))
+    with pytest.raises(ValueError, match="only 'mlp'"):
+        make_engine(lif, rule, torch.optim.SGD(rule.trainable(), lr=0.1))
