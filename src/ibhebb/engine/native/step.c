@@ -23,6 +23,13 @@
  * own state (memory/reservoir.py); the buffer's true xi is still computed,
  * for the correlation and NMSE that the memory reports.
  *
+ * With the features memory (functional/traces.py, memory/features.py) xi^l is a readout of leaky traces of
+ * random-feature neurons: the traces of the input's and label's features are shared by the replicas and
+ * advanced by ibhebb_begin() (which also gives each chunk sample its surprise s and readout scale); each
+ * replica's fast-weight matrices F^l (S stages of D x (2 d_l + 2)) are read for xi and then take the
+ * sample's Hebbian outer product phi_z(z) [1, z, s, s z]^T.  The readout layer then learns from the
+ * current sample only.
+ *
  * A spiking network (P->spiking, models/spiking.py, functional/spiking.py) runs its hidden layers as
  * leaky integrate-and-fire populations: per update (time step t of a sample) each layer integrates
  * v' = v + leak (W h + b - v), fires (s = 1[v' > threshold], or 1[noise < f(v' - threshold)] with escape
@@ -160,6 +167,7 @@ typedef struct {
     real *sig;                 /* K x N: s (paper, first-term) or row N-1 of H(Kx - gamma Ky)H (exact) */
     double *p1, *p2;           /* U: (beta1^t, beta2^t) after each update */
     real *shared_a;            /* the parts of one replica: the first layer's preactivation, assembled */
+    real *fm_s, *fm_scale;     /* features memory, K each: a sample's surprise, the scale of its readouts */
     Barrier barrier;
     atomic_long failed;
 } Work;
@@ -185,6 +193,105 @@ static inline real sqdist(const real *restrict a, const real *restrict b, int64_
 
 static inline real gauss(real sq, double sigma, int64_t d) {
     return (real)exp(-(double)(sq / (real)(2.0 * sigma * sigma * (double)d)));
+}
+
+/* -- the features memory ------------------------------------------------------------------- */
+
+/* phi = [cos(v Omega), sin(v Omega)] / sqrt(M) of v (d), with Omega transposed: omt (M, d). */
+static void fourier(const real *omt, int64_t M, const real *v, int64_t d, real *phi) {
+    real root = (real)sqrt((double)M);
+    for (int64_t m = 0; m < M; m++) {
+        real p = dot(omt + m * d, v, d);
+        phi[m] = cos(p) / root;
+        phi[M + m] = sin(p) / root;
+    }
+}
+
+/* One step of the S-stage cascade of n traces t (S, n) (stride `stride` between stages), input f (n):
+ * every stage from the values before the step (functional.traces.cascade_push_). */
+static inline void cascade(real *t, int64_t S, int64_t stride, int64_t n, const real *f, real fscale, real lam) {
+    real om = 1 - lam;
+    for (int64_t st = S - 1; st >= 1; st--) {
+        real *a = t + st * stride;
+        const real *b = t + (st - 1) * stride;
+#pragma omp simd
+        for (int64_t j = 0; j < n; j++) a[j] = a[j] * lam + om * b[j];
+    }
+#pragma omp simd
+    for (int64_t j = 0; j < n; j++) t[j] = t[j] * lam + om * (fscale * f[j]);
+}
+
+/* The shared traces through the chunk: each sample's surprise and readout scale against its past, then its push. */
+static int features_begin(const Problem *P, Work *w) {
+    int64_t K = w->K, M = w->M, N = P->window, D = P->fm_features, S = P->fm_stages;
+    int64_t dx = P->dims[0], C = P->dims[P->n_hidden + 1];
+    w->fm_s = malloc(sizeof(real) * (K + 1));
+    w->fm_scale = malloc(sizeof(real) * (K + 1));
+    real *px = malloc(sizeof(real) * D), *py = malloc(sizeof(real) * (C + 1));
+    if (!w->fm_s || !w->fm_scale || !px || !py) { free(px); free(py); return 1; }
+    real lam = (real)P->fm_lam, one = 1;
+    double e = exp(-1.0 / (P->sigma_y * P->sigma_y * (double)C));
+    real ey = (real)sqrt(e), ny = (real)sqrt(1.0 - e);
+    for (int64_t k = 0; k < K; k++) {
+        const real *x = w->xrow[M + k], *y = w->yrow[M + k];
+        fourier(P->fm_omega_t[0], D / 2, x, dx, px);
+        py[0] = ey;
+        for (int64_t c = 0; c < C; c++) py[c + 1] = ny * y[c];
+        real mass = 0, mx = 0, my = 0;
+        for (int64_t st = 0; st < S; st++) mass += (real)P->fm_coef[st] * P->fm_t1[st];
+        real scale = mass > 0 ? (real)((double)(N - 1) / (double)N) / mass : 0;
+        for (int64_t st = 0; st < S; st++) {
+            real c = (real)P->fm_coef[st];
+            mx += c * dot(px, P->fm_tx + st * D, D);
+            my += c * dot(py, P->fm_ty + st * (C + 1), C + 1);
+        }
+        real base = (real)(1.0 - 1.0 / (double)N);
+        w->fm_s[k] = (base - scale * mx) - (real)P->gamma * (base - scale * my);
+        w->fm_scale[k] = scale;
+        cascade(P->fm_t1, S, 1, 1, &one, 1, lam);
+        cascade(P->fm_tx, S, D, D, px, 1, lam);
+        cascade(P->fm_ty, S, C + 1, C + 1, py, 1, lam);
+    }
+    free(px);
+    free(py);
+    return 0;
+}
+
+/* xi (d) of hidden layer l of replica rep from its fast weights; phi (D) gets phi_z(z0), r (2d+2) and tmp are scratch. */
+static void features_xi(const Problem *P, int64_t l, int64_t rep, const real *z0, real s0, real scale, real *phi,
+                        real *r, real *tmp, real *xi) {
+    int64_t d = P->dims[l + 1], D = P->fm_features, S = P->fm_stages, k = 2 * d + 2;
+    fourier(P->fm_omega_t[l + 1], D / 2, z0, d, phi);
+    memset(r, 0, sizeof(real) * k);
+    for (int64_t st = 0; st < S; st++) {
+        const real *F = P->fm_fast[l] + (st * P->replicas + rep) * D * k;
+        memset(tmp, 0, sizeof(real) * k);
+        for (int64_t i = 0; i < D; i++) {
+            real ph = phi[i];
+            const real *row = F + i * k;
+#pragma omp simd
+            for (int64_t j = 0; j < k; j++) tmp[j] += ph * row[j];
+        }
+        real c = (real)P->fm_coef[st];
+        for (int64_t j = 0; j < k; j++) r[j] += c * tmp[j];
+    }
+    real coef = (real)(2.0 / (P->sigma_z * P->sigma_z * (double)d) / (double)((P->window - 1) * (P->window - 1)));
+    real m = scale * r[0], ms = scale * r[d + 1];
+    for (int64_t i = 0; i < d; i++) {
+        real v = s0 * (z0[i] * m - scale * r[1 + i]);
+        if (P->variant == XI_PAPER) v = v + (z0[i] * ms - scale * r[d + 2 + i]);
+        xi[i] = coef * v;
+    }
+}
+
+/* The sample (outputs z (d), features phi (D), surprise s) joins the fast weights of layer l of replica rep. */
+static void features_push(const Problem *P, int64_t l, int64_t rep, const real *z, const real *phi, real s, real *u) {
+    int64_t d = P->dims[l + 1], D = P->fm_features, S = P->fm_stages, k = 2 * d + 2, stride = P->replicas * D * k;
+    u[0] = 1;
+    u[d + 1] = s;
+    for (int64_t i = 0; i < d; i++) { u[1 + i] = z[i]; u[d + 2 + i] = s * z[i]; }
+    real *F = P->fm_fast[l] + rep * D * k;
+    for (int64_t i = 0; i < D; i++) cascade(F + i * k, S, stride, k, u, phi[i], (real)P->fm_lam);
 }
 
 /* -- the shared part of a chunk ------------------------------------------------------------ */
@@ -265,6 +372,7 @@ int ibhebb_begin(Problem *P) {
     }
     free(kx);
     free(ky);
+    if (P->fm_features && features_begin(P, w)) return 1;
     double p1 = P->power1, p2 = P->power2;
     for (int64_t u = 0; u < U; u++) {
         p1 *= P->beta1;
@@ -304,6 +412,7 @@ int ibhebb_end(Problem *P) {
     }
     P->step += (double)w->U;
     free(w->xrow); free(w->yrow); free(w->kxb); free(w->kyb); free(w->sig); free(w->p1); free(w->p2); free(w->shared_a);
+    free(w->fm_s); free(w->fm_scale);
     free(w);
     P->work = NULL;
     return 0;
@@ -321,6 +430,7 @@ typedef struct {
     real *pz[MAXL], *pu[MAXL], *pa[MAXL], *pr[MAXL]; /* recompute: M x d_l past outputs; potentials, scratch */
     real *alpha, *xi, *logits, *dout, *gw, *gb;
     real *res_xi[MAXL], *res_in, *res_drive_in, *res_drive; /* reservoir: its xi per layer; input, drives (n) */
+    real *fm_phi[MAXL], *fm_r, *fm_tmp;                     /* features memory: phi_z(z^l) (D); readouts (2 dmax + 2) */
     double *stats;                                          /* L x 6: n, sum a, sum b, sum a^2, sum b^2, sum ab */
 } Scratch;
 
@@ -625,7 +735,9 @@ static void update(const Problem *P, Work *w, Scratch *s, int64_t rep, int64_t t
         real coef = (real)(2.0 / (P->sigma_z * P->sigma_z * (double)d));
         real *xi = s->xi;
         memset(xi, 0, sizeof(real) * d);
-        if (P->variant == XI_EXACT) {
+        if (P->fm_features) {
+            features_xi(P, l, rep, z0, w->fm_s[k], w->fm_scale[k], s->fm_phi[l], s->fm_r, s->fm_tmp, xi);
+        } else if (P->variant == XI_EXACT) {
             for (int64_t q = 0; q < M; q++) {
                 const real *zp = past_row(P, s, l, t, M, q);
                 real kz = coef * gauss(sqdist(z0, zp, d), P->sigma_z, d);
@@ -694,7 +806,8 @@ static void update(const Problem *P, Work *w, Scratch *s, int64_t rep, int64_t t
     const real *bo = P->has_bias ? P->bias[L] + rep * C : NULL;
     memset(s->gw, 0, sizeof(real) * C * dL);
     memset(s->gb, 0, sizeof(real) * C);
-    for (int64_t p = 0; p < N; p++) {
+    real nread = P->fm_features ? 1 : (real)N; /* the features memory's readout sees the current sample only */
+    for (int64_t p = P->fm_features ? N - 1 : 0; p < N; p++) {
         const real *hp = p < M ? past_row(P, s, L - 1, t, M, p) : s->z[L - 1];
         const real *yp = w->yrow[t - M + p];
         real *lg = s->logits, mx = -INFINITY, sum = 0;
@@ -705,7 +818,7 @@ static void update(const Problem *P, Work *w, Scratch *s, int64_t rep, int64_t t
         }
         for (int64_t c = 0; c < C; c++) { lg[c] = (real)exp((double)(lg[c] - mx)); sum += lg[c]; }
         for (int64_t c = 0; c < C; c++) {
-            real dc = (lg[c] / sum - yp[c]) / (real)N;
+            real dc = (lg[c] / sum - yp[c]) / nread;
             s->gb[c] += dc;
             real *row = s->gw + c * dL;
             for (int64_t j = 0; j < dL; j++) row[j] += dc * hp[j];
@@ -761,7 +874,9 @@ static void free_scratch(Scratch *s, int64_t L) {
         free(s->a[l]); free(s->r[l]); free(s->z[l]); free(s->u[l]); free(s->delta[l]);
         free(s->spk[l]); free(s->pspk[l]); free(s->refr[l]); free(s->prefr[l]);
         free(s->zseq[l]); free(s->pz[l]); free(s->pu[l]); free(s->pa[l]); free(s->pr[l]); free(s->res_xi[l]);
+        free(s->fm_phi[l]);
     }
+    free(s->fm_r); free(s->fm_tmp);
     free(s->res_in); free(s->res_drive_in); free(s->res_drive); free(s->h0);
     free(s->alpha); free(s->xi); free(s->logits); free(s->dout); free(s->gw); free(s->gb);
 }
@@ -795,6 +910,10 @@ static int alloc_scratch(const Problem *P, const Work *w, Scratch *s, double *st
         for (int64_t l = 0; l < L; l++) fail |= !(s->res_xi[l] = alloc_real(P->dims[l + 1]));
         fail |= !(s->res_in = alloc_real(P->res_in)) | !(s->res_drive_in = alloc_real(P->res_units)) | !(s->res_drive = alloc_real(P->res_units));
     }
+    if (P->fm_features) {
+        for (int64_t l = 0; l < L; l++) fail |= !(s->fm_phi[l] = alloc_real(P->fm_features));
+        fail |= !(s->fm_r = alloc_real(2 * dmax + 2)) | !(s->fm_tmp = alloc_real(2 * dmax + 2));
+    }
     return fail;
 }
 
@@ -817,6 +936,8 @@ static void train_replica(const Problem *P, Work *w, Scratch *s, int64_t rep, in
             if (T > 1 && !P->spiking)
                 for (int64_t l = 0; l < L; l++) memcpy(s->u[l], s->a[l], sizeof(real) * P->dims[l + 1]);
         }
+        if (P->fm_features) /* the u = [1, z, s, s z] of the push goes in fm_r: the readout is done with it */
+            for (int64_t l = 0; l < L; l++) features_push(P, l, rep, s->z[l], s->fm_phi[l], w->fm_s[k], s->fm_r);
         if (!P->recompute)
             for (int64_t l = 0; l < L; l++)
                 memcpy(s->zseq[l] + t * P->dims[l + 1], s->z[l], sizeof(real) * P->dims[l + 1]);
