@@ -26,9 +26,9 @@
  * With the features memory (functional/traces.py, memory/features.py) xi^l is a readout of leaky traces of
  * random-feature neurons: the traces of the input's and label's features are shared by the replicas and
  * advanced by ibhebb_begin() (which also gives each chunk sample its surprise s and readout scale); each
- * replica's fast-weight matrices F^l (S stages of D x (2 d_l + 2)) are read for xi and then take the
- * sample's Hebbian outer product phi_z(z) [1, z, s, s z]^T.  The readout layer then learns from the
- * current sample only.
+ * replica's fast-weight matrices F^l (S stages of D x (2 d_l + 2)) are read for xi and take the
+ * sample's Hebbian outer product phi_z(z) [1, z, s, s z]^T in the same pass (one update per sample: the
+ * z of the readout is the z of the push).  The readout layer then learns from the current sample only.
  *
  * A spiking network (P->spiking, models/spiking.py, functional/spiking.py) runs its hidden layers as
  * leaky integrate-and-fire populations: per update (time step t of a sample) each layer integrates
@@ -257,23 +257,50 @@ static int features_begin(const Problem *P, Work *w) {
     return 0;
 }
 
-/* xi (d) of hidden layer l of replica rep from its fast weights; phi (D) gets phi_z(z0), r (2d+2) and tmp are scratch. */
-static void features_xi(const Problem *P, int64_t l, int64_t rep, const real *z0, real s0, real scale, real *phi,
-                        real *r, real *tmp, real *xi) {
-    int64_t d = P->dims[l + 1], D = P->fm_features, S = P->fm_stages, k = 2 * d + 2;
-    fourier(P->fm_omega_t[l + 1], D / 2, z0, d, phi);
-    memset(r, 0, sizeof(real) * k);
-    for (int64_t st = 0; st < S; st++) {
-        const real *F = P->fm_fast[l] + (st * P->replicas + rep) * D * k;
-        memset(tmp, 0, sizeof(real) * k);
-        for (int64_t i = 0; i < D; i++) {
-            real ph = phi[i];
-            const real *row = F + i * k;
+/* One row i of a layer's fast weights, all S stages (stride apart): each stage's readout tmp[st] += phi_i F_st, then
+ * the push F_st <- lam F_st + (1 - lam) F_{st-1} (F_0 from phi_i u), from the values before it.  S is a constant
+ * at each call (the switch below), so the stage loops unroll and the row vectorises. */
+static inline __attribute__((always_inline)) void fast_row(real *F, int64_t stride, int64_t k, real ph, const real *u,
+                                                           real *tmp, real lam, const int S) {
+    real om = 1 - lam;
 #pragma omp simd
-            for (int64_t j = 0; j < k; j++) tmp[j] += ph * row[j];
+    for (int64_t j = 0; j < k; j++) {
+        real f[3];
+        for (int st = 0; st < S; st++) {
+            f[st] = F[st * stride + j];
+            tmp[st * k + j] += ph * f[st];
         }
-        real c = (real)P->fm_coef[st];
-        for (int64_t j = 0; j < k; j++) r[j] += c * tmp[j];
+        for (int st = S - 1; st >= 1; st--) F[st * stride + j] = f[st] * lam + om * f[st - 1];
+        F[j] = f[0] * lam + om * (ph * u[j]);
+    }
+}
+
+/* xi (d) of hidden layer l of replica rep from its fast weights, and the sample (outputs z0, surprise s0) joins them:
+ * one pass over the matrices, each element read for the readout before it is updated.  phi (D), u (2d+2) and
+ * tmp (S (2d+2)) are scratch. */
+static void features_xi_push(const Problem *P, int64_t l, int64_t rep, const real *z0, real s0, real scale, real *phi,
+                             real *u, real *tmp, real *xi) {
+    int64_t d = P->dims[l + 1], D = P->fm_features, S = P->fm_stages, k = 2 * d + 2, stride = P->replicas * D * k;
+    real lam = (real)P->fm_lam;
+    fourier(P->fm_omega_t[l + 1], D / 2, z0, d, phi);
+    u[0] = 1;
+    u[d + 1] = s0;
+    for (int64_t i = 0; i < d; i++) { u[1 + i] = z0[i]; u[d + 2 + i] = s0 * z0[i]; }
+    memset(tmp, 0, sizeof(real) * S * k);
+    real *F = P->fm_fast[l] + rep * D * k;
+    for (int64_t i = 0; i < D; i++) {
+        real *row = F + i * k;
+        switch (S) {
+        case 1: fast_row(row, stride, k, phi[i], u, tmp, lam, 1); break;
+        case 2: fast_row(row, stride, k, phi[i], u, tmp, lam, 2); break;
+        default: fast_row(row, stride, k, phi[i], u, tmp, lam, 3); break;
+        }
+    }
+    real *r = tmp; /* r = sum_st c_st tmp_st, into tmp's first row */
+    for (int64_t j = 0; j < k; j++) {
+        real v = 0;
+        for (int64_t st = 0; st < S; st++) v += (real)P->fm_coef[st] * tmp[st * k + j];
+        r[j] = v;
     }
     real coef = (real)(2.0 / (P->sigma_z * P->sigma_z * (double)d) / (double)((P->window - 1) * (P->window - 1)));
     real m = scale * r[0], ms = scale * r[d + 1];
@@ -282,16 +309,6 @@ static void features_xi(const Problem *P, int64_t l, int64_t rep, const real *z0
         if (P->variant == XI_PAPER) v = v + (z0[i] * ms - scale * r[d + 2 + i]);
         xi[i] = coef * v;
     }
-}
-
-/* The sample (outputs z (d), features phi (D), surprise s) joins the fast weights of layer l of replica rep. */
-static void features_push(const Problem *P, int64_t l, int64_t rep, const real *z, const real *phi, real s, real *u) {
-    int64_t d = P->dims[l + 1], D = P->fm_features, S = P->fm_stages, k = 2 * d + 2, stride = P->replicas * D * k;
-    u[0] = 1;
-    u[d + 1] = s;
-    for (int64_t i = 0; i < d; i++) { u[1 + i] = z[i]; u[d + 2 + i] = s * z[i]; }
-    real *F = P->fm_fast[l] + rep * D * k;
-    for (int64_t i = 0; i < D; i++) cascade(F + i * k, S, stride, k, u, phi[i], (real)P->fm_lam);
 }
 
 /* -- the shared part of a chunk ------------------------------------------------------------ */
@@ -736,7 +753,7 @@ static void update(const Problem *P, Work *w, Scratch *s, int64_t rep, int64_t t
         real *xi = s->xi;
         memset(xi, 0, sizeof(real) * d);
         if (P->fm_features) {
-            features_xi(P, l, rep, z0, w->fm_s[k], w->fm_scale[k], s->fm_phi[l], s->fm_r, s->fm_tmp, xi);
+            features_xi_push(P, l, rep, z0, w->fm_s[k], w->fm_scale[k], s->fm_phi[l], s->fm_r, s->fm_tmp, xi);
         } else if (P->variant == XI_EXACT) {
             for (int64_t q = 0; q < M; q++) {
                 const real *zp = past_row(P, s, l, t, M, q);
@@ -912,7 +929,7 @@ static int alloc_scratch(const Problem *P, const Work *w, Scratch *s, double *st
     }
     if (P->fm_features) {
         for (int64_t l = 0; l < L; l++) fail |= !(s->fm_phi[l] = alloc_real(P->fm_features));
-        fail |= !(s->fm_r = alloc_real(2 * dmax + 2)) | !(s->fm_tmp = alloc_real(2 * dmax + 2));
+        fail |= !(s->fm_r = alloc_real(2 * dmax + 2)) | !(s->fm_tmp = alloc_real(3 * (2 * dmax + 2)));
     }
     return fail;
 }
@@ -936,8 +953,6 @@ static void train_replica(const Problem *P, Work *w, Scratch *s, int64_t rep, in
             if (T > 1 && !P->spiking)
                 for (int64_t l = 0; l < L; l++) memcpy(s->u[l], s->a[l], sizeof(real) * P->dims[l + 1]);
         }
-        if (P->fm_features) /* the u = [1, z, s, s z] of the push goes in fm_r: the readout is done with it */
-            for (int64_t l = 0; l < L; l++) features_push(P, l, rep, s->z[l], s->fm_phi[l], w->fm_s[k], s->fm_r);
         if (!P->recompute)
             for (int64_t l = 0; l < L; l++)
                 memcpy(s->zseq[l] + t * P->dims[l + 1], s->z[l], sizeof(real) * P->dims[l + 1]);
