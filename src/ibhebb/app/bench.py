@@ -15,7 +15,7 @@ ReLU + LayerNorm, N = 8, AdamW as in ``configs/fig5-mnist.toml``), for
   and through escape noise with the input as Bernoulli spike trains (the random numbers drawn per
   chunk from the replicas' generators);
 - ``biohsic`` with the ``features`` memory (ξ from traces of :data:`FEATURES` random-feature neurons, two
-  stages, as ``configs/fig5-mnist-neural-memory.toml``), through the rule's loop only (no engine step runs it);
+  stages, as ``configs/fig5-mnist-neural-memory.toml``), through the rule's loop and the engine's C and torch steps;
 - minibatch backprop (batch 6);
 - ``biohsic`` with the buffer memory from an evolved optimiser state
   (``subnormal``): as in MNIST, half the input pixels are always 0, so the
