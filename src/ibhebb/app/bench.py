@@ -155,7 +155,10 @@ def update_cost(rule: str, memory: str, replicas: int, steps: int = 1, batch: in
             flops += 2 * (WINDOW - 1) * hidden_macs * steps  # past outputs, T steps from rest for LIF
         if memory == "features":  # feature maps of x and z; per layer: fast-weight readout, and its Hebbian update (S stages)
             flops += (D_IN + sum(HIDDEN)) * FEATURES + sum(2 * FEATURES * (2 * d + 2) * (1 + 2 * STAGES) for d in HIDDEN)
-    return replicas * flops, replicas * 6 * 4 * _n_params()
+    nbytes = 6 * 4 * _n_params()
+    if memory == "features":  # the fast weights, read and written once per sample
+        nbytes += 2 * 4 * STAGES * sum(FEATURES * (2 * d + 2) for d in HIDDEN)
+    return replicas * flops, replicas * nbytes
 
 
 def _limit(rates: dict, rule: str, memory: str, replicas: int, steps: int = 1, bandwidth: str = "bandwidth_bytes") -> float:
@@ -606,7 +609,7 @@ def markdown(result: dict) -> str:
         )
     lines.append("")
     lines.append("A step is one update (T per sample for LIF; one minibatch of 6 for backprop). "
-                 "Limit: max(FLOPs / GEMM rate, bytes of weights + AdamW state / memory bandwidth); "
+                 "Limit: max(FLOPs / GEMM rate, bytes of weights + AdamW state (+ the fast weights of the features memory, read and written) / memory bandwidth); "
                  "cache limit: the same bytes at the in-cache bandwidth. The native (C) step keeps a replica's state "
                  "in cache over a chunk of samples, so its ratio to the memory limit can exceed 1. "
                  "FLOPs of the CNN and MLP rows are counted from the networks' shapes; those of the reservoir, pHSIC and "

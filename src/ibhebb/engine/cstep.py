@@ -101,7 +101,8 @@ _FIELDS = [  # (name, C type, array length or 0): the one definition of the C st
     ("spk_prob", "const real *", 0),  # (K, d_x): each chunk sample's probability of an input spike (an encoding)
     # the features memory (fm_features = D > 0): S leaky stages of random-feature traces, functional/traces.py
     ("fm_features", "int64_t", 0), ("fm_stages", "int64_t", 0), ("fm_lam", "double", 0), ("fm_coef", "double", 3),
-    ("fm_omega_t", "const real *", _L),  # Ω transposed (D/2, d): [0] of the input, [1 + l] of hidden layer l
+    ("fm_omega_t", "const real *", _L),  # [0]: Ω_x (d_x, D/2) as it is (summed over the nonzero inputs); [1 + l]: Ω_z of
+    # hidden layer l transposed, (D/2, d_l)
     ("fm_t1", "real *", 0), ("fm_tx", "real *", 0), ("fm_ty", "real *", 0),  # (S,), (S, D), (S, C+1): shared, in place
     ("fm_fast", "real *", _L),  # (S, R, D, 2 d_l + 2) per hidden layer, in place
 ]
@@ -399,7 +400,7 @@ class NativeStep:
         p.fm_features, p.fm_stages, p.fm_lam = fs.features, len(fs.coef), fs.lam
         for j, c in enumerate(fs.coef):
             p.fm_coef[j] = c
-        self._fm_omega = [o.transpose(0, 1).contiguous() for o in ft.omega]
+        self._fm_omega = [ft.omega[0].contiguous()] + [o.transpose(0, 1).contiguous() for o in ft.omega[1:]]
         for i, o in enumerate(self._fm_omega):
             p.fm_omega_t[i] = _addr(o)
         p.fm_t1, p.fm_tx, p.fm_ty = _addr(ft.t1), _addr(ft.tx), _addr(ft.ty)

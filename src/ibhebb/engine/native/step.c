@@ -207,6 +207,24 @@ static void fourier(const real *omt, int64_t M, const real *v, int64_t d, real *
     }
 }
 
+/* phi of an input x (d) that is mostly zeros (an image), with Omega as it is: om (d, M); p (M) is scratch.
+ * v Omega as a sum of the rows of the nonzero inputs, as for the reservoir's input drive. */
+static void fourier_sparse(const real *om, int64_t M, const real *v, int64_t d, real *phi, real *p) {
+    real root = (real)sqrt((double)M);
+    memset(p, 0, sizeof(real) * M);
+    for (int64_t i = 0; i < d; i++) {
+        real vi = v[i];
+        if (vi == 0) continue;
+        const real *row = om + i * M;
+#pragma omp simd
+        for (int64_t m = 0; m < M; m++) p[m] += vi * row[m];
+    }
+    for (int64_t m = 0; m < M; m++) {
+        phi[m] = cos(p[m]) / root;
+        phi[M + m] = sin(p[m]) / root;
+    }
+}
+
 /* One step of the S-stage cascade of n traces t (S, n) (stride `stride` between stages), input f (n):
  * every stage from the values before the step (functional.traces.cascade_push_). */
 static inline void cascade(real *t, int64_t S, int64_t stride, int64_t n, const real *f, real fscale, real lam) {
@@ -227,14 +245,14 @@ static int features_begin(const Problem *P, Work *w) {
     int64_t dx = P->dims[0], C = P->dims[P->n_hidden + 1];
     w->fm_s = malloc(sizeof(real) * (K + 1));
     w->fm_scale = malloc(sizeof(real) * (K + 1));
-    real *px = malloc(sizeof(real) * D), *py = malloc(sizeof(real) * (C + 1));
-    if (!w->fm_s || !w->fm_scale || !px || !py) { free(px); free(py); return 1; }
+    real *px = malloc(sizeof(real) * D), *py = malloc(sizeof(real) * (C + 1)), *pm = malloc(sizeof(real) * D);
+    if (!w->fm_s || !w->fm_scale || !px || !py || !pm) { free(px); free(py); free(pm); return 1; }
     real lam = (real)P->fm_lam, one = 1;
     double e = exp(-1.0 / (P->sigma_y * P->sigma_y * (double)C));
     real ey = (real)sqrt(e), ny = (real)sqrt(1.0 - e);
     for (int64_t k = 0; k < K; k++) {
         const real *x = w->xrow[M + k], *y = w->yrow[M + k];
-        fourier(P->fm_omega_t[0], D / 2, x, dx, px);
+        fourier_sparse(P->fm_omega_t[0], D / 2, x, dx, px, pm);
         py[0] = ey;
         for (int64_t c = 0; c < C; c++) py[c + 1] = ny * y[c];
         real mass = 0, mx = 0, my = 0;
@@ -254,6 +272,7 @@ static int features_begin(const Problem *P, Work *w) {
     }
     free(px);
     free(py);
+    free(pm);
     return 0;
 }
 
