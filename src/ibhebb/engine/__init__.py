@@ -69,8 +69,8 @@ def unsupported(cfg, engine: str | None = None) -> str | None:
 
 def features_why_not(kind: str, check: bool) -> str | None:
     """Why the engine cannot run the features memory on a ``model.kind`` (``None`` if it can)."""
-    if kind != "mlp":
-        return f"no fast step for model.kind = {kind!r} with the features memory (only 'mlp')"
+    if kind not in ("mlp", "lif-mlp"):
+        return f"no fast step for model.kind = {kind!r} with the features memory (only 'mlp' and 'lif-mlp')"
     if check:
         return "no fast step with rule.memory_check (its comparison buffer runs in the rule's loop)"
     return None

@@ -257,8 +257,6 @@ def unsupported(spec: StepSpec, st: EngineState) -> str | None:
     if st.features is not None:
         if len(st.features.t1) > 3:
             return "more than 3 trace stages"
-        if spec.steps != 1:
-            return "the features memory with more than one update per sample (the C step reads and writes its traces in one pass)"
         res += [*st.features.omega, *st.features[1:4], *st.features.fast]
     if any(t.dtype != dtype for t in [*st.weights, *st.biases, *(m for ms in st.moments for m in ms), st.past_x, st.past_y, *st.past_z,
                                       st.kx, st.ky, *res]):

@@ -27,8 +27,8 @@
  * random-feature neurons: the traces of the input's and label's features are shared by the replicas and
  * advanced by ibhebb_begin() (which also gives each chunk sample its surprise s and readout scale); each
  * replica's fast-weight matrices F^l (S stages of D x (2 d_l + 2)) are read for xi and take the
- * sample's Hebbian outer product phi_z(z) [1, z, s, s z]^T in the same pass (one update per sample: the
- * z of the readout is the z of the push).  The readout layer then learns from the current sample only.
+ * sample's Hebbian outer product phi_z(z) [1, z, s, s z]^T in the same pass at the sample's last update
+ * (whose z is the z of the push).  The readout layer then learns from the current sample only.
  *
  * A spiking network (P->spiking, models/spiking.py, functional/spiking.py) runs its hidden layers as
  * leaky integrate-and-fire populations: per update (time step t of a sample) each layer integrates
@@ -277,10 +277,10 @@ static int features_begin(const Problem *P, Work *w) {
 }
 
 /* One row i of a layer's fast weights, all S stages (stride apart): each stage's readout tmp[st] += phi_i F_st, then
- * the push F_st <- lam F_st + (1 - lam) F_{st-1} (F_0 from phi_i u), from the values before it.  S is a constant
- * at each call (the switch below), so the stage loops unroll and the row vectorises. */
+ * (push) F_st <- lam F_st + (1 - lam) F_{st-1} (F_0 from phi_i u), from the values before it.  S and push are
+ * constants at each call (the switch below), so the stage loops unroll and the row vectorises. */
 static inline __attribute__((always_inline)) void fast_row(real *F, int64_t stride, int64_t k, real ph, const real *u,
-                                                           real *tmp, real lam, const int S) {
+                                                           real *tmp, real lam, const int S, const int push) {
     real om = 1 - lam;
 #pragma omp simd
     for (int64_t j = 0; j < k; j++) {
@@ -289,16 +289,19 @@ static inline __attribute__((always_inline)) void fast_row(real *F, int64_t stri
             f[st] = F[st * stride + j];
             tmp[st * k + j] += ph * f[st];
         }
-        for (int st = S - 1; st >= 1; st--) F[st * stride + j] = f[st] * lam + om * f[st - 1];
-        F[j] = f[0] * lam + om * (ph * u[j]);
+        if (push) {
+            for (int st = S - 1; st >= 1; st--) F[st * stride + j] = f[st] * lam + om * f[st - 1];
+            F[j] = f[0] * lam + om * (ph * u[j]);
+        }
     }
 }
 
 /* xi (d) of hidden layer l of replica rep from its fast weights, and the sample (outputs z0, surprise s0) joins them:
- * one pass over the matrices, each element read for the readout before it is updated.  phi (D), u (2d+2) and
- * tmp (S (2d+2)) are scratch. */
-static void features_xi_push(const Problem *P, int64_t l, int64_t rep, const real *z0, real s0, real scale, real *phi,
-                             real *u, real *tmp, real *xi) {
+ * one pass over the matrices, each element read for the readout before it is updated.  Only at the sample's last
+ * update (push): a leaky network's earlier updates only read (the z of the push is the last update's).  phi (D),
+ * u (2d+2) and tmp (S (2d+2)) are scratch. */
+static void features_xi_push(const Problem *P, int64_t l, int64_t rep, const real *z0, real s0, real scale, int push,
+                             real *phi, real *u, real *tmp, real *xi) {
     int64_t d = P->dims[l + 1], D = P->fm_features, S = P->fm_stages, k = 2 * d + 2, stride = P->replicas * D * k;
     real lam = (real)P->fm_lam;
     fourier(P->fm_omega_t[l + 1], D / 2, z0, d, phi);
@@ -309,10 +312,13 @@ static void features_xi_push(const Problem *P, int64_t l, int64_t rep, const rea
     real *F = P->fm_fast[l] + rep * D * k;
     for (int64_t i = 0; i < D; i++) {
         real *row = F + i * k;
-        switch (S) {
-        case 1: fast_row(row, stride, k, phi[i], u, tmp, lam, 1); break;
-        case 2: fast_row(row, stride, k, phi[i], u, tmp, lam, 2); break;
-        default: fast_row(row, stride, k, phi[i], u, tmp, lam, 3); break;
+        switch (S + 4 * push) {
+        case 1: fast_row(row, stride, k, phi[i], u, tmp, lam, 1, 0); break;
+        case 2: fast_row(row, stride, k, phi[i], u, tmp, lam, 2, 0); break;
+        case 3: fast_row(row, stride, k, phi[i], u, tmp, lam, 3, 0); break;
+        case 5: fast_row(row, stride, k, phi[i], u, tmp, lam, 1, 1); break;
+        case 6: fast_row(row, stride, k, phi[i], u, tmp, lam, 2, 1); break;
+        default: fast_row(row, stride, k, phi[i], u, tmp, lam, 3, 1); break;
         }
     }
     real *r = tmp; /* r = sum_st c_st tmp_st, into tmp's first row */
@@ -772,7 +778,7 @@ static void update(const Problem *P, Work *w, Scratch *s, int64_t rep, int64_t t
         real *xi = s->xi;
         memset(xi, 0, sizeof(real) * d);
         if (P->fm_features) {
-            features_xi_push(P, l, rep, z0, w->fm_s[k], w->fm_scale[k], s->fm_phi[l], s->fm_r, s->fm_tmp, xi);
+            features_xi_push(P, l, rep, z0, w->fm_s[k], w->fm_scale[k], ts == P->steps - 1, s->fm_phi[l], s->fm_r, s->fm_tmp, xi);
         } else if (P->variant == XI_EXACT) {
             for (int64_t q = 0; q < M; q++) {
                 const real *zp = past_row(P, s, l, t, M, q);
