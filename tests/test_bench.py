@@ -90,10 +90,11 @@ def test_planted_moments_are_subnormal_and_stay_so_between_plantings():
         assert 0 < decayed.item() < tiny
 
 
-def test_bench_features_row_runs_the_rule_loop_only():
+def test_bench_features_rows_run_the_rule_loop_and_the_c_step():
     result = run_bench("cpu", steps=40, replicas=(1,), progress=False, groups=("features",), engines=("rule", "native"))
-    (row,) = result["rows"]
-    assert (row["memory"], row["engine"], row["chunk"]) == ("features", "rule", 0) and row["limit_ratio"] > 0
+    rule, native = result["rows"]
+    assert (rule["memory"], rule["engine"], rule["chunk"]) == ("features", "rule", 0) and rule["limit_ratio"] > 0
+    assert (native["memory"], native["engine"]) == ("features", "native") and native["chunk"] > 0
     assert update_cost("biohsic", "features", 1)[0] > update_cost("biohsic", "buffer", 1)[0]
 
 

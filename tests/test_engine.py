@@ -230,3 +230,50 @@ def test_the_cnn_has_no_c_step():
     with pytest.raises(ValueError, match="no C step: the C step implements no model 'cnn'"):
         make_engine(*build_cnn("buffer", "paper", 1), mode="native").train_epoch(
             torch.zeros(4, 72, dtype=torch.float64), torch.eye(C, dtype=torch.float64)[[0, 1, 2, 0]], torch.arange(4))
+
+
+def build_features(replicas, stages=2, dtype=torch.float64, seed=0, kind="mlp"):
+    cls, extra = (LeakyMLP, dict(tau_m=4.0, dt=1.0, steps=3)) if kind == "lif" else (MLP, {})
+    model = cls(D_IN, HIDDEN, C, replicas=replicas, seed=seed, **extra).to(dtype)
+    cfg = RuleConfig(variant="paper", memory="features", window=4, gamma=2.0, sigmas=SIGMAS, features=16, trace_stages=stages)
+    rule = make_rule("biohsic", model, cfg)
+    opt = torch.optim.AdamW(rule.trainable(), lr=3e-2, betas=(0.9, 0.99), weight_decay=1e-2)
+    return model, rule, opt
+
+
+@pytest.mark.parametrize("mode", STEPS)
+@pytest.mark.parametrize("kind,replicas,stages", [("mlp", 1, 2), ("mlp", 3, 1), ("mlp", 2, 3), ("lif", 2, 2)])
+def test_engine_features_memory_equals_its_own_loop(kind, replicas, stages, mode):
+    """ξ from the features memory's traces, through the engine's torch step and its C step: same weights, moments
+    and traces as the rule's loop after two epochs (the first shorter than filling the memory plus a few updates);
+    a leaky network reads the traces at each of its T updates and pushes the sample after the last."""
+    ref, fast = build_features(replicas, stages, kind=kind), build_features(replicas, stages, kind=kind)
+    engine = make_engine(*fast, mode=mode)
+    x, y = stream(9)
+    x = x.clamp_min(0)  # half the inputs 0, as in an image: the C step sums the input's features over the others
+    y1 = torch.nn.functional.one_hot(y, C).double()
+    for e, n in enumerate((5, 9)):
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(e))
+        assert engine.train_epoch(x, y1, order) == eager_epoch(ref[1], ref[2], x, y, order)
+    assert engine.backend == mode
+    for pa, pb in zip(ref[0].parameters(), fast[0].parameters()):
+        torch.testing.assert_close(pa, pb, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(ref[2].state[pa]["exp_avg_sq"], fast[2].state[pb]["exp_avg_sq"], rtol=1e-10, atol=1e-12)
+    ma, mb = ref[1].memory, fast[1].memory
+    assert int(ma.count) == int(mb.count) == 14
+    for ta, tb in zip(ma.traces + ma.read, mb.traces + mb.read):
+        torch.testing.assert_close(ta, tb, rtol=1e-10, atol=1e-12)
+    assert (ref[0].hidden[0].weight - build_features(replicas, stages, kind=kind)[0].hidden[0].weight).abs().max() > 1e-4
+    assert ma.traces[3].abs().max() > 1e-3  # the fast weights hold something
+
+
+def test_features_memory_refuses_the_fast_step_where_it_has_none():
+    model = MLP(D_IN, HIDDEN, C).double()
+    cfg = RuleConfig(variant="paper", memory="features", window=4, sigmas=SIGMAS, features=16, memory_check=True)
+    rule = make_rule("biohsic", model, cfg)
+    with pytest.raises(ValueError, match="memory_check"):
+        make_engine(model, rule, torch.optim.SGD(rule.trainable(), lr=0.1))
+    from ibhebb.config import load_config
+    from ibhebb.errors import ConfigError
+    with pytest.raises(ConfigError, match="only 'mlp' and 'lif-mlp'"):
+        load_config("configs/fig5-mnist-spiking-surrogate.toml", ["rule.memory=features", "engine=native"])

@@ -17,7 +17,7 @@ ReLU + LayerNorm, N = 8, AdamW as in ``configs/fig5-mnist.toml``), for
   intensities of MNIST-like sparsity (:data:`SPARSE_PIXELS`; the C step sums only the active
   inputs); the random numbers drawn per chunk from the replicas' generators;
 - ``biohsic`` with the ``features`` memory (ξ from traces of :data:`FEATURES` random-feature neurons, two
-  stages, as ``configs/fig5-mnist-neural-memory.toml``), through the rule's loop only (no engine step runs it);
+  stages, as ``configs/fig5-mnist-neural-memory.toml``), through the rule's loop and the engine's C and torch steps;
 - minibatch backprop (batch 6);
 - ``biohsic`` with the buffer memory from an evolved optimiser state
   (``subnormal``): as in MNIST, half the input pixels are always 0, so the
@@ -157,7 +157,10 @@ def update_cost(rule: str, memory: str, replicas: int, steps: int = 1, batch: in
             flops += 2 * (WINDOW - 1) * hidden_macs * steps  # past outputs, T steps from rest for LIF
         if memory == "features":  # feature maps of x and z; per layer: fast-weight readout, and its Hebbian update (S stages)
             flops += (D_IN + sum(HIDDEN)) * FEATURES + sum(2 * FEATURES * (2 * d + 2) * (1 + 2 * STAGES) for d in HIDDEN)
-    return replicas * flops, replicas * 6 * 4 * _n_params()
+    nbytes = 6 * 4 * _n_params()
+    if memory == "features":  # the fast weights, read and written once per sample
+        nbytes += 2 * 4 * STAGES * sum(FEATURES * (2 * d + 2) for d in HIDDEN)
+    return replicas * flops, replicas * nbytes
 
 
 def _limit(rates: dict, rule: str, memory: str, replicas: int, steps: int = 1, bandwidth: str = "bandwidth_bytes") -> float:
@@ -561,8 +564,8 @@ def run_bench(device: str = "cpu", steps: int = 0, replicas=(1, 30), lif_steps: 
             if group not in groups:
                 continue
             for engine in engines:
-                if (kind in SPIKING and engine == "compile") or (memory == "features" and engine != "rule"):
-                    continue  # the spiking step has no compiled form; no engine step runs the features memory
+                if kind in SPIKING and engine == "compile":
+                    continue  # the spiking step has no compiled form
                 n = counts[engine]
                 if kind == "lif" or kind in SPIKING:
                     n = max(8 if engine == "rule" else 16, n // lif_steps)
@@ -623,7 +626,7 @@ def markdown(result: dict) -> str:
         )
     lines.append("")
     lines.append("A step is one update (T per sample for LIF; one minibatch of 6 for backprop). "
-                 "Limit: max(FLOPs / GEMM rate, bytes of weights + AdamW state / memory bandwidth); "
+                 "Limit: max(FLOPs / GEMM rate, bytes of weights + AdamW state (+ the fast weights of the features memory, read and written) / memory bandwidth); "
                  "cache limit: the same bytes at the in-cache bandwidth. The native (C) step keeps a replica's state "
                  "in cache over a chunk of samples, so its ratio to the memory limit can exceed 1. "
                  "FLOPs of the CNN and MLP rows are counted from the networks' shapes; those of the reservoir, pHSIC and "

@@ -17,8 +17,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--replicas", default="1,30", help="comma-separated replica counts R (default 1,30)")
     p.add_argument("--lif-steps", type=int, default=20, help="T, Euler steps per sample of the LIF and spiking rows (default 20)")
     p.add_argument("--rows", default="all",
-                   help="which rows (default all): buffer,recompute,features (the random-feature trace memory, rule loop "
-                        "only),lif,spiking (the LIF spiking network, surrogate and escape noise),backprop,subnormal (buffer "
+                   help="which rows (default all): buffer,recompute,features (the random-feature trace memory, D = 512, "
+                        "S = 2),lif,spiking (the LIF spiking network, surrogate and escape noise),backprop,subnormal (buffer "
                         "from an evolved AdamW state with subnormal moments),cnn (the paper's CNN, R = 1 and 3),reservoir,"
                         "phsic (the batch and online forms),feedback (feedback alignment, sign symmetry),layerwise (layer "
                         "classifier, last layer)")

@@ -23,7 +23,7 @@ from ..functional.optim import OptimSpec
 from .capability import CONV_MODELS, NATIVE, TORCH, config_facts, spec_facts
 from .runner import MODES, OnlineEngine
 from .state import bind, unbind
-from .step import EngineState, ReservoirSpec, StepSpec, chunk_step_, fill_step_, leaky_update_, sample_step_
+from .step import EngineState, FeatureSpec, ReservoirSpec, StepSpec, chunk_step_, fill_step_, leaky_update_, sample_step_
 
 ENGINES = ("auto", "fast", "native", "compile", "rule")
 """``cfg.engine``: ``auto`` the engine where it can run, else the rule's loop; ``fast`` the engine by whatever path
@@ -63,7 +63,17 @@ def unsupported(cfg, engine: str | None = None) -> str | None:
     spiking = None
     if m.kind == "spiking-mlp":
         spiking = spiking_why_not(cfg.rule.memory, m.encoding != "current" or m.firing == "escape", engine)
-    return table.why_not(config_facts(cfg)) or spiking
+    features = features_why_not(m.kind, bool(getattr(cfg.rule, "memory_check", False))) if cfg.rule.memory == "features" else None
+    return table.why_not(config_facts(cfg)) or spiking or features
+
+
+def features_why_not(kind: str, check: bool) -> str | None:
+    """Why the engine cannot run the features memory on a ``model.kind`` (``None`` if it can)."""
+    if kind not in ("mlp", "lif-mlp"):
+        return f"no fast step for model.kind = {kind!r} with the features memory (only 'mlp' and 'lif-mlp')"
+    if check:
+        return "no fast step with rule.memory_check (its comparison buffer runs in the rule's loop)"
+    return None
 
 
 def spiking_why_not(memory: str, random: bool, engine: str = "auto") -> str | None:
@@ -106,6 +116,13 @@ def step_spec(model, rule, optimizer) -> StepSpec:
             raise ValueError("no fast step for a noisy reservoir (its noise comes from torch's random stream)")
         steps = max(1, mem.steps // (int(model.steps) if leaky else 1))
         reservoir = ReservoirSpec(steps, float(mem.reservoir.lr), float(mem.reservoir.sr), bool(mem.feedback))
+    features = None
+    if rule.memory.mode == "features":
+        mem = rule.memory
+        reason = features_why_not(kind, mem.buffer is not None)
+        if reason is not None:
+            raise ValueError(reason)
+        features = FeatureSpec(mem.features, float(mem.lam), tuple(float(c) for c in mem.coef))
     p = rule.params
     spec = StepSpec(
         n_hidden=len(hidden),
@@ -124,6 +141,7 @@ def step_spec(model, rule, optimizer) -> StepSpec:
         spiking=dyn,
         maps=tuple(layer.geometry for layer in hidden) if conv else (),
         readout_pool=_readout_pool(model.readout) if conv else None,
+        features=features,
     )
     reason = TORCH.why_not(spec_facts(spec))
     if reason is not None:

@@ -72,7 +72,7 @@ STEP_MODELS = MODELS
 CONV_MODELS = ("cnn",)
 """The models whose hidden layers are convolutions: the torch step runs them (its convolutions are torch's), the C step
 does not (its source declares no ``model cnn``)."""
-STEP_MEMORIES = ("buffer", "recompute", "reservoir")
+STEP_MEMORIES = ("buffer", "recompute", "reservoir", "features")
 
 
 def _torch() -> dict[str, tuple]:

@@ -99,6 +99,12 @@ _FIELDS = [  # (name, C type, array length or 0): the one definition of the C st
     ("spk_stride", "int64_t", 0),  # length of a noise row: the input's uniforms, then each layer's (escape noise)
     ("spk_noise", "const real *", 0),  # (R, K, T, spk_stride) for the chunk, or NULL when nothing is random
     ("spk_prob", "const real *", 0),  # (K, d_x): each chunk sample's signed probability of an input spike (an encoding)
+    # the features memory (fm_features = D > 0): S leaky stages of random-feature traces, functional/traces.py
+    ("fm_features", "int64_t", 0), ("fm_stages", "int64_t", 0), ("fm_lam", "double", 0), ("fm_coef", "double", 3),
+    ("fm_omega_t", "const real *", _L),  # [0]: Ω_x (d_x, D/2) as it is (summed over the nonzero inputs); [1 + l]: Ω_z of
+    # hidden layer l transposed, (D/2, d_l)
+    ("fm_t1", "real *", 0), ("fm_tx", "real *", 0), ("fm_ty", "real *", 0),  # (S,), (S, D), (S, C+1): shared, in place
+    ("fm_fast", "real *", _L),  # (S, R, D, 2 d_l + 2) per hidden layer, in place
 ]
 _CTYPES = {"int64_t": ctypes.c_int64, "double": ctypes.c_double}
 
@@ -248,6 +254,10 @@ def unsupported(spec: StepSpec, st: EngineState) -> str | None:
         return "tensors not on the CPU"
     dtype = st.weights[0].dtype
     res = [] if st.reservoir is None else list(st.reservoir)[:-1]  # its stats are float64
+    if st.features is not None:
+        if len(st.features.t1) > 3:
+            return "more than 3 trace stages"
+        res += [*st.features.omega, *st.features[1:4], *st.features.fast]
     if any(t.dtype != dtype for t in [*st.weights, *st.biases, *(m for ms in st.moments for m in ms), st.past_x, st.past_y, *st.past_z,
                                       st.kx, st.ky, *res]):
         return "mixed dtypes"
@@ -380,6 +390,20 @@ class NativeStep:
         self.problem = p
         if st.reservoir is not None:
             self._bind_reservoir(spec, st.reservoir)
+        if st.features is not None:
+            self._bind_features(spec, st.features)
+
+    def _bind_features(self, spec: StepSpec, ft) -> None:
+        p, fs = self.problem, spec.features
+        p.fm_features, p.fm_stages, p.fm_lam = fs.features, len(fs.coef), fs.lam
+        for j, c in enumerate(fs.coef):
+            p.fm_coef[j] = c
+        self._fm_omega = [ft.omega[0].contiguous()] + [o.transpose(0, 1).contiguous() for o in ft.omega[1:]]
+        for i, o in enumerate(self._fm_omega):
+            p.fm_omega_t[i] = _addr(o)
+        p.fm_t1, p.fm_tx, p.fm_ty = _addr(ft.t1), _addr(ft.tx), _addr(ft.ty)
+        for i, f in enumerate(ft.fast):
+            p.fm_fast[i] = _addr(f)
 
     def _bind_reservoir(self, spec: StepSpec, res) -> None:
         p = self.problem

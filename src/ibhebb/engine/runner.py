@@ -172,6 +172,8 @@ class OnlineEngine:
             return None
         if self.spec.maps and self.mode == "auto":  # a convolution step is its convolutions: compiling would not repay
             return None
+        if self.spec.features is not None:  # the features memory's torch step runs eagerly (its C step is the fast one)
+            return None
         return _compiled(step, self.spec)
 
     def _native_step(self, st: EngineState) -> cstep.NativeStep | None:

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from ..functional.biohsic import WindowState, window_state, window_state_of
-from .step import EngineState, ReservoirTensors, StepSpec
+from .step import EngineState, FeatureTensors, ReservoirTensors, StepSpec
 
 
 def _scalar_dtype() -> torch.dtype:
@@ -50,6 +50,16 @@ def _reservoir(memory, layers, replicas: int) -> ReservoirTensors:
     return ReservoirTensors(res.w_rec, res.w_in, res.w_fb, memory.readout, memory.target_scale, *state, stats)
 
 
+def _features(memory, layers, replicas: int, like: Tensor) -> FeatureTensors:
+    """A ``FeatureMemory``'s feature weights and its traces themselves (built empty, as its first push builds them)."""
+    if memory.traces is None or memory.traces[3].shape[1] != replicas:
+        memory._build(like.new_zeros(1, layers[0].in_features), like.new_zeros(1, layers[-1].out_features),
+                      [like.new_zeros(replicas, 1, layer.out_features) for layer in layers[:-1]])
+    omega = tuple(o.to(like.dtype).contiguous() for o in memory.omega)
+    t1, tx, ty, *fast = memory.traces
+    return FeatureTensors(omega, t1, tx, ty, tuple(fast))
+
+
 def bind(spec: StepSpec, model, memory, optimizer: torch.optim.Optimizer) -> tuple[EngineState, int]:
     """The state for training ``model`` from where ``memory`` and ``optimizer`` stand; also the memory's count."""
     owner, memory = memory, _window(memory)
@@ -81,17 +91,18 @@ def bind(spec: StepSpec, model, memory, optimizer: torch.optim.Optimizer) -> tup
     step = torch.tensor([t], **f64)
     b1, b2 = spec.optim.betas if spec.optim.name != "sgd" else (1.0, 1.0)
     powers = torch.tensor([b1**t, b2**t], **f64)
-    keeps_z = spec.memory in ("buffer", "reservoir")
-    count = int(memory.count)
-    if memory.state is None:
+    keeps_z = spec.memory in ("buffer", "reservoir", "features")
+    count = int((owner if spec.memory == "features" else memory).count)
+    if spec.memory == "features" or memory.state is None:  # features: a window kept for the step's layout, never read
         dims = [layer.out_features for layer in layers[:-1]] if keeps_z else []
         win = window_state(spec.window, layers[0].in_features, layers[-1].out_features, z_dims=dims, replicas=ref.shape[0], like=ref)
     else:  # the kernel matrices rebuilt from the samples (a checkpoint's window then continues bit for bit)
         st = memory.state
         win = window_state_of(st.x.clone(), st.y.clone(), tuple(z.clone() for z in st.z), spec.sigmas)
     reservoir = _reservoir(owner, layers, ref.shape[0]) if spec.memory == "reservoir" else None
+    features = _features(owner, layers, ref.shape[0], ref) if spec.memory == "features" else None
     st = EngineState(
-        weights, biases, tuple(moments), tuple(lrs), tuple(wds), step, powers, *win, reservoir,
+        weights, biases, tuple(moments), tuple(lrs), tuple(wds), step, powers, *win, reservoir, features,
     )
     return st, count
 
@@ -103,12 +114,21 @@ def unbind(spec: StepSpec, st: EngineState, count: int, model, memory, optimizer
         memory.state = (res.u.clone(), res.r.clone(), res.r_out.clone())
         stats = res.stats.cpu()
         memory._stats.sums = stats.clone() if memory._stats.sums is None else memory._stats.sums + stats
-    memory = _window(memory)
-    memory.state = WindowState(st.past_x.clone(), st.past_y.clone(), tuple(z.clone() for z in st.past_z), st.kx.clone(), st.ky.clone())
-    memory.count.fill_(count)
+    if st.features is not None:  # its traces were updated in place
+        memory._cur = None
+        memory._weigh()
+        memory.count.fill_(count)
+    else:
+        _unbind_window(st, count, memory)
     optimizer._opt_called = True  # it did step (through the engine): no "scheduler before optimizer" warning
     if spec.optim.name != "sgd":
         step = float(st.step)
         params = [p for layer in model.layers() for p in (layer.weight, layer.bias) if p is not None]
         for p in params:
             optimizer.state[p]["step"] = torch.tensor(step, dtype=_scalar_dtype())
+
+
+def _unbind_window(st: EngineState, count: int, memory) -> None:
+    memory = _window(memory)
+    memory.state = WindowState(st.past_x.clone(), st.past_y.clone(), tuple(z.clone() for z in st.past_z), st.kx.clone(), st.ky.clone())
+    memory.count.fill_(count)

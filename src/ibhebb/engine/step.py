@@ -23,6 +23,12 @@ With the ``reservoir`` memory (MATH §4) ξ^ℓ is instead read out of a frozen
 reservoir per hidden layer, advanced by :func:`reservoir_signals_` exactly
 as :class:`~ibhebb.memory.reservoir.ReservoirMemory` advances it; the window's
 true ξ is still computed, to score the reservoir's (``reservoir_stats``).
+
+With the ``features`` memory (:mod:`ibhebb.functional.traces`) ξ^ℓ is a
+readout of the memory's own traces (:class:`FeatureTensors`, used in place),
+which each sample then joins (:func:`features_push_`), exactly as
+:class:`~ibhebb.memory.features.FeatureMemory` does; the readout layer learns
+from the current sample only, and the window is kept but not read.
 """
 from __future__ import annotations
 
@@ -39,6 +45,7 @@ from ..functional.layers import LAYERNORM_EPS, affine, dense_output, dense_param
 from ..functional.spiking import SpikeDynamics, encode_uniform, lif_rest, spiking_layer_step
 from ..functional.optim import OptimSpec, fused_optimizer_update_, optimizer_update_
 from ..functional.reservoir import ReservoirState, reservoir_inputs, reservoir_step
+from ..functional.traces import cascade_push_, fourier_features, label_features, surprise, trace_inputs, trace_readout
 
 
 MODELS = ("mlp", "lif-mlp", "spiking-mlp", "cnn")
@@ -70,6 +77,8 @@ class StepSpec:
     """A convolutional network's hidden layers (empty for dense ones): their traces hold maps."""
     readout_pool: tuple[tuple[int, int, int], int] | None = None
     """``(in_shape, pool_in)`` of a readout that average-pools its input maps first (``None``: it does not)."""
+    features: "FeatureSpec | None" = None
+    """The constants of the ``features`` memory (``None`` for the other memories)."""
 
     @property
     def rule(self) -> BioHSICParams:
@@ -91,6 +100,30 @@ class ReservoirSpec:
     leak: float
     gain: float
     feedback: bool
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """The constants of the features memory: ``D`` features per kernel, the cascade's ``λ`` and coefficients ``c_j``."""
+
+    features: int
+    lam: float
+    coef: tuple[float, ...]
+
+
+class FeatureTensors(NamedTuple):
+    """A :class:`~ibhebb.memory.features.FeatureMemory`'s feature weights (read only) and traces (in place).
+
+    ``omega`` ``(Ω_x, Ω_z^1, …)`` ``(d, D/2)``; ``t1`` ``(S,)``, ``tx`` ``(S, D)``, ``ty`` ``(S, C+1)`` the traces of
+    the constant, the input and label features (shared by the replicas); ``fast[ℓ]`` ``(S, R, D, 2d_ℓ+2)`` the
+    fast-weight matrices of each hidden layer.
+    """
+
+    omega: tuple[Tensor, ...]
+    t1: Tensor
+    tx: Tensor
+    ty: Tensor
+    fast: tuple[Tensor, ...]
 
 
 class ReservoirTensors(NamedTuple):
@@ -124,7 +157,8 @@ class EngineState(NamedTuple):
     fused update); the window's past ``N - 1`` inputs ``(N-1, d_x)``, one-hot
     labels ``(N-1, C)`` and (``buffer``) hidden outputs ``(R, N-1, d_ℓ)``, and
     the kernel matrices of the past inputs and labels ``(N-1, N-1)``;
-    ``reservoir`` the reservoir memory's tensors (``None`` for the other memories).
+    ``reservoir`` the reservoir memory's tensors and ``features`` the features memory's
+    (``None`` for the other memories).
     """
 
     weights: tuple[Tensor, ...]
@@ -140,6 +174,7 @@ class EngineState(NamedTuple):
     kx: Tensor
     ky: Tensor
     reservoir: ReservoirTensors | None = None
+    features: FeatureTensors | None = None
 
     def params(self) -> list[Tensor]:
         """Parameters in the order of ``model.parameters()``: ``W, b`` of each layer."""
@@ -155,7 +190,8 @@ class EngineState(NamedTuple):
     def tensors(self) -> list[Tensor]:
         """Every tensor of the state (for copying and for CUDA-graph address checks)."""
         out = [*self.weights, *self.biases, *(t for ms in self.moments for t in ms), *self.lr, *self.wd, self.step, self.powers]
-        return out + [self.past_x, self.past_y, *self.past_z, self.kx, self.ky, *(self.reservoir or ())]
+        fm = [] if self.features is None else [*self.features.omega, *self.features[1:4], *self.features.fast]
+        return out + [self.past_x, self.past_y, *self.past_z, self.kx, self.ky, *(self.reservoir or ()), *fm]
 
 
 def clone_state(st: EngineState) -> EngineState:
@@ -216,7 +252,50 @@ def window_kernels_(spec: StepSpec, st: EngineState, x: Tensor, y: Tensor) -> tu
 def fill_step_(spec: StepSpec, st: EngineState, x: Tensor, y: Tensor) -> None:
     """Present a sample while the window is still filling: no update, only the push."""
     kx, ky = window_kernels_(spec, st, x, y)
-    push_(spec, st, x, y, represent(spec, st, x) if st.past_z else [], kx, ky)
+    zs = represent(spec, st, x) if st.past_z else []
+    if st.features is not None:
+        features_push_(spec, st.features, features_current(spec, st.features, x, y), zs)
+    push_(spec, st, x, y, zs, kx, ky)
+
+
+def _weighted(spec: StepSpec, ft: FeatureTensors, t: Tensor) -> Tensor:
+    """``Σ_j c_j t_j`` of a trace ``(S, ...)``."""
+    c = torch.tensor(spec.features.coef, dtype=t.dtype, device=t.device)
+    return torch.tensordot(c, t, 1)
+
+
+def features_current(spec: StepSpec, ft: FeatureTensors, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(φ_x(x), φ_y(y), s, scale)`` of the current sample: its features, its surprise against the traces and the
+    scale of every readout (``(N-1)/N`` over the trace of the constant; 0 while it is empty), as
+    :meth:`~ibhebb.memory.features.FeatureMemory._current` computes them."""
+    N = spec.window
+    mass = _weighted(spec, ft, ft.t1)
+    scale = torch.where(mass > 0, ((N - 1) / N) / torch.where(mass > 0, mass, torch.ones_like(mass)), torch.zeros_like(mass))
+    px, py = fourier_features(x, ft.omega[0]), label_features(y, spec.sigmas[1])
+    rx, ry = scale * _weighted(spec, ft, ft.tx), scale * _weighted(spec, ft, ft.ty)
+    s = surprise((px * rx).sum(-1), (py * ry).sum(-1), window=N, gamma=spec.gamma)
+    return px, py, s, scale
+
+
+def features_signals(spec: StepSpec, ft: FeatureTensors, zs: list[Tensor], cur) -> list[Tensor]:
+    """ξ^ℓ ``(R, d_ℓ)`` of outputs ``zs[ℓ]`` ``(R, 1, d_ℓ)`` read out of the fast weights (``cur``: :func:`features_current`)."""
+    s0, scale = cur[2].view(1, 1, 1), cur[3]
+    out = []
+    for z, om, F in zip(zs, ft.omega[1:], ft.fast):
+        r = scale * _weighted(spec, ft, fourier_features(z, om) @ F)  # (R, 1, 2d+2): each stage read, then weighed
+        out.append(trace_readout(r, z, s0, window=spec.window, sigma_z=spec.sigmas[2], variant=spec.variant)[:, 0])
+    return out
+
+
+def features_push_(spec: StepSpec, ft: FeatureTensors, cur, zs: list[Tensor]) -> None:
+    """The sample of ``cur`` (:func:`features_current`) with outputs ``zs`` joins the traces (in place)."""
+    px, py, s, _ = cur
+    lam = spec.features.lam
+    cascade_push_(ft.t1, torch.ones_like(ft.t1[0]), lam)
+    cascade_push_(ft.tx, px[0], lam)
+    cascade_push_(ft.ty, py[0], lam)
+    for z, om, F in zip(zs, ft.omega[1:], ft.fast):
+        cascade_push_(F, fourier_features(z, om).transpose(-1, -2) @ trace_inputs(z, s.view(1, 1, 1)), lam)
 
 
 def reservoir_signals_(spec: StepSpec, res: ReservoirTensors, x: Tensor, y: Tensor, zs: list[Tensor]) -> list[Tensor]:
@@ -249,17 +328,23 @@ def _score_(stats: Tensor, layer: int, a: Tensor, b: Tensor) -> None:
     stats[layer].add_(torch.stack([n, a.sum(), b.sum(), (a * a).sum(), (b * b).sum(), (a * b).sum()]))
 
 
-def update_(spec: StepSpec, st: EngineState, x: Tensor, yw: Tensor, kx: Tensor, ky: Tensor, us: list[Tensor] | None):
+def update_(spec: StepSpec, st: EngineState, x: Tensor, yw: Tensor, kx: Tensor, ky: Tensor, us: list[Tensor] | None,
+            cur=None):
     """One update (one Euler step of a leaky network) from potentials ``us`` (``None``: at rest).
 
     ``yw`` are the window's one-hot labels with the current one last, ``kx``/``ky``
-    its kernel matrices. Returns the hidden layers' traces and the new potentials.
+    its kernel matrices; ``cur`` the current sample's :func:`features_current` (features memory).
+    Returns the hidden layers' traces and the new potentials.
     """
     scale = 1.0 if spec.leak is None else spec.leak
     traces, us = hidden_step(spec, st, x, us)
-    past = list(st.past_z) if st.past_z else represent(spec, st, st.past_x)
-    zws = [torch.cat([zp, t.z], -2) for zp, t in zip(past, traces)]
-    xis = window_signals(spec.rule, kx, ky, zws)
+    if st.features is not None:  # ξ from the traces; the readout sees the current sample only
+        xis = features_signals(spec, st.features, [t.z for t in traces], cur)
+        zws, yw = [traces[-1].z], yw[-1:]
+    else:
+        past = list(st.past_z) if st.past_z else represent(spec, st, st.past_x)
+        zws = [torch.cat([zp, t.z], -2) for zp, t in zip(past, traces)]
+        xis = window_signals(spec.rule, kx, ky, zws)
     if st.reservoir is not None:
         from_reservoir = reservoir_signals_(spec, st.reservoir, x, yw[-1:], [t.z for t in traces])
         for i, (mine, true) in enumerate(zip(from_reservoir, xis)):
@@ -313,9 +398,12 @@ def sample_step_(spec: StepSpec, st: EngineState, x: Tensor, y: Tensor) -> None:
     """
     kx, ky = window_kernels_(spec, st, x, y)
     yw = torch.cat([st.past_y, y], 0)
+    cur = None if st.features is None else features_current(spec, st.features, x, y)
     us = None
     for _ in range(spec.steps):
-        traces, us = update_(spec, st, x, yw, kx, ky, us)
+        traces, us = update_(spec, st, x, yw, kx, ky, us, cur)
+    if st.features is not None:
+        features_push_(spec, st.features, cur, [t.z for t in traces])
     push_(spec, st, x, y, [t.z for t in traces], kx, ky)
 
 

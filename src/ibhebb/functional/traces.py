@@ -168,6 +168,27 @@ def trace_readout(r: Tensor, z0: Tensor, s0: Tensor, *, window: int, sigma_z: fl
     return c * xi
 
 
+def cascade_push_(t: Tensor, f: Tensor, lam: float) -> None:
+    """One step of ``S`` leaky integrators in a cascade, in place: ``t_1 ← λ t_1 + (1-λ) f``, ``t_j ← λ t_j + (1-λ) t_{j-1}``.
+
+    ``t`` ``(S, ...)`` holds the stages, ``f`` ``(...)`` the new input; every stage reads the values before the step,
+    so a sample reaches stage ``j`` after ``j`` steps (:func:`cascade_response`).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from ibhebb.functional.traces import cascade_push_
+    >>> t = torch.zeros(2, 1, dtype=torch.float64)
+    >>> cascade_push_(t, torch.ones(1, dtype=torch.float64), 0.5); cascade_push_(t, torch.zeros(1, dtype=torch.float64), 0.5)
+    >>> t.flatten().tolist()            # g_1(2) = (1-λ) λ, g_2(2) = (1-λ)²
+    [0.25, 0.25]
+    """
+    prev = t[:-1].clone()
+    t.mul_(lam)
+    t[1:].add_(prev, alpha=1 - lam)
+    t[0].add_(f, alpha=1 - lam)
+
+
 def trace_inputs(z: Tensor, s: Tensor) -> Tensor:
     """``u = [1, z, s, s z]`` ``(..., 2d + 2)``: what a fast-weight matrix stores of a sample with surprise ``s`` ``(..., 1)``."""
     one = torch.ones_like(z[..., :1])

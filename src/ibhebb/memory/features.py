@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from ..functional.signals import check_window
 from ..functional.traces import (
+    cascade_push_,
     fourier_features,
     fourier_frequencies,
     label_features,
@@ -146,12 +147,8 @@ class FeatureMemory(nn.Module):
         new = [torch.ones_like(self.traces[0][0]), px[0], py[0]]
         for z, om in zip(zs, self.omega[1:]):
             new.append(fourier_features(z, om).transpose(-1, -2) @ trace_inputs(z, s.view(1, 1, 1)))  # (R, D, 2d+2)
-        lam = self.lam
         for t, f in zip(self.traces, new):
-            prev = t[:-1].clone()
-            t.mul_(lam)
-            t[1:].add_(prev, alpha=1 - lam)
-            t[0].add_(f, alpha=1 - lam)
+            cascade_push_(t, f, self.lam)
         self._weigh()
         self.count += 1
         if self.buffer is not None:

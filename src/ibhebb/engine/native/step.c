@@ -23,6 +23,13 @@
  * own state (memory/reservoir.py); the buffer's true xi is still computed,
  * for the correlation and NMSE that the memory reports.
  *
+ * With the features memory (functional/traces.py, memory/features.py) xi^l is a readout of leaky traces of
+ * random-feature neurons: the traces of the input's and label's features are shared by the replicas and
+ * advanced by ibhebb_begin() (which also gives each chunk sample its surprise s and readout scale); each
+ * replica's fast-weight matrices F^l (S stages of D x (2 d_l + 2)) are read for xi and take the
+ * sample's Hebbian outer product phi_z(z) [1, z, s, s z]^T in the same pass at the sample's last update
+ * (whose z is the z of the push).  The readout layer then learns from the current sample only.
+ *
  * A spiking network (P->spiking, models/spiking.py, functional/spiking.py) runs its hidden layers as
  * leaky integrate-and-fire populations: per update (time step t of a sample) each layer integrates
  * v' = v + leak (W h + b - v), fires (s = 1[v' > threshold], or 1[noise < f(v' - threshold)] with escape
@@ -160,6 +167,7 @@ typedef struct {
     real *sig;                 /* K x N: s (paper, first-term) or row N-1 of H(Kx - gamma Ky)H (exact) */
     double *p1, *p2;           /* U: (beta1^t, beta2^t) after each update */
     real *shared_a;            /* the parts of one replica: the first layer's preactivation, assembled */
+    real *fm_s, *fm_scale;     /* features memory, K each: a sample's surprise, the scale of its readouts */
     Barrier barrier;
     atomic_long failed;
 } Work;
@@ -185,6 +193,147 @@ static inline real sqdist(const real *restrict a, const real *restrict b, int64_
 
 static inline real gauss(real sq, double sigma, int64_t d) {
     return (real)exp(-(double)(sq / (real)(2.0 * sigma * sigma * (double)d)));
+}
+
+/* -- the features memory ------------------------------------------------------------------- */
+
+/* phi = [cos(v Omega), sin(v Omega)] / sqrt(M) of v (d), with Omega transposed: omt (M, d). */
+static void fourier(const real *omt, int64_t M, const real *v, int64_t d, real *phi) {
+    real root = (real)sqrt((double)M);
+    for (int64_t m = 0; m < M; m++) {
+        real p = dot(omt + m * d, v, d);
+        phi[m] = cos(p) / root;
+        phi[M + m] = sin(p) / root;
+    }
+}
+
+/* phi of an input x (d) that is mostly zeros (an image), with Omega as it is: om (d, M); p (M) is scratch.
+ * v Omega as a sum of the rows of the nonzero inputs, as for the reservoir's input drive. */
+static void fourier_sparse(const real *om, int64_t M, const real *v, int64_t d, real *phi, real *p) {
+    real root = (real)sqrt((double)M);
+    memset(p, 0, sizeof(real) * M);
+    for (int64_t i = 0; i < d; i++) {
+        real vi = v[i];
+        if (vi == 0) continue;
+        const real *row = om + i * M;
+#pragma omp simd
+        for (int64_t m = 0; m < M; m++) p[m] += vi * row[m];
+    }
+    for (int64_t m = 0; m < M; m++) {
+        phi[m] = cos(p[m]) / root;
+        phi[M + m] = sin(p[m]) / root;
+    }
+}
+
+/* One step of the S-stage cascade of n traces t (S, n) (stride `stride` between stages), input f (n):
+ * every stage from the values before the step (functional.traces.cascade_push_). */
+static inline void cascade(real *t, int64_t S, int64_t stride, int64_t n, const real *f, real fscale, real lam) {
+    real om = 1 - lam;
+    for (int64_t st = S - 1; st >= 1; st--) {
+        real *a = t + st * stride;
+        const real *b = t + (st - 1) * stride;
+#pragma omp simd
+        for (int64_t j = 0; j < n; j++) a[j] = a[j] * lam + om * b[j];
+    }
+#pragma omp simd
+    for (int64_t j = 0; j < n; j++) t[j] = t[j] * lam + om * (fscale * f[j]);
+}
+
+/* The shared traces through the chunk: each sample's surprise and readout scale against its past, then its push. */
+static int features_begin(const Problem *P, Work *w) {
+    int64_t K = w->K, M = w->M, N = P->window, D = P->fm_features, S = P->fm_stages;
+    int64_t dx = P->dims[0], C = P->dims[P->n_hidden + 1];
+    w->fm_s = malloc(sizeof(real) * (K + 1));
+    w->fm_scale = malloc(sizeof(real) * (K + 1));
+    real *px = malloc(sizeof(real) * D), *py = malloc(sizeof(real) * (C + 1)), *pm = malloc(sizeof(real) * D);
+    if (!w->fm_s || !w->fm_scale || !px || !py || !pm) { free(px); free(py); free(pm); return 1; }
+    real lam = (real)P->fm_lam, one = 1;
+    double e = exp(-1.0 / (P->sigma_y * P->sigma_y * (double)C));
+    real ey = (real)sqrt(e), ny = (real)sqrt(1.0 - e);
+    for (int64_t k = 0; k < K; k++) {
+        const real *x = w->xrow[M + k], *y = w->yrow[M + k];
+        fourier_sparse(P->fm_omega_t[0], D / 2, x, dx, px, pm);
+        py[0] = ey;
+        for (int64_t c = 0; c < C; c++) py[c + 1] = ny * y[c];
+        real mass = 0, mx = 0, my = 0;
+        for (int64_t st = 0; st < S; st++) mass += (real)P->fm_coef[st] * P->fm_t1[st];
+        real scale = mass > 0 ? (real)((double)(N - 1) / (double)N) / mass : 0;
+        for (int64_t st = 0; st < S; st++) {
+            real c = (real)P->fm_coef[st];
+            mx += c * dot(px, P->fm_tx + st * D, D);
+            my += c * dot(py, P->fm_ty + st * (C + 1), C + 1);
+        }
+        real base = (real)(1.0 - 1.0 / (double)N);
+        w->fm_s[k] = (base - scale * mx) - (real)P->gamma * (base - scale * my);
+        w->fm_scale[k] = scale;
+        cascade(P->fm_t1, S, 1, 1, &one, 1, lam);
+        cascade(P->fm_tx, S, D, D, px, 1, lam);
+        cascade(P->fm_ty, S, C + 1, C + 1, py, 1, lam);
+    }
+    free(px);
+    free(py);
+    free(pm);
+    return 0;
+}
+
+/* One row i of a layer's fast weights, all S stages (stride apart): each stage's readout tmp[st] += phi_i F_st, then
+ * (push) F_st <- lam F_st + (1 - lam) F_{st-1} (F_0 from phi_i u), from the values before it.  S and push are
+ * constants at each call (the switch below), so the stage loops unroll and the row vectorises. */
+static inline __attribute__((always_inline)) void fast_row(real *F, int64_t stride, int64_t k, real ph, const real *u,
+                                                           real *tmp, real lam, const int S, const int push) {
+    real om = 1 - lam;
+#pragma omp simd
+    for (int64_t j = 0; j < k; j++) {
+        real f[3];
+        for (int st = 0; st < S; st++) {
+            f[st] = F[st * stride + j];
+            tmp[st * k + j] += ph * f[st];
+        }
+        if (push) {
+            for (int st = S - 1; st >= 1; st--) F[st * stride + j] = f[st] * lam + om * f[st - 1];
+            F[j] = f[0] * lam + om * (ph * u[j]);
+        }
+    }
+}
+
+/* xi (d) of hidden layer l of replica rep from its fast weights, and the sample (outputs z0, surprise s0) joins them:
+ * one pass over the matrices, each element read for the readout before it is updated.  Only at the sample's last
+ * update (push): a leaky network's earlier updates only read (the z of the push is the last update's).  phi (D),
+ * u (2d+2) and tmp (S (2d+2)) are scratch. */
+static void features_xi_push(const Problem *P, int64_t l, int64_t rep, const real *z0, real s0, real scale, int push,
+                             real *phi, real *u, real *tmp, real *xi) {
+    int64_t d = P->dims[l + 1], D = P->fm_features, S = P->fm_stages, k = 2 * d + 2, stride = P->replicas * D * k;
+    real lam = (real)P->fm_lam;
+    fourier(P->fm_omega_t[l + 1], D / 2, z0, d, phi);
+    u[0] = 1;
+    u[d + 1] = s0;
+    for (int64_t i = 0; i < d; i++) { u[1 + i] = z0[i]; u[d + 2 + i] = s0 * z0[i]; }
+    memset(tmp, 0, sizeof(real) * S * k);
+    real *F = P->fm_fast[l] + rep * D * k;
+    for (int64_t i = 0; i < D; i++) {
+        real *row = F + i * k;
+        switch (S + 4 * push) {
+        case 1: fast_row(row, stride, k, phi[i], u, tmp, lam, 1, 0); break;
+        case 2: fast_row(row, stride, k, phi[i], u, tmp, lam, 2, 0); break;
+        case 3: fast_row(row, stride, k, phi[i], u, tmp, lam, 3, 0); break;
+        case 5: fast_row(row, stride, k, phi[i], u, tmp, lam, 1, 1); break;
+        case 6: fast_row(row, stride, k, phi[i], u, tmp, lam, 2, 1); break;
+        default: fast_row(row, stride, k, phi[i], u, tmp, lam, 3, 1); break;
+        }
+    }
+    real *r = tmp; /* r = sum_st c_st tmp_st, into tmp's first row */
+    for (int64_t j = 0; j < k; j++) {
+        real v = 0;
+        for (int64_t st = 0; st < S; st++) v += (real)P->fm_coef[st] * tmp[st * k + j];
+        r[j] = v;
+    }
+    real coef = (real)(2.0 / (P->sigma_z * P->sigma_z * (double)d) / (double)((P->window - 1) * (P->window - 1)));
+    real m = scale * r[0], ms = scale * r[d + 1];
+    for (int64_t i = 0; i < d; i++) {
+        real v = s0 * (z0[i] * m - scale * r[1 + i]);
+        if (P->variant == XI_PAPER) v = v + (z0[i] * ms - scale * r[d + 2 + i]);
+        xi[i] = coef * v;
+    }
 }
 
 /* -- the shared part of a chunk ------------------------------------------------------------ */
@@ -265,6 +414,7 @@ int ibhebb_begin(Problem *P) {
     }
     free(kx);
     free(ky);
+    if (P->fm_features && features_begin(P, w)) return 1;
     double p1 = P->power1, p2 = P->power2;
     for (int64_t u = 0; u < U; u++) {
         p1 *= P->beta1;
@@ -304,6 +454,7 @@ int ibhebb_end(Problem *P) {
     }
     P->step += (double)w->U;
     free(w->xrow); free(w->yrow); free(w->kxb); free(w->kyb); free(w->sig); free(w->p1); free(w->p2); free(w->shared_a);
+    free(w->fm_s); free(w->fm_scale);
     free(w);
     P->work = NULL;
     return 0;
@@ -322,6 +473,7 @@ typedef struct {
     real *pz[MAXL], *pu[MAXL], *pa[MAXL], *pr[MAXL]; /* recompute: M x d_l past outputs; potentials, scratch */
     real *alpha, *xi, *logits, *dout, *gw, *gb;
     real *res_xi[MAXL], *res_in, *res_drive_in, *res_drive; /* reservoir: its xi per layer; input, drives (n) */
+    real *fm_phi[MAXL], *fm_r, *fm_tmp;                     /* features memory: phi_z(z^l) (D); readouts (2 dmax + 2) */
     double *stats;                                          /* L x 6: n, sum a, sum b, sum a^2, sum b^2, sum ab */
 } Scratch;
 
@@ -665,7 +817,9 @@ static void update(const Problem *P, Work *w, Scratch *s, int64_t rep, int64_t t
         real coef = (real)(2.0 / (P->sigma_z * P->sigma_z * (double)d));
         real *xi = s->xi;
         memset(xi, 0, sizeof(real) * d);
-        if (P->variant == XI_EXACT) {
+        if (P->fm_features) {
+            features_xi_push(P, l, rep, z0, w->fm_s[k], w->fm_scale[k], ts == P->steps - 1, s->fm_phi[l], s->fm_r, s->fm_tmp, xi);
+        } else if (P->variant == XI_EXACT) {
             for (int64_t q = 0; q < M; q++) {
                 const real *zp = past_row(P, s, l, t, M, q);
                 real kz = coef * gauss(sqdist(z0, zp, d), P->sigma_z, d);
@@ -734,7 +888,8 @@ static void update(const Problem *P, Work *w, Scratch *s, int64_t rep, int64_t t
     const real *bo = P->has_bias ? P->bias[L] + rep * C : NULL;
     memset(s->gw, 0, sizeof(real) * C * dL);
     memset(s->gb, 0, sizeof(real) * C);
-    for (int64_t p = 0; p < N; p++) {
+    real nread = P->fm_features ? 1 : (real)N; /* the features memory's readout sees the current sample only */
+    for (int64_t p = P->fm_features ? N - 1 : 0; p < N; p++) {
         const real *hp = p < M ? past_row(P, s, L - 1, t, M, p) : s->z[L - 1];
         const real *yp = w->yrow[t - M + p];
         real *lg = s->logits, mx = -INFINITY, sum = 0;
@@ -745,7 +900,7 @@ static void update(const Problem *P, Work *w, Scratch *s, int64_t rep, int64_t t
         }
         for (int64_t c = 0; c < C; c++) { lg[c] = (real)exp((double)(lg[c] - mx)); sum += lg[c]; }
         for (int64_t c = 0; c < C; c++) {
-            real dc = (lg[c] / sum - yp[c]) / (real)N;
+            real dc = (lg[c] / sum - yp[c]) / nread;
             s->gb[c] += dc;
             real *row = s->gw + c * dL;
             for (int64_t j = 0; j < dL; j++) row[j] += dc * hp[j];
@@ -801,7 +956,9 @@ static void free_scratch(Scratch *s, int64_t L) {
         free(s->a[l]); free(s->r[l]); free(s->z[l]); free(s->u[l]); free(s->delta[l]);
         free(s->spk[l]); free(s->pspk[l]); free(s->refr[l]); free(s->prefr[l]);
         free(s->zseq[l]); free(s->pz[l]); free(s->pu[l]); free(s->pa[l]); free(s->pr[l]); free(s->res_xi[l]);
+        free(s->fm_phi[l]);
     }
+    free(s->fm_r); free(s->fm_tmp);
     free(s->res_in); free(s->res_drive_in); free(s->res_drive); free(s->h0); free(s->h0_idx); free(s->h0_val);
     free(s->alpha); free(s->xi); free(s->logits); free(s->dout); free(s->gw); free(s->gb);
 }
@@ -837,6 +994,10 @@ static int alloc_scratch(const Problem *P, const Work *w, Scratch *s, double *st
     if (P->res_units) {
         for (int64_t l = 0; l < L; l++) fail |= !(s->res_xi[l] = alloc_real(P->dims[l + 1]));
         fail |= !(s->res_in = alloc_real(P->res_in)) | !(s->res_drive_in = alloc_real(P->res_units)) | !(s->res_drive = alloc_real(P->res_units));
+    }
+    if (P->fm_features) {
+        for (int64_t l = 0; l < L; l++) fail |= !(s->fm_phi[l] = alloc_real(P->fm_features));
+        fail |= !(s->fm_r = alloc_real(2 * dmax + 2)) | !(s->fm_tmp = alloc_real(3 * (2 * dmax + 2)));
     }
     return fail;
 }
