@@ -209,6 +209,25 @@ def reference_steps(net, x, model_traces, current_of=dense_current):
         yield out
 
 
+def check_steps_against_reference(net, x, current_of=dense_current) -> tuple[list, int, int]:
+    """Every step's spikes, ``z`` and β-weighted gradients of every hidden layer equal :func:`reference_steps`'s;
+    ``(traces, spikes, refractory steps)`` for the behaviour checks."""
+    traces = list(net.present(x))
+    n_spikes = n_refractory = 0
+    for step, ref in zip(traces, reference_steps(net, x, traces, current_of)):
+        for layer, tr, (s, z, (gw, gb), cot, n_ref) in zip(net.hidden, step[:-1], ref):
+            assert isinstance(tr, SpikeTrace)
+            assert torch.equal(tr.spikes, s)
+            assert torch.allclose(tr.z, z, atol=1e-12)
+            layer.weight.grad = layer.bias.grad = None
+            layer.accumulate_grad(tr.h, layer.output_vjp(tr.a, tr.r, tr.z, cot), tr.scale)
+            assert torch.allclose(layer.weight.grad, gw, atol=1e-12, rtol=1e-10)
+            assert torch.allclose(layer.bias.grad, gb, atol=1e-12, rtol=1e-10)
+            n_spikes += int(s.sum())
+            n_refractory += n_ref
+    return traces, n_spikes, n_refractory
+
+
 @pytest.mark.parametrize("firing", F.FIRINGS)
 @pytest.mark.parametrize(
     "layernorm, spike_z, reset, refractory, encoding",
@@ -219,19 +238,7 @@ def test_beta_equals_autograd_of_the_layer_output(firing, layernorm, spike_z, re
     torch.manual_seed(0)
     net = make_net(firing, layernorm=layernorm, spike_z=spike_z, reset=reset, refractory=refractory, encoding=encoding)
     x = torch.rand(3, 3, dtype=torch.float64) * 2 - 0.5
-    traces = list(net.present(x))
-    n_spikes = n_refractory = 0
-    for step, ref in zip(traces, reference_steps(net, x, traces)):
-        for layer, tr, (s, z, (gw, gb), cot, n_ref) in zip(net.hidden, step[:-1], ref):
-            assert torch.equal(tr.spikes, s)
-            assert torch.allclose(tr.z, z, atol=1e-12)
-            layer.weight.grad = layer.bias.grad = None
-            layer.accumulate_grad(tr.h, layer.output_vjp(tr.a, tr.r, tr.z, cot), tr.scale)
-            assert torch.allclose(layer.weight.grad, gw, atol=1e-12, rtol=1e-10)
-            assert torch.allclose(layer.bias.grad, gb, atol=1e-12, rtol=1e-10)
-            n_spikes += int(s.sum())
-            n_refractory += n_ref
-            assert isinstance(tr, SpikeTrace)
+    traces, n_spikes, n_refractory = check_steps_against_reference(net, x)
     assert n_spikes > 0 and any(float(t.spikes.detach().sum()) < t.spikes.numel() for step in traces for t in step[:-1])
     if refractory:
         assert n_refractory > 0
@@ -258,18 +265,7 @@ def test_conv_beta_equals_autograd_of_the_layer_output(firing, layernorm, spike_
         for layer in net.hidden:
             layer.weight.mul_(2.0)
     x = torch.rand(3, 72, dtype=torch.float64) * 2 - 0.5
-    traces = list(net.present(x))
-    n_spikes = n_refractory = 0
-    for step, ref in zip(traces, reference_steps(net, x, traces, conv_current)):
-        for layer, tr, (s, z, (gw, gb), cot, n_ref) in zip(net.hidden, step[:-1], ref):
-            assert torch.equal(tr.spikes, s)
-            assert torch.allclose(tr.z, z, atol=1e-12)
-            layer.weight.grad = layer.bias.grad = None
-            layer.accumulate_grad(tr.h, layer.output_vjp(tr.a, tr.r, tr.z, cot), tr.scale)
-            assert torch.allclose(layer.weight.grad, gw, atol=1e-12, rtol=1e-10)
-            assert torch.allclose(layer.bias.grad, gb, atol=1e-12, rtol=1e-10)
-            n_spikes += int(s.sum())
-            n_refractory += n_ref
+    traces, n_spikes, n_refractory = check_steps_against_reference(net, x, conv_current)
     assert n_spikes > 0 and all(float(t.spikes.detach().sum()) < t.spikes.numel() for step in traces for t in step[:-1])
     assert (n_refractory > 0) == (refractory > 0)
     assert all(float(layer.weight.grad.abs().sum()) > 0 for layer in net.hidden)
