@@ -34,7 +34,7 @@ from torch import Tensor
 
 from ..functional.biohsic import (BioHSICParams, DenseTrace, WindowState, biohsic_grads, readout_grads, window_kernels, window_push_,
                                   window_signals)
-from ..functional.conv import MapGeometry, conv_output, conv_preactivation, pool
+from ..functional.conv import MapGeometry, conv_output, conv_patches, conv_preactivation, pool
 from ..functional.layers import LAYERNORM_EPS, affine, dense_output, dense_param_grads, layernorm, layernorm_vjp, leaky_step
 from ..functional.spiking import SpikeDynamics, encode_uniform, lif_rest, spiking_layer_step
 from ..functional.optim import OptimSpec, fused_optimizer_update_, optimizer_update_
@@ -178,9 +178,10 @@ def hidden_step(spec: StepSpec, st: EngineState, x: Tensor, us: list[Tensor] | N
     h, traces, new_us = x, [], []
     for i in range(spec.n_hidden):
         if spec.maps:
-            a = conv_preactivation(h, st.weights[i], _bias(st, i), spec.maps[i])
+            cols = conv_patches(h, spec.maps[i])
+            a = conv_preactivation(cols, st.weights[i], _bias(st, i), spec.maps[i])
             r, z = conv_output(a, spec.maps[i], spec.activation, spec.layernorm, spec.layernorm_eps)
-            traces.append(DenseTrace(h, a, r, z))
+            traces.append(DenseTrace(cols, a, r, z))
             h = z
             continue
         drive = affine(h, st.weights[i], _bias(st, i))

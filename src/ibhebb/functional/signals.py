@@ -97,20 +97,21 @@ def signal_from_kernels(Kx: Tensor, Ky: Tensor, z: Tensor, *, gamma: float, sigm
     The same ξ as :func:`global_signal`, for callers that keep ``K_X`` and
     ``K_Y`` of the window up to date themselves (one new row per sample).
     """
-    n = z.shape[-2]
-    a = alpha(z, sigma_z)
+    n, d = z.shape[-2:]
     norm = 1.0 / (n - 1) ** 2
     if variant == "exact":
-        m0 = double_centre(Kx - gamma * Ky)[..., -1, :]
-        return -norm * (m0.unsqueeze(-1) * a).sum(-2)
-    s = centred_diagonal(Kx) - gamma * centred_diagonal(Ky)
-    alpha_bar = a.sum(-2) / n
-    xi = s[..., -1:] * alpha_bar
-    if variant == "paper":
-        xi = xi + (s.unsqueeze(-1) * a).sum(-2) / n
-    elif variant != "first-term":
+        coef = -double_centre(Kx - gamma * Ky)[..., -1, :-1]
+    elif variant in ("paper", "first-term"):
+        s = centred_diagonal(Kx) - gamma * centred_diagonal(Ky)
+        coef = (s[..., -1:] + s[..., :-1] if variant == "paper" else s[..., -1:]) / n
+    else:
         raise ValueError(f"unknown ξ variant {variant!r}; choose one of {', '.join(VARIANTS)}")
-    return norm * xi
+    # ξ = Σ_{p≠0} c_p α(z_p): α's kernel weights and the coefficients combine into one weight per past sample, and the
+    # sum over the window is one matrix-vector product with the differences z_0 - z_p.
+    diff = z[..., -1:, :] - z[..., :-1, :]
+    k0 = gaussian(torch.linalg.vecdot(diff, diff), sigma_z, d)
+    w = (norm * 2.0 / (sigma_z**2 * d)) * coef * k0
+    return (w.unsqueeze(-2) @ diff).squeeze(-2)
 
 
 def diagonal_surrogate(
