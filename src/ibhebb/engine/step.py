@@ -273,12 +273,11 @@ def update_(spec: StepSpec, st: EngineState, x: Tensor, yw: Tensor, kx: Tensor, 
     st.step.add_(1)
     st.powers.mul_(st.powers.new_tensor(spec.optim.betas))
     powers = (st.powers[0], st.powers[1])
-    fused = bool(spec.maps) and not torch.compiler.is_compiling()
+    if spec.maps and not torch.compiler.is_compiling():
+        fused_optimizer_update_(spec.optim, st.params(), grads, st.moments, st.lr, st.wd, powers, st.step)
+        return traces, us
     for p, g, ms, lr, wd in zip(st.params(), grads, st.moments, st.lr, st.wd):
-        if fused:
-            fused_optimizer_update_(spec.optim, p, g, ms, lr, wd, powers, st.step)
-        else:
-            optimizer_update_(spec.optim, p, g, ms, lr, wd, powers)
+        optimizer_update_(spec.optim, p, g, ms, lr, wd, powers)
     return traces, us
 
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .layers import LAYERNORM_EPS, activate, activation_vjp, centred_variance
+from .layers import LAYERNORM_EPS, activate, activation_vjp
 
 MAP_DIMS = (-3, -2, -1)
 """The dimensions ``(C, H, W)`` a feature map's LayerNorm runs over."""
@@ -101,59 +101,52 @@ def replica_conv2d_weight_grad(h: Tensor, a_cot: Tensor, weight_shape, padding: 
 
 
 def patches(x: Tensor, k: int, padding: int) -> Tensor:
-    """The ``k × k`` patches of maps ``x`` ``(..., C, H, W)`` zero-padded by ``padding``: ``(..., C k², H' W')`` (im2col).
+    """The ``k × k`` patches of ``B`` maps ``x`` ``(..., B, C, H, W)`` zero-padded by ``padding``: ``(..., C k², B H' W')`` (im2col).
 
-    Column ``(i, j)`` holds the input a "same" convolution's output pixel
-    ``(i, j)`` sees, channel-major then row-major in the patch, so
-    ``W ⋆ x = W.reshape(O, C k²) @ patches(x)``.
+    Column ``(b, i, j)`` holds what a convolution's output pixel ``(i, j)`` of
+    map ``b`` sees, channel-major then row-major in the patch, so
+    ``W ⋆ x = W.reshape(O, C k²) @ patches(x)`` for all ``B`` maps at once.
 
     Examples
     --------
     >>> import torch
     >>> x, w = torch.randn(2, 3, 5, 5), torch.randn(4, 3, 3, 3)
-    >>> out = (w.reshape(4, -1) @ patches(x, 3, 1)).reshape(2, 4, 5, 5)
+    >>> out = (w.reshape(4, -1) @ patches(x, 3, 1)).reshape(4, 2, 5, 5).transpose(0, 1)
     >>> torch.allclose(out, torch.nn.functional.conv2d(x, w, padding=1), atol=1e-5)
     True
     """
-    *lead, C, H, W = x.shape
+    *lead, B, C, H, W = x.shape
     xp = F.pad(x, (padding,) * 4) if padding else x
     Ho, Wo = H + 2 * padding - k + 1, W + 2 * padding - k + 1
-    *ls, sc, sh, sw = xp.stride()
-    return xp.as_strided((*lead, C, k, k, Ho, Wo), (*ls, sc, sh, sw, sh, sw)).reshape(*lead, C * k * k, Ho * Wo)
-
-
-def _patch_rows(cols: Tensor) -> Tensor:
-    """Patches ``(B, K, L)`` or ``(R, B, K, L)`` → ``(K, B L)`` or ``(R, K, B L)`` (a view for one sample)."""
-    return cols.transpose(-3, -2).reshape(*cols.shape[:-3], cols.shape[-2], -1)
+    *ls, sb, sc, sh, sw = xp.stride()
+    view = xp.as_strided((*lead, C, k, k, B, Ho, Wo), (*ls, sc, sh, sw, sb, sh, sw))
+    return view.reshape(*lead, C * k * k, B * Ho * Wo)
 
 
 def patch_conv2d(cols: Tensor, weight: Tensor, bias: Tensor | None, size: tuple[int, int]) -> Tensor:
     """:func:`replica_conv2d` on the :func:`patches` ``cols`` of its input, as one matrix product per replica.
 
-    ``cols`` ``(B, C k², H' W')`` shared or ``(R, B, C k², H' W')``; ``size`` ``(H', W')``. For the few samples
-    of an online step: with one sample neither the patches nor the output need reordering, nor the weights
-    (torch's convolution reorders them at every call), and the weight gradient reuses the patches.
+    ``cols`` ``(C k², B H' W')`` shared or ``(R, C k², B H' W')``; ``size`` ``(H', W')``. For the few samples
+    of an online step: the weights need no reordering (torch's convolution reorders them at every call), and
+    the weight gradient reuses the patches.
     """
     R, O = weight.shape[:2]
-    B = cols.shape[-3]
-    x = _patch_rows(cols)
     w = weight.reshape(R, O, -1)
-    if x.dim() == 2:  # inputs shared by the replicas: one product with R·O rows
+    if cols.dim() == 2:  # inputs shared by the replicas: one product with R·O rows
         w, b = w.reshape(R * O, -1), None if bias is None else bias.reshape(R * O, 1)
-        a = torch.mm(w, x) if b is None else torch.addmm(b, w, x)
+        a = torch.mm(w, cols) if b is None else torch.addmm(b, w, cols)
     else:
-        a = torch.bmm(w, x) if bias is None else torch.baddbmm(bias.unsqueeze(-1), w, x)
-    return a.reshape(R, O, B, *size).transpose(1, 2)
+        a = torch.bmm(w, cols) if bias is None else torch.baddbmm(bias.unsqueeze(-1), w, cols)
+    return a.reshape(R, O, -1, *size).transpose(1, 2)
 
 
 def patch_conv2d_weight_grad(cols: Tensor, a_cot: Tensor, weight_shape) -> Tensor:
     """The weight gradient of :func:`patch_conv2d`: ``Σ_batch a_cot @ colsᵀ`` per replica, shaped ``weight_shape``."""
     R, O = weight_shape[:2]
-    x = _patch_rows(cols)
     g = a_cot.transpose(1, 2).reshape(R, O, -1)
-    if x.dim() == 2:
-        return torch.mm(g.reshape(R * O, -1), x.transpose(0, 1)).reshape(weight_shape)
-    return torch.bmm(g, x.transpose(1, 2)).reshape(weight_shape)
+    if cols.dim() == 2:
+        return torch.mm(g.reshape(R * O, -1), cols.transpose(0, 1)).reshape(weight_shape)
+    return torch.bmm(g, cols.transpose(1, 2)).reshape(weight_shape)
 
 
 def max_pool(x: Tensor, size: int) -> Tensor:
@@ -210,12 +203,33 @@ def conv_preactivation(cols: Tensor, weight: Tensor, bias: Tensor | None, g: Map
     return patch_conv2d(cols, weight, bias, g.conv_shape[1:])
 
 
+def _dot(x: Tensor, y: Tensor) -> Tensor:
+    """``Σ x y`` over the last dimension as a matrix product (``torch.linalg.vecdot`` forms ``x y`` first)."""
+    return (x.unsqueeze(-2) @ y.unsqueeze(-1)).reshape(x.shape[:-1])
+
+
+def map_scale(r: Tensor, eps: float = LAYERNORM_EPS) -> tuple[Tensor, Tensor]:
+    """``(μ, s)`` of the LayerNorm of maps ``r`` ``(..., C, H, W)``: the mean and ``s = 1/√(σ² + ε)``, each ``(..., 1, 1, 1)``.
+
+    ``σ² = mean(r²) - μ²`` from two reading passes (a sum and a dot product),
+    without the centred map; the same variance as
+    :func:`~ibhebb.functional.layers.centred_variance` up to rounding
+    (``μ² / σ²`` times its relative rounding).
+    """
+    flat = r.flatten(-3)
+    n = flat.shape[-1]
+    mu = flat.sum(-1) / n
+    var = (_dot(flat, flat) / n - mu * mu).clamp_min_(0.0)
+    shape = (*r.shape[:-3], 1, 1, 1)
+    return mu.reshape(shape), torch.rsqrt(var + eps).reshape(shape)
+
+
 def conv_output(a: Tensor, g: MapGeometry, activation: str, layernorm_: bool,
                 eps: float = LAYERNORM_EPS) -> tuple[Tensor, Tensor]:
     """``(r, z)``: the activation map ``r = act(a)`` and the flattened output ``z = P_out(LN(r))`` ``(R, B, d_out)``.
 
-    ``P_out(LN(r)) = P_out(r - μ) / √(σ² + ε)``: the pooling is linear, so the
-    map is normalised after it, on the ``pool_out²``-times smaller map.
+    ``P_out(LN(r)) = s (P_out(r) - μ)`` (:func:`map_scale`): the pooling is
+    linear, so the map is normalised after it, on the ``pool_out²``-times smaller map.
 
     Examples
     --------
@@ -226,11 +240,10 @@ def conv_output(a: Tensor, g: MapGeometry, activation: str, layernorm_: bool,
     (torch.Size([3, 5, 2, 4, 4]), torch.Size([3, 5, 8]))
     """
     r = activate(a, activation)
+    z = pool(r, g.pool_out)
     if layernorm_:
-        d, var = centred_variance(r, MAP_DIMS)
-        z = pool(d, g.pool_out) * torch.rsqrt(var + eps)
-    else:
-        z = pool(r, g.pool_out)
+        mu, inv = map_scale(r, eps)
+        z = (z - mu) * inv
     return r, z.reshape(*z.shape[:-3], -1)
 
 
@@ -238,10 +251,10 @@ def conv_vjp(a: Tensor, r: Tensor, z: Tensor, cot: Tensor, g: MapGeometry, activ
              eps: float = LAYERNORM_EPS) -> Tensor:
     """Pull a cotangent ``ξ`` of the flattened ``z`` of :func:`conv_output` ``(R, B, d_out)`` back to ``a`` ``(R, B, O, H', W')``.
 
-    With the LayerNorm, ``∂/∂r = s (U ξ - m₁ - m₂ s (r - μ))``, ``s = 1/√(σ² + ε)``,
-    ``U = P_outᵀ`` (:func:`pool_vjp`), and the two means over the map taken on
-    the small map (``n = O H' W'``): ``m₁ = mean(U ξ) = Σ ξ / n`` and
-    ``m₂ = mean(U ξ · LN(r)) = Σ ξ z / n`` (``P_out`` is ``Uᵀ``). Then ``∂/∂a = act'(a) ∂/∂r``.
+    With the LayerNorm, ``∂/∂r = s (U ξ - m₁) - m₂ s² (r - μ)``, ``(μ, s)`` of
+    :func:`map_scale`, ``U = P_outᵀ`` (:func:`pool_vjp`), and the two means
+    over the map taken on the small map (``n = O H' W'``): ``m₁ = mean(U ξ) = Σ ξ / n``
+    and ``m₂ = mean(U ξ · LN(r)) = Σ ξ z / n`` (``P_out`` is ``Uᵀ``). Then ``∂/∂a = act'(a) ∂/∂r``.
 
     Examples
     --------
@@ -254,17 +267,21 @@ def conv_vjp(a: Tensor, r: Tensor, z: Tensor, cot: Tensor, g: MapGeometry, activ
     >>> torch.allclose(conv_vjp(a, r, z, xi, g, "tanh", True), want)
     True
     """
-    maps = lambda t: t.reshape(*t.shape[:-1], *g.out_shape)  # noqa: E731
+    maps = cot.reshape(*cot.shape[:-1], *g.out_shape)
+    size, (H, W) = g.pool_out, g.conv_shape[1:]
     if not layernorm_:
-        return activation_vjp(a, r, pool_vjp(maps(cot), g.pool_out, *g.conv_shape[1:]), activation)
-    d, var = centred_variance(r, MAP_DIMS)
-    inv = torch.rsqrt(var + eps)
+        return activation_vjp(a, r, pool_vjp(maps, size, H, W), activation, inplace=size > 1)
+    mu, inv = map_scale(r, eps)
     n = math.prod(g.conv_shape)
     m1 = (cot.sum(-1) / n).reshape(inv.shape)
-    m2 = (torch.linalg.vecdot(cot, z) / n).reshape(inv.shape)
-    up = pool_vjp(maps(cot) * inv, g.pool_out, *g.conv_shape[1:])
-    up.sub_(m1 * inv).addcmul_(d, m2 * inv * inv, value=-1)
-    return activation_vjp(a, r, up, activation)
+    m2 = (_dot(cot, z) / n).reshape(inv.shape)
+    k = m2 * inv * inv
+    shift = k * mu - m1 * inv  # the constant part, added on the small map where the pooling covers the whole map
+    covered = H % size == 0 and W % size == 0
+    up = pool_vjp(maps * inv + shift * (size * size) if covered else maps * inv, size, H, W)
+    if not covered:
+        up.add_(shift)
+    return activation_vjp(a, r, up.addcmul_(r, k, value=-1), activation, inplace=True)
 
 
 def conv_param_grads(cols: Tensor, a_cot: Tensor, g: MapGeometry, scale: float = 1.0) -> tuple[Tensor, Tensor]:

@@ -109,7 +109,7 @@ def signal_from_kernels(Kx: Tensor, Ky: Tensor, z: Tensor, *, gamma: float, sigm
     # ξ = Σ_{p≠0} c_p α(z_p): α's kernel weights and the coefficients combine into one weight per past sample, and the
     # sum over the window is one matrix-vector product with the differences z_0 - z_p.
     diff = z[..., -1:, :] - z[..., :-1, :]
-    k0 = gaussian(torch.linalg.vecdot(diff, diff), sigma_z, d)
+    k0 = gaussian((diff.unsqueeze(-2) @ diff.unsqueeze(-1)).reshape(diff.shape[:-1]), sigma_z, d)
     w = (norm * 2.0 / (sigma_z**2 * d)) * coef * k0
     return (w.unsqueeze(-2) @ diff).squeeze(-2)
 
