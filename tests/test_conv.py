@@ -95,7 +95,8 @@ def test_conv_vjp_is_autograd_through_activation_layernorm_and_pooling(shape, si
     """conv_vjp (the LayerNorm's means taken on the pooled map) equals autograd of ⟨ξ, P_out(LN(act(a)))⟩, maps whose
     border the pooling's floor drops included; conv_output's z equals the unfused chain."""
     from ibhebb.functional.conv import MapGeometry, conv_output, conv_vjp, pool
-    from ibhebb.functional.layers import activate, layernorm as ln
+    from ibhebb.functional.layers import activate
+    from ibhebb.functional.layers import layernorm as ln
 
     C, H, W = shape
     g = MapGeometry((1, H, W), shape, (C, H // size, W // size), 1, size, 1)

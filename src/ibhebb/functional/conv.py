@@ -101,7 +101,7 @@ def replica_conv2d_weight_grad(h: Tensor, a_cot: Tensor, weight_shape, padding: 
 
 
 def patches(x: Tensor, k: int, padding: int) -> Tensor:
-    """The ``k × k`` patches of ``B`` maps ``x`` ``(..., B, C, H, W)`` zero-padded by ``padding``: ``(..., C k², B H' W')`` (im2col).
+    """The ``k × k``-patches of maps ``x`` ``(..., B, C, H, W)`` zero-padded by ``padding``: ``(..., C k², B H' W')`` (im2col).
 
     Column ``(b, i, j)`` holds what a convolution's output pixel ``(i, j)`` of
     map ``b`` sees, channel-major then row-major in the patch, so

@@ -99,19 +99,20 @@ def signal_from_kernels(Kx: Tensor, Ky: Tensor, z: Tensor, *, gamma: float, sigm
     """
     n, d = z.shape[-2:]
     norm = 1.0 / (n - 1) ** 2
-    if variant == "exact":
-        coef = -double_centre(Kx - gamma * Ky)[..., -1, :-1]
-    elif variant in ("paper", "first-term"):
-        s = centred_diagonal(Kx) - gamma * centred_diagonal(Ky)
-        coef = (s[..., -1:] + s[..., :-1] if variant == "paper" else s[..., -1:]) / n
-    else:
+    if variant not in VARIANTS:
         raise ValueError(f"unknown ξ variant {variant!r}; choose one of {', '.join(VARIANTS)}")
-    # ξ = Σ_{p≠0} c_p α(z_p): α's kernel weights and the coefficients combine into one weight per past sample, and the
-    # sum over the window is one matrix-vector product with the differences z_0 - z_p.
     diff = z[..., -1:, :] - z[..., :-1, :]
-    k0 = gaussian((diff.unsqueeze(-2) @ diff.unsqueeze(-1)).reshape(diff.shape[:-1]), sigma_z, d)
-    w = (norm * 2.0 / (sigma_z**2 * d)) * coef * k0
-    return (w.unsqueeze(-2) @ diff).squeeze(-2)
+    k = (2.0 / (sigma_z**2 * d)) * gaussian((diff.unsqueeze(-2) @ diff.unsqueeze(-1)).reshape(diff.shape[:-1]), sigma_z, d)
+    if variant == "exact":
+        m0 = double_centre(Kx - gamma * Ky)[..., -1, :-1]
+        return -norm * ((m0 * k).unsqueeze(-2) @ diff).squeeze(-2)
+    s = centred_diagonal(Kx) - gamma * centred_diagonal(Ky)
+    weights = k.unsqueeze(-2) if variant == "first-term" else torch.stack(torch.broadcast_tensors(k, s[..., :-1] * k), -2)
+    sums = weights @ diff  # Σ_p α(z_p), and for "paper" Σ_p s_p α(z_p): one product over the past samples
+    xi = s[..., -1:] * (sums[..., 0, :] / n)
+    if variant == "paper":
+        xi = xi + sums[..., 1, :] / n
+    return norm * xi
 
 
 def diagonal_surrogate(
