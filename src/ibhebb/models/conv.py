@@ -32,7 +32,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ..functional.conv import MapGeometry, conv_output, conv_param_grads, conv_patches, conv_preactivation, conv_vjp, pool
+from ..functional.conv import MapGeometry, conv_output, conv_param_grads, conv_patches, conv_vjp, input_maps, pool, replica_conv2d
 from ..functional.layers import ACTIVATIONS, LAYERNORM_EPS
 from .layers import Dense, _add_grad, init_parameters
 
@@ -109,8 +109,8 @@ class Conv2dLayer(nn.Module):
         return MapGeometry(self.in_shape, self.conv_shape, self.out_shape, self.pool_in, self.pool_out, self.padding)
 
     def preactivation(self, h: Tensor) -> Tensor:
-        """``a = W ⋆ P_in(h) + b``: ``(R, B, O, H, W)``."""
-        return conv_preactivation(conv_patches(h, self.geometry), self.weight, self.bias, self.geometry)
+        """``a = W ⋆ P_in(h) + b``: ``(R, B, O, H, W)`` (torch's convolution: batches of any size, no patches kept)."""
+        return replica_conv2d(input_maps(h, self.geometry), self.weight, self.bias, self.padding)
 
     def output(self, a: Tensor) -> tuple[Tensor, Tensor]:
         """``(r, z)``: the activation map ``r = act(a)`` and the flattened layer output ``z`` ``(R, B, d_out)``."""
