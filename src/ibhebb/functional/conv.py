@@ -2,8 +2,10 @@
 
 A map is ``(..., C, H, W)``; ``R`` replicas run as one convolution with
 ``R·O`` filters (shared inputs) or one grouped convolution over ``R·C``
-channels (per-replica inputs). The LayerNorm of a map is
-:func:`~ibhebb.functional.layers.layernorm` over :data:`MAP_DIMS`.
+channels (per-replica inputs); for the one sample of an online step, as one
+matrix product per replica on the input's :func:`patches` (:func:`patch_conv2d`).
+The LayerNorm of a map is :func:`~ibhebb.functional.layers.layernorm` over
+:data:`MAP_DIMS`, its scale :func:`map_scale`.
 """
 from __future__ import annotations
 
