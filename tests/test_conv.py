@@ -88,6 +88,52 @@ def test_replicas_are_independent_convolutions():
         torch.testing.assert_close(got[r], want)
 
 
+@pytest.mark.parametrize("shape,size", [((3, 6, 6), 2), ((3, 7, 5), 2), ((2, 9, 9), 3), ((4, 5, 5), 1)])
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "identity"])
+@pytest.mark.parametrize("layernorm", [True, False])
+def test_conv_vjp_is_autograd_through_activation_layernorm_and_pooling(shape, size, activation, layernorm):
+    """conv_vjp (the LayerNorm's means taken on the pooled map) equals autograd of ⟨ξ, P_out(LN(act(a)))⟩, maps whose
+    border the pooling's floor drops included; conv_output's z equals the unfused chain."""
+    from ibhebb.functional.conv import MapGeometry, conv_output, conv_vjp, pool
+    from ibhebb.functional.layers import activate
+    from ibhebb.functional.layers import layernorm as ln
+
+    C, H, W = shape
+    g = MapGeometry((1, H, W), shape, (C, H // size, W // size), 1, size, 1)
+    gen = torch.Generator().manual_seed(sum(shape) + size)
+    a = torch.randn(3, 2, *shape, generator=gen, dtype=torch.float64, requires_grad=True)
+    xi = torch.randn(3, 2, C * (H // size) * (W // size), generator=gen, dtype=torch.float64)
+    r, z = conv_output(a, g, activation, layernorm)
+    ra = activate(a, activation)
+    chain = pool(ln(ra, (-3, -2, -1)) if layernorm else ra, size).reshape(3, 2, -1)
+    torch.testing.assert_close(z, chain, rtol=1e-12, atol=1e-12)
+    (want,) = torch.autograd.grad((chain * xi).sum(), a)
+    got = conv_vjp(a.detach(), r.detach(), z.detach(), xi, g, activation, layernorm)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    assert want.abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("shared", [True, False])
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_patch_convolution_and_its_weight_gradient_are_torch_convolutions(shared, batch, k):
+    """The GEMM-on-patches convolution equals F.conv2d per replica, and its weight gradient autograd of F.conv2d."""
+    from ibhebb.functional.conv import patch_conv2d, patch_conv2d_weight_grad, patches
+
+    R, C, O, H, W = 3, 4, 5, 7, 6
+    gen = torch.Generator().manual_seed(k + 10 * batch)
+    h = torch.randn(*(() if shared else (R,)), batch, C, H, W, generator=gen, dtype=torch.float64)
+    w = torch.randn(R, O, C, k, k, generator=gen, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(R, O, generator=gen, dtype=torch.float64)
+    cot = torch.randn(R, batch, O, H, W, generator=gen, dtype=torch.float64)
+    cols = patches(h, k, k // 2)
+    got = patch_conv2d(cols, w.detach(), b, (H, W))
+    want = torch.stack([torch.nn.functional.conv2d(h if shared else h[r], w[r], b[r], padding=k // 2) for r in range(R)])
+    torch.testing.assert_close(got, want.detach(), rtol=1e-12, atol=1e-12)
+    (gw,) = torch.autograd.grad((want * cot).sum(), w)
+    torch.testing.assert_close(patch_conv2d_weight_grad(cols, cot, w.shape), gw, rtol=1e-10, atol=1e-12)
+
+
 def toy_images(n, seed):
     """Class 0: a vertical bar, class 1: a horizontal bar, anywhere in a noisy 8×8 image."""
     g = torch.Generator().manual_seed(seed)

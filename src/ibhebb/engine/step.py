@@ -40,7 +40,7 @@ from torch import Tensor
 
 from ..functional.biohsic import (BioHSICParams, DenseTrace, WindowState, biohsic_grads, readout_grads, window_kernels, window_push_,
                                   window_signals)
-from ..functional.conv import MapGeometry, conv_output, conv_preactivation, pool
+from ..functional.conv import MapGeometry, conv_output, conv_patches, conv_preactivation, input_maps, pool, replica_conv2d
 from ..functional.layers import LAYERNORM_EPS, affine, dense_output, dense_param_grads, layernorm, layernorm_vjp, leaky_step
 from ..functional.spiking import SpikeDynamics, encode_uniform, lif_rest, spiking_layer_step
 from ..functional.optim import OptimSpec, fused_optimizer_update_, optimizer_update_
@@ -209,13 +209,22 @@ def _bias(st: EngineState, i: int) -> Tensor | None:
     return st.biases[i] if st.biases else None
 
 
-def hidden_step(spec: StepSpec, st: EngineState, x: Tensor, us: list[Tensor] | None):
-    """One time step of the hidden layers: a :class:`DenseTrace` per layer and the new potentials."""
+def hidden_step(spec: StepSpec, st: EngineState, x: Tensor, us: list[Tensor] | None, grads: bool = True):
+    """One time step of the hidden layers: a :class:`DenseTrace` per layer and the new potentials.
+
+    ``grads = False``: only the outputs will be used; a convolution layer then runs torch's own convolution on the
+    whole batch (faster for several samples) and keeps no patches for a weight gradient.
+    """
     h, traces, new_us = x, [], []
     for i in range(spec.n_hidden):
         if spec.maps:
-            a = conv_preactivation(h, st.weights[i], _bias(st, i), spec.maps[i])
-            r, z = conv_output(a, spec.maps[i], spec.activation, spec.layernorm, spec.layernorm_eps)
+            g = spec.maps[i]
+            if grads:
+                h = conv_patches(h, g)
+                a = conv_preactivation(h, st.weights[i], _bias(st, i), g)
+            else:
+                a = replica_conv2d(input_maps(h, g), st.weights[i], _bias(st, i), g.padding)
+            r, z = conv_output(a, g, spec.activation, spec.layernorm, spec.layernorm_eps)
             traces.append(DenseTrace(h, a, r, z))
             h = z
             continue
@@ -236,7 +245,7 @@ def represent(spec: StepSpec, st: EngineState, x: Tensor) -> list[Tensor]:
         return [t.z for t, _ in traces]
     us = None
     for _ in range(spec.steps):
-        traces, us = hidden_step(spec, st, x, us)
+        traces, us = hidden_step(spec, st, x, us, grads=False)
     return [t.z for t in traces]
 
 
@@ -357,12 +366,11 @@ def update_(spec: StepSpec, st: EngineState, x: Tensor, yw: Tensor, kx: Tensor, 
     st.step.add_(1)
     st.powers.mul_(st.powers.new_tensor(spec.optim.betas))
     powers = (st.powers[0], st.powers[1])
-    fused = bool(spec.maps) and not torch.compiler.is_compiling()
+    if spec.maps and not torch.compiler.is_compiling():
+        fused_optimizer_update_(spec.optim, st.params(), grads, st.moments, st.lr, st.wd, powers, st.step)
+        return traces, us
     for p, g, ms, lr, wd in zip(st.params(), grads, st.moments, st.lr, st.wd):
-        if fused:
-            fused_optimizer_update_(spec.optim, p, g, ms, lr, wd, powers, st.step)
-        else:
-            optimizer_update_(spec.optim, p, g, ms, lr, wd, powers)
+        optimizer_update_(spec.optim, p, g, ms, lr, wd, powers)
     return traces, us
 
 

@@ -155,13 +155,14 @@ def biohsic_grads(traces: Sequence[DenseTrace], xis: Sequence[Tensor], hw: Tenso
     or any other working memory), ``hw`` the readout's window of inputs (the last hidden layer's outputs, current
     last) and ``yw`` its one-hot labels; ``scale`` is ``Δt/τ_m`` for a leaky network (1 otherwise).
     ``maps`` are the hidden layers' :class:`~ibhebb.functional.conv.MapGeometry` when they are convolutions
-    (their traces hold maps ``a``, ``r`` and flattened ``h``, ``z``; empty for dense layers).
+    (their traces hold the patches ``h`` of the input, :func:`~ibhebb.functional.conv.conv_patches`, the maps ``a``,
+    ``r`` and the flattened ``z``; empty for dense layers).
     """
     bias = readout_b is not None
     grads: list[Tensor] = []
     for i, ((h, a, r, z), xi) in enumerate(zip(traces, xis)):
         if maps:
-            a_cot = conv_vjp(a, r, xi.unsqueeze(-2), maps[i], activation, layernorm, layernorm_eps)
+            a_cot = conv_vjp(a, r, z, xi.unsqueeze(-2), maps[i], activation, layernorm, layernorm_eps)
             gw, gb = conv_param_grads(h, a_cot, maps[i], scale)
         else:
             gw, gb = dense_param_grads(h, dense_vjp(a, r, z, xi.unsqueeze(-2), activation, layernorm, layernorm_eps), scale)

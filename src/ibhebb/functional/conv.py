@@ -2,18 +2,21 @@
 
 A map is ``(..., C, H, W)``; ``R`` replicas run as one convolution with
 ``R·O`` filters (shared inputs) or one grouped convolution over ``R·C``
-channels (per-replica inputs). The LayerNorm of a map is
-:func:`~ibhebb.functional.layers.layernorm` over :data:`MAP_DIMS`.
+channels (per-replica inputs); for the one sample of an online step, as one
+matrix product per replica on the input's :func:`patches` (:func:`patch_conv2d`).
+The LayerNorm of a map is :func:`~ibhebb.functional.layers.layernorm` over
+:data:`MAP_DIMS`, its scale :func:`map_scale`.
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .layers import LAYERNORM_EPS, activate, activation_vjp, layernorm, layernorm_vjp
+from .layers import LAYERNORM_EPS, activate, activation_vjp
 
 MAP_DIMS = (-3, -2, -1)
 """The dimensions ``(C, H, W)`` a feature map's LayerNorm runs over."""
@@ -51,16 +54,22 @@ def pool_vjp(cot: Tensor, size: int, height: int, width: int) -> Tensor:
     """Pull a cotangent of ``pool(x, size)`` back to ``x`` of spatial size ``(height, width)``.
 
     Each input pixel of a block receives ``1/size²`` of its block's cotangent;
-    pixels dropped by the floor at the border receive 0.
+    pixels dropped by the floor at the border receive 0. The columns are
+    widened on the small map, then each row of blocks is written ``size`` times.
     """
     if size == 1:
         return cot
     *lead, H, W = cot.shape
-    up = (cot * (1.0 / (size * size))).unsqueeze(-1).expand(*lead, H, W, size).reshape(*lead, H, 1, W * size)
-    up = up.expand(*lead, H, size, W * size).reshape(*lead, H * size, W * size)
-    if (height, width) == up.shape[-2:]:
-        return up
-    return F.pad(up, (0, width - up.shape[-1], 0, height - up.shape[-2]))
+    small = cot * (1.0 / (size * size))
+    cols = cot.new_empty(*lead, H, W, size)
+    for j in range(size):
+        cols[..., j].copy_(small)
+    exact = (height, width) == (H * size, W * size)
+    out = cot.new_empty(*lead, height, width) if exact else cot.new_zeros(*lead, height, width)
+    rows = out[..., : H * size, : W * size].unflatten(-2, (H, size))
+    for i in range(size):
+        rows[..., i, :].copy_(cols.flatten(-2))
+    return out
 
 
 def replica_conv2d(h: Tensor, weight: Tensor, bias: Tensor | None, padding: int) -> Tensor:
@@ -91,6 +100,55 @@ def replica_conv2d_weight_grad(h: Tensor, a_cot: Tensor, weight_shape, padding: 
     g = a_cot.transpose(0, 1).reshape(B, R * O, *a_cot.shape[-2:])
     gw = torch.nn.grad.conv2d_weight(x, (R * O, *weight_shape[2:]), g, padding=padding, groups=R)
     return gw.reshape(weight_shape)
+
+
+def patches(x: Tensor, k: int, padding: int) -> Tensor:
+    """The ``k × k``-patches of maps ``x`` ``(..., B, C, H, W)`` zero-padded by ``padding``: ``(..., C k², B H' W')`` (im2col).
+
+    Column ``(b, i, j)`` holds what a convolution's output pixel ``(i, j)`` of
+    map ``b`` sees, channel-major then row-major in the patch, so
+    ``W ⋆ x = W.reshape(O, C k²) @ patches(x)`` for all ``B`` maps at once.
+
+    Examples
+    --------
+    >>> import torch
+    >>> x, w = torch.randn(2, 3, 5, 5), torch.randn(4, 3, 3, 3)
+    >>> out = (w.reshape(4, -1) @ patches(x, 3, 1)).reshape(4, 2, 5, 5).transpose(0, 1)
+    >>> torch.allclose(out, torch.nn.functional.conv2d(x, w, padding=1), atol=1e-5)
+    True
+    """
+    *lead, B, C, H, W = x.shape
+    xp = F.pad(x, (padding,) * 4) if padding else x
+    Ho, Wo = H + 2 * padding - k + 1, W + 2 * padding - k + 1
+    *ls, sb, sc, sh, sw = xp.stride()
+    view = xp.as_strided((*lead, C, k, k, B, Ho, Wo), (*ls, sc, sh, sw, sb, sh, sw))
+    return view.reshape(*lead, C * k * k, B * Ho * Wo)
+
+
+def patch_conv2d(cols: Tensor, weight: Tensor, bias: Tensor | None, size: tuple[int, int]) -> Tensor:
+    """:func:`replica_conv2d` on the :func:`patches` ``cols`` of its input, as one matrix product per replica.
+
+    ``cols`` ``(C k², B H' W')`` shared or ``(R, C k², B H' W')``; ``size`` ``(H', W')``. For the few samples
+    of an online step: the weights need no reordering (torch's convolution reorders them at every call), and
+    the weight gradient reuses the patches.
+    """
+    R, O = weight.shape[:2]
+    w = weight.reshape(R, O, -1)
+    if cols.dim() == 2:  # inputs shared by the replicas: one product with R·O rows
+        w, b = w.reshape(R * O, -1), None if bias is None else bias.reshape(R * O, 1)
+        a = torch.mm(w, cols) if b is None else torch.addmm(b, w, cols)
+    else:
+        a = torch.bmm(w, cols) if bias is None else torch.baddbmm(bias.unsqueeze(-1), w, cols)
+    return a.reshape(R, O, -1, *size).transpose(1, 2)
+
+
+def patch_conv2d_weight_grad(cols: Tensor, a_cot: Tensor, weight_shape) -> Tensor:
+    """The weight gradient of :func:`patch_conv2d`: ``Σ_batch a_cot @ colsᵀ`` per replica, shaped ``weight_shape``."""
+    R, O = weight_shape[:2]
+    g = a_cot.transpose(1, 2).reshape(R, O, -1)
+    if cols.dim() == 2:
+        return torch.mm(g.reshape(R * O, -1), cols.transpose(0, 1)).reshape(weight_shape)
+    return torch.bmm(g, cols.transpose(1, 2)).reshape(weight_shape)
 
 
 def max_pool(x: Tensor, size: int) -> Tensor:
@@ -137,14 +195,43 @@ def input_maps(h: Tensor, g: MapGeometry) -> Tensor:
     return pool(h.reshape(*h.shape[:-1], *g.in_shape), g.pool_in)
 
 
-def conv_preactivation(h: Tensor, weight: Tensor, bias: Tensor | None, g: MapGeometry) -> Tensor:
-    """``a = W ⋆ P_in(h) + b`` ``(R, B, O, H', W')`` for a flattened input ``h``."""
-    return replica_conv2d(input_maps(h, g), weight, bias, g.padding)
+def conv_patches(h: Tensor, g: MapGeometry) -> Tensor:
+    """The :func:`patches` of ``P_in(h)`` for a flattened input ``h``: what the layer's weights multiply."""
+    return patches(input_maps(h, g), 2 * g.padding + 1, g.padding)
+
+
+def conv_preactivation(cols: Tensor, weight: Tensor, bias: Tensor | None, g: MapGeometry) -> Tensor:
+    """``a = W ⋆ P_in(h) + b`` ``(R, B, O, H', W')`` from the patches ``cols = conv_patches(h, g)``."""
+    return patch_conv2d(cols, weight, bias, g.conv_shape[1:])
+
+
+def _dot(x: Tensor, y: Tensor) -> Tensor:
+    """``Σ x y`` over the last dimension as a matrix product (``torch.linalg.vecdot`` forms ``x y`` first)."""
+    return (x.unsqueeze(-2) @ y.unsqueeze(-1)).reshape(x.shape[:-1])
+
+
+def map_scale(r: Tensor, eps: float = LAYERNORM_EPS) -> tuple[Tensor, Tensor]:
+    """``(μ, s)`` of the LayerNorm of maps ``r`` ``(..., C, H, W)``: the mean and ``s = 1/√(σ² + ε)``, each ``(..., 1, 1, 1)``.
+
+    ``σ² = mean(r²) - μ²`` from two reading passes (a sum and a dot product),
+    without the centred map; the same variance as
+    :func:`~ibhebb.functional.layers.centred_variance` up to rounding
+    (``μ² / σ²`` times its relative rounding).
+    """
+    flat = r.flatten(-3)
+    n = flat.shape[-1]
+    mu = flat.sum(-1) / n
+    var = (_dot(flat, flat) / n - mu * mu).clamp_min_(0.0)
+    shape = (*r.shape[:-3], 1, 1, 1)
+    return mu.reshape(shape), torch.rsqrt(var + eps).reshape(shape)
 
 
 def conv_output(a: Tensor, g: MapGeometry, activation: str, layernorm_: bool,
                 eps: float = LAYERNORM_EPS) -> tuple[Tensor, Tensor]:
     """``(r, z)``: the activation map ``r = act(a)`` and the flattened output ``z = P_out(LN(r))`` ``(R, B, d_out)``.
+
+    ``P_out(LN(r)) = s (P_out(r) - μ)`` (:func:`map_scale`): the pooling is
+    linear, so the map is normalised after it, on the ``pool_out²``-times smaller map.
 
     Examples
     --------
@@ -155,23 +242,55 @@ def conv_output(a: Tensor, g: MapGeometry, activation: str, layernorm_: bool,
     (torch.Size([3, 5, 2, 4, 4]), torch.Size([3, 5, 8]))
     """
     r = activate(a, activation)
-    z = pool(layernorm(r, MAP_DIMS, eps) if layernorm_ else r, g.pool_out)
+    z = pool(r, g.pool_out)
+    if layernorm_:
+        mu, inv = map_scale(r, eps)
+        z = (z - mu) * inv
     return r, z.reshape(*z.shape[:-3], -1)
 
 
-def conv_vjp(a: Tensor, r: Tensor, cot: Tensor, g: MapGeometry, activation: str, layernorm_: bool,
+def conv_vjp(a: Tensor, r: Tensor, z: Tensor, cot: Tensor, g: MapGeometry, activation: str, layernorm_: bool,
              eps: float = LAYERNORM_EPS) -> Tensor:
-    """Pull a cotangent of the flattened ``z`` of :func:`conv_output` ``(R, B, d_out)`` back to ``a`` ``(R, B, O, H', W')``."""
-    cot = pool_vjp(cot.reshape(*cot.shape[:-1], *g.out_shape), g.pool_out, *g.conv_shape[1:])
-    if layernorm_:
-        cot = layernorm_vjp(r, None, cot, MAP_DIMS, eps)
-    return activation_vjp(a, r, cot, activation)
+    """Pull a cotangent ``ξ`` of the flattened ``z`` of :func:`conv_output` ``(R, B, d_out)`` back to ``a`` ``(R, B, O, H', W')``.
+
+    With the LayerNorm, ``∂/∂r = s (U ξ - m₁) - m₂ s² (r - μ)``, ``(μ, s)`` of
+    :func:`map_scale`, ``U = P_outᵀ`` (:func:`pool_vjp`), and the two means
+    over the map taken on the small map (``n = O H' W'``): ``m₁ = mean(U ξ) = Σ ξ / n``
+    and ``m₂ = mean(U ξ · LN(r)) = Σ ξ z / n`` (``P_out`` is ``Uᵀ``). Then ``∂/∂a = act'(a) ∂/∂r``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> g = MapGeometry((1, 4, 4), (2, 4, 4), (2, 2, 2), 1, 2, 1)
+    >>> a = torch.randn(1, 1, 2, 4, 4, dtype=torch.float64, requires_grad=True)
+    >>> r, z = conv_output(a, g, "tanh", True)
+    >>> xi = torch.randn(1, 1, 8, dtype=torch.float64)
+    >>> want, = torch.autograd.grad((z * xi).sum(), a)
+    >>> torch.allclose(conv_vjp(a, r, z, xi, g, "tanh", True), want)
+    True
+    """
+    maps = cot.reshape(*cot.shape[:-1], *g.out_shape)
+    size, (H, W) = g.pool_out, g.conv_shape[1:]
+    if not layernorm_:
+        return activation_vjp(a, r, pool_vjp(maps, size, H, W), activation, inplace=size > 1)
+    mu, inv = map_scale(r, eps)
+    n = math.prod(g.conv_shape)
+    m1 = (cot.sum(-1) / n).reshape(inv.shape)
+    m2 = (_dot(cot, z) / n).reshape(inv.shape)
+    k = m2 * inv * inv
+    shift = k * mu - m1 * inv  # the constant part, added on the small map where the pooling covers the whole map
+    covered = H % size == 0 and W % size == 0
+    up = pool_vjp(maps * inv + shift * (size * size) if covered else maps * inv, size, H, W)
+    if not covered:
+        up.add_(shift)
+    return activation_vjp(a, r, up.addcmul_(r, k, value=-1), activation, inplace=True)
 
 
-def conv_param_grads(h: Tensor, a_cot: Tensor, g: MapGeometry, scale: float = 1.0) -> tuple[Tensor, Tensor]:
+def conv_param_grads(cols: Tensor, a_cot: Tensor, g: MapGeometry, scale: float = 1.0) -> tuple[Tensor, Tensor]:
     """``(g_W, g_b)``: ``scale ·`` the batch-summed gradient of ``⟨a_cot, W ⋆ P_in(h) + b⟩``.
 
-    ``h`` the flattened input, ``a_cot`` ``(R, B, O, H', W')``; ``g_W`` ``(R, O, C, k, k)``, ``g_b`` ``(R, O)``.
+    ``cols = conv_patches(h, g)`` for the flattened input ``h``, ``a_cot`` ``(R, B, O, H', W')``;
+    ``g_W`` ``(R, O, C, k, k)``, ``g_b`` ``(R, O)``.
 
     Examples
     --------
@@ -179,13 +298,14 @@ def conv_param_grads(h: Tensor, a_cot: Tensor, g: MapGeometry, scale: float = 1.
     >>> g = MapGeometry((1, 4, 4), (2, 4, 4), (2, 4, 4), 1, 1, 1)
     >>> w, h = torch.randn(3, 2, 1, 3, 3, requires_grad=True), torch.randn(5, 16)
     >>> cot = torch.randn(3, 5, 2, 4, 4)
-    >>> (conv_preactivation(h, w, None, g) * cot).sum().backward()
-    >>> torch.allclose(conv_param_grads(h, cot, g)[0], w.grad, atol=1e-5)
+    >>> cols = conv_patches(h, g)
+    >>> (conv_preactivation(cols, w, None, g) * cot).sum().backward()
+    >>> torch.allclose(conv_param_grads(cols, cot, g)[0], w.grad, atol=1e-5)
     True
     """
     R, O = a_cot.shape[0], g.conv_shape[0]
     k = 2 * g.padding + 1
-    gw = replica_conv2d_weight_grad(input_maps(h, g), a_cot, (R, O, g.in_shape[0], k, k), g.padding)
+    gw = patch_conv2d_weight_grad(cols, a_cot, (R, O, g.in_shape[0], k, k))
     gb = a_cot.sum((1, 3, 4))
     if scale != 1.0:
         gw, gb = gw * scale, gb * scale

@@ -20,6 +20,7 @@ Adam adds ``λ θ`` to ``g`` instead of decaying ``θ``. SGD: ``g ← g + λ θ`
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -115,10 +116,11 @@ FUSED = {"adamw": getattr(torch, "_fused_adamw_", None), "adam": getattr(torch, 
 
 
 def fused_optimizer_update_(
-    spec: OptimSpec, p: Tensor, g: Tensor, moments: tuple[Tensor, ...], lr: Tensor, wd: Tensor, powers: tuple[Tensor, Tensor],
-    step: Tensor,
+    spec: OptimSpec, params: Sequence[Tensor], grads: Sequence[Tensor], moments: Sequence[tuple[Tensor, ...]],
+    lrs: Sequence[Tensor], wds: Sequence[Tensor], powers: tuple[Tensor, Tensor], step: Tensor,
 ) -> None:
-    """:func:`optimizer_update_` in one pass over ``p`` (torch's fused kernel; ``step`` ``(1,)`` the count after this step).
+    """:func:`optimizer_update_` of every parameter in one pass over each (torch's fused kernel; ``step`` ``(1,)`` the count
+    after this step), one kernel call for all the parameters that share a learning rate and weight decay.
 
     The same update up to rounding; for eager code only (it reads ``lr`` and
     ``wd`` as Python numbers). SGD, or a torch without the kernel, runs
@@ -130,15 +132,20 @@ def fused_optimizer_update_(
     >>> from ibhebb.functional.optim import OptimSpec, fused_optimizer_update_
     >>> p, g, m, v = torch.ones(3), torch.ones(3), torch.zeros(3), torch.zeros(3)
     >>> one = torch.tensor(1.0, dtype=torch.float64)
-    >>> fused_optimizer_update_(OptimSpec("adamw", (0.9, 0.99)), p, g, (m, v), 0.1 * one, 0 * one, (0.9 * one, 0.99 * one),
-    ...                         torch.ones(1, dtype=torch.float64))
+    >>> fused_optimizer_update_(OptimSpec("adamw", (0.9, 0.99)), [p], [g], [(m, v)], [0.1 * one], [0 * one],
+    ...                         (0.9 * one, 0.99 * one), torch.ones(1, dtype=torch.float64))
     >>> round(p[0].item(), 4)
     0.9
     """
     kernel = FUSED.get(spec.name)
-    if kernel is None or g.dtype != p.dtype:
-        optimizer_update_(spec, p, g, moments, lr, wd, powers)
+    if kernel is None or any(g.dtype != p.dtype for p, g in zip(params, grads)):
+        for p, g, ms, lr, wd in zip(params, grads, moments, lrs, wds):
+            optimizer_update_(spec, p, g, ms, lr, wd, powers)
         return
-    m, v = moments
-    kernel([p], [g.contiguous()], [m], [v], [], [step], lr=float(lr), beta1=spec.betas[0], beta2=spec.betas[1],
-           weight_decay=float(wd), eps=spec.eps, amsgrad=False, maximize=False)
+    groups: dict[tuple[float, float], list] = {}
+    for p, g, (m, v), lr, wd in zip(params, grads, moments, lrs, wds):
+        groups.setdefault((float(lr), float(wd)), []).append((p, g.contiguous(), m, v))
+    for (lr, wd), group in groups.items():
+        ps, gs, ms, vs = (list(t) for t in zip(*group))
+        kernel(ps, gs, ms, vs, [], [step] * len(ps), lr=lr, beta1=spec.betas[0], beta2=spec.betas[1],
+               weight_decay=wd, eps=spec.eps, amsgrad=False, maximize=False)

@@ -97,19 +97,21 @@ def signal_from_kernels(Kx: Tensor, Ky: Tensor, z: Tensor, *, gamma: float, sigm
     The same ξ as :func:`global_signal`, for callers that keep ``K_X`` and
     ``K_Y`` of the window up to date themselves (one new row per sample).
     """
-    n = z.shape[-2]
-    a = alpha(z, sigma_z)
+    n, d = z.shape[-2:]
     norm = 1.0 / (n - 1) ** 2
-    if variant == "exact":
-        m0 = double_centre(Kx - gamma * Ky)[..., -1, :]
-        return -norm * (m0.unsqueeze(-1) * a).sum(-2)
-    s = centred_diagonal(Kx) - gamma * centred_diagonal(Ky)
-    alpha_bar = a.sum(-2) / n
-    xi = s[..., -1:] * alpha_bar
-    if variant == "paper":
-        xi = xi + (s.unsqueeze(-1) * a).sum(-2) / n
-    elif variant != "first-term":
+    if variant not in VARIANTS:
         raise ValueError(f"unknown ξ variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    diff = z[..., -1:, :] - z[..., :-1, :]
+    k = (2.0 / (sigma_z**2 * d)) * gaussian((diff.unsqueeze(-2) @ diff.unsqueeze(-1)).reshape(diff.shape[:-1]), sigma_z, d)
+    if variant == "exact":
+        m0 = double_centre(Kx - gamma * Ky)[..., -1, :-1]
+        return -norm * ((m0 * k).unsqueeze(-2) @ diff).squeeze(-2)
+    s = centred_diagonal(Kx) - gamma * centred_diagonal(Ky)
+    weights = k.unsqueeze(-2) if variant == "first-term" else torch.stack(torch.broadcast_tensors(k, s[..., :-1] * k), -2)
+    sums = weights @ diff  # Σ_p α(z_p), and for "paper" Σ_p s_p α(z_p): one product over the past samples
+    xi = s[..., -1:] * (sums[..., 0, :] / n)
+    if variant == "paper":
+        xi = xi + sums[..., 1, :] / n
     return norm * xi
 
 

@@ -32,7 +32,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ..functional.conv import MapGeometry, conv_output, conv_param_grads, conv_preactivation, conv_vjp, pool
+from ..functional.conv import MapGeometry, conv_output, conv_param_grads, conv_patches, conv_vjp, input_maps, pool, replica_conv2d
 from ..functional.layers import ACTIVATIONS, LAYERNORM_EPS
 from .layers import Dense, _add_grad, init_parameters
 
@@ -109,8 +109,8 @@ class Conv2dLayer(nn.Module):
         return MapGeometry(self.in_shape, self.conv_shape, self.out_shape, self.pool_in, self.pool_out, self.padding)
 
     def preactivation(self, h: Tensor) -> Tensor:
-        """``a = W ⋆ P_in(h) + b``: ``(R, B, O, H, W)``."""
-        return conv_preactivation(h, self.weight, self.bias, self.geometry)
+        """``a = W ⋆ P_in(h) + b``: ``(R, B, O, H, W)`` (torch's convolution: batches of any size, no patches kept)."""
+        return replica_conv2d(input_maps(h, self.geometry), self.weight, self.bias, self.padding)
 
     def output(self, a: Tensor) -> tuple[Tensor, Tensor]:
         """``(r, z)``: the activation map ``r = act(a)`` and the flattened layer output ``z`` ``(R, B, d_out)``."""
@@ -121,12 +121,12 @@ class Conv2dLayer(nn.Module):
 
     def output_vjp(self, a: Tensor, r: Tensor, z: Tensor, cot: Tensor) -> Tensor:
         """Cotangent of the flattened ``z`` ``(R, B, d_out)`` → cotangent of ``a`` ``(R, B, O, H, W)``."""
-        return conv_vjp(a, r, cot, self.geometry, self.activation, self.layernorm, self.layernorm_eps)
+        return conv_vjp(a, r, z, cot, self.geometry, self.activation, self.layernorm, self.layernorm_eps)
 
     @torch.no_grad()
     def accumulate_grad(self, h: Tensor, a_cot: Tensor, scale: float = 1.0) -> None:
         """Add ``scale ·`` the batch-summed gradient of ``⟨a_cot, W ⋆ P_in(h) + b⟩`` to ``weight.grad`` and ``bias.grad``."""
-        gw, gb = conv_param_grads(h, a_cot, self.geometry)
+        gw, gb = conv_param_grads(conv_patches(h, self.geometry), a_cot, self.geometry)
         _add_grad(self.weight, gw, scale)
         if self.bias is not None:
             _add_grad(self.bias, gb, scale)
