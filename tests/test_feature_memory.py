@@ -178,3 +178,30 @@ def test_memory_state_round_trips_through_a_state_dict():
     x, y, z = torch.rand(1, 5, generator=g), torch.eye(3)[1:2], [torch.rand(2, 1, 4, generator=g)]
     args = dict(gamma=2.0, sigmas=kw["sigmas"], variant="paper")
     assert b.ready and torch.equal(a.signals(None, x, y, z, **args)[0][0], b.signals(None, x, y, z, **args)[0][0])
+
+
+def test_orthogonal_frequencies_estimate_the_kernel_as_independent_ones_with_less_variance(one_thread):
+    """Both draws give φ(a)·φ(b) ≈ k(a, b) without bias (every column has the law N(0, I/(σ²d))); the orthogonal
+    one, blocks of d mutually orthogonal columns, with a smaller spread over draws at the same D."""
+    import math
+
+    from ibhebb.functional.traces import fourier_features, fourier_frequencies
+
+    d, D, sigma = 16, 48, 0.8  # D/2 = 24 columns: one full block of 16 and a block of 8
+    om = fourier_frequencies(d, D, sigma, torch.Generator().manual_seed(0))
+    for block in (om[:, :16], om[:, 16:]):
+        gram = block.T @ block
+        assert (gram - torch.diag(gram.diagonal())).abs().max() < 1e-12
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.randn(1, d, generator=g, dtype=torch.float64), torch.randn(1, d, generator=g, dtype=torch.float64)
+    b = a + 0.6 * (b - a)
+    k = math.exp(-float((a - b).square().sum()) / (2 * sigma**2 * d))
+    est = {}
+    for draw in ("orthogonal", "independent"):
+        gen = torch.Generator().manual_seed(2)
+        est[draw] = torch.tensor([float(fourier_features(a, om) @ fourier_features(b, om).T)
+                                  for om in (fourier_frequencies(d, D, sigma, gen, draw=draw) for _ in range(400))])
+        assert abs(float(est[draw].mean()) - k) < 4 * float(est[draw].std()) / math.sqrt(400)
+    assert float(est["orthogonal"].var()) < 0.8 * float(est["independent"].var())
+    lengths = torch.cat([fourier_frequencies(d, D, sigma, torch.Generator().manual_seed(s)) for s in range(50)], 1)
+    assert abs(float(lengths.square().sum(0).mean()) * sigma**2 - 1.0) < 0.05  # E‖ω‖² = 1/σ², as for N(0, I/(σ²d))

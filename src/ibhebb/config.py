@@ -145,6 +145,9 @@ class RuleConfig:
     """``memory = "features"``: leaky integrators in each trace's cascade (their sum is fitted to the window)."""
     feature_seed: int = 0
     """``memory = "features"``: seed of the fixed random feature weights."""
+    feature_draw: str = "orthogonal"
+    """``memory = "features"``: the feature weights' draw, ``orthogonal`` (blocks of orthogonal frequencies) or
+    ``independent``."""
     memory_check: bool = False
     """``memory = "features"``: also keep a buffer, only to log ξ's correlation with the true ξ each epoch."""
     reset_each_epoch: bool = False

@@ -106,7 +106,8 @@ def feature_memory_stream(stream: dict, cfg: Fig3Config, features: int, seed: in
     t = cfg.task
     dx, dy, _ = stream["dims"]
     inputs = stream["inputs"]
-    mem = FeatureMemory(t.window, sigmas=t.sigmas, gamma=t.gamma, features=features, stages=cfg.trace_stages, seed=seed)
+    mem = FeatureMemory(t.window, sigmas=t.sigmas, gamma=t.gamma, features=features, stages=cfg.trace_stages, seed=seed,
+                        draw=cfg.feature_draw)
     out = torch.zeros(len(inputs), inputs.shape[1] - dx - dy, dtype=torch.float64)
     for i, row in enumerate(inputs):
         x, y, z = row[None, :dx], row[None, dx : dx + dy], row[None, None, dx + dy :]

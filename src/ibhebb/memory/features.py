@@ -58,6 +58,8 @@ class FeatureMemory(nn.Module):
         Leaky integrators in each trace's cascade.
     seed : int
         Seed of the fixed random feature weights.
+    draw : {"orthogonal", "independent"}
+        How the feature weights are drawn (:func:`~ibhebb.functional.traces.fourier_frequencies`).
     check : bool
         Also keep a buffer, to measure ξ against the true ξ.
 
@@ -76,13 +78,13 @@ class FeatureMemory(nn.Module):
     mode = "features"
 
     def __init__(self, window: int, *, sigmas=(0.5, 0.1, 1.0), gamma: float = 2.0, features: int = 256,
-                 tau: float = 0.0, stages: int = 1, seed: int = 0, check: bool = False):
+                 tau: float = 0.0, stages: int = 1, seed: int = 0, draw: str = "orthogonal", check: bool = False):
         super().__init__()
         check_window(window)
         if features < 2 or features % 2:
             raise ValueError(f"the number of random features must be even and >= 2, got {features}")
         self.window, self.sigmas, self.gamma = window, tuple(float(s) for s in sigmas), float(gamma)
-        self.features, self.stages, self.seed = int(features), int(stages), int(seed)
+        self.features, self.stages, self.seed, self.draw = int(features), int(stages), int(seed), draw
         self.tau, coef = trace_coefficients(window, tau=tau, stages=stages)
         self.lam = 1.0 - 1.0 / self.tau
         self.register_buffer("coef", coef)
@@ -111,7 +113,7 @@ class FeatureMemory(nn.Module):
         if self.omega is None:
             dims = [x.shape[-1]] + [z.shape[-1] for z in zs]
             sig = [self.sigmas[0]] + [self.sigmas[2]] * len(zs)
-            self.omega = [fourier_frequencies(d, D, s, g).to(dt) for d, s in zip(dims, sig)]
+            self.omega = [fourier_frequencies(d, D, s, g, draw=self.draw).to(dt) for d, s in zip(dims, sig)]
         S, R = self.stages, zs[0].shape[0]
         self.traces = [x.new_zeros(S), x.new_zeros(S, D), x.new_zeros(S, y.shape[-1] + 1)]
         self.traces += [x.new_zeros(S, R, D, 2 * z.shape[-1] + 2) for z in zs]

@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-from ..config import check_device_and_dtype, fill_from, require
+from ..config import check_device_and_dtype, fill_from, require, require_choice
+from ..functional.traces import FEATURE_DRAWS
 
 
 @dataclass
@@ -75,6 +76,8 @@ class Fig3Config:
     """Also score the ``features`` working memory with these numbers of random features ``D`` on the same stream."""
     trace_stages: int = 2
     """Leaky integrators per trace of that memory."""
+    feature_draw: str = "orthogonal"
+    """How that memory's random feature weights are drawn: ``orthogonal`` or ``independent``."""
     reservoir: ReservoirParams = field(default_factory=ReservoirParams)
     readout: ReadoutParams = field(default_factory=ReadoutParams)
     task: TaskParams = field(default_factory=TaskParams)
@@ -162,6 +165,7 @@ def load(cls, path, overrides=None):
         require(cfg.seeds >= 1, f"seeds must be >= 1, got {cfg.seeds}")
         require(all(d >= 2 and d % 2 == 0 for d in cfg.features), f"features must be even and >= 2, got {cfg.features}")
         require(cfg.trace_stages in (1, 2, 3), f"trace_stages must be 1, 2 or 3, got {cfg.trace_stages}")
+        require_choice(cfg.feature_draw, FEATURE_DRAWS, "feature_draw")
         require(not cfg.features or t.variant in ("paper", "first-term"),
                 f"features: the trace memory computes the paper and first-term ξ, not {t.variant!r}")
         require(t.samples >= t.window, f"task.samples must be >= task.window, got {t.samples}")

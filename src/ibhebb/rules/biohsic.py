@@ -18,7 +18,7 @@ from ..errors import ConfigError
 from ..functional.biohsic import BioHSICParams
 from ..functional.layers import softmax_delta
 from ..functional import signals
-from ..functional.traces import TRACE_VARIANTS
+from ..functional.traces import FEATURE_DRAWS, TRACE_VARIANTS
 from ..memory import MEMORIES, make_memory
 from ..memory.reservoir import check_reservoir_config
 from .base import Rule, register_rule
@@ -54,6 +54,7 @@ class BioHSIC(Rule):
             require(r.features >= 2 and r.features % 2 == 0, f"rule.features must be even and >= 2, got {r.features}")
             require(r.trace_tau == 0 or r.trace_tau > 1, f"rule.trace_tau must be 0 (fitted) or > 1 sample, got {r.trace_tau}")
             require(r.trace_stages in (1, 2, 3), f"rule.trace_stages must be 1, 2 or 3, got {r.trace_stages}")
+            require_choice(r.feature_draw, FEATURE_DRAWS, "rule.feature_draw")
 
     def new_epoch(self) -> None:
         if getattr(self.config, "reset_each_epoch", False):
@@ -84,7 +85,8 @@ def feature_options(config) -> dict:
     """The :class:`~ibhebb.memory.features.FeatureMemory` arguments of a rule config."""
     return {"gamma": float(config.gamma), "features": int(getattr(config, "features", 256)),
             "tau": float(getattr(config, "trace_tau", 0.0)), "stages": int(getattr(config, "trace_stages", 2)),
-            "seed": int(getattr(config, "feature_seed", 0)), "check": bool(getattr(config, "memory_check", False))}
+            "seed": int(getattr(config, "feature_seed", 0)), "draw": str(getattr(config, "feature_draw", "orthogonal")),
+            "check": bool(getattr(config, "memory_check", False))}
 
 
 def readout_delta_rule(readout, h: Tensor, y1: Tensor) -> None:
