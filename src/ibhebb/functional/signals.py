@@ -34,15 +34,16 @@ def check_window(n: int) -> None:
         raise ValueError(f"a window needs N >= 2 samples, got {n}")
 
 
-def alpha(z: Tensor, sigma_z: float) -> Tensor:
-    """``α(z_p) = (2 / (σ_z² d_z)) k_z(z_0, z_p) (z_0 - z_p)`` for every window entry.
+def alpha_factors(z: Tensor, sigma_z: float) -> tuple[Tensor, Tensor]:
+    """``α(z_p) = w_p (z_0 - z_p)`` with ``w_p = (2 / (σ_z² d_z)) k_z(z_0, z_p)``, for the past entries of the window.
 
-    Shape ``(..., N, d_z)``; the current (last) row is 0.
+    ``(w, z_0 - z_p)``, shapes ``(..., N-1)`` and ``(..., N-1, d_z)``: kept apart so that sums over the window
+    weighted by ``w`` are one matrix product with the differences.
     """
     d = z.shape[-1]
-    diff = z[..., -1:, :] - z
-    k0 = gaussian((diff * diff).sum(-1, keepdim=True), sigma_z, d)
-    return (2.0 / (sigma_z**2 * d)) * k0 * diff
+    diff = z[..., -1:, :] - z[..., :-1, :]
+    k = gaussian((diff.unsqueeze(-2) @ diff.unsqueeze(-1)).reshape(diff.shape[:-1]), sigma_z, d)
+    return (2.0 / (sigma_z**2 * d)) * k, diff
 
 
 def global_signal(
@@ -97,12 +98,11 @@ def signal_from_kernels(Kx: Tensor, Ky: Tensor, z: Tensor, *, gamma: float, sigm
     The same ξ as :func:`global_signal`, for callers that keep ``K_X`` and
     ``K_Y`` of the window up to date themselves (one new row per sample).
     """
-    n, d = z.shape[-2:]
+    n = z.shape[-2]
     norm = 1.0 / (n - 1) ** 2
     if variant not in VARIANTS:
         raise ValueError(f"unknown ξ variant {variant!r}; choose one of {', '.join(VARIANTS)}")
-    diff = z[..., -1:, :] - z[..., :-1, :]
-    k = (2.0 / (sigma_z**2 * d)) * gaussian((diff.unsqueeze(-2) @ diff.unsqueeze(-1)).reshape(diff.shape[:-1]), sigma_z, d)
+    k, diff = alpha_factors(z, sigma_z)
     if variant == "exact":
         m0 = double_centre(Kx - gamma * Ky)[..., -1, :-1]
         return -norm * ((m0 * k).unsqueeze(-2) @ diff).squeeze(-2)
