@@ -45,7 +45,8 @@ from ..functional.layers import LAYERNORM_EPS, affine, dense_output, dense_param
 from ..functional.spiking import SpikeDynamics, encode_uniform, lif_rest, spiking_layer_step
 from ..functional.optim import OptimSpec, fused_optimizer_update_, optimizer_update_
 from ..functional.reservoir import ReservoirState, reservoir_inputs, reservoir_step
-from ..functional.traces import cascade_push_, fourier_features, label_features, surprise, trace_inputs, trace_readout
+from ..functional.traces import (cascade_push_, fast_weight_increment, fourier_features, label_features, readout_scale, surprise,
+                                 trace_readout)
 
 
 MODELS = ("mlp", "lif-mlp", "spiking-mlp", "cnn")
@@ -278,8 +279,7 @@ def features_current(spec: StepSpec, ft: FeatureTensors, x: Tensor, y: Tensor) -
     scale of every readout (``(N-1)/N`` over the trace of the constant; 0 while it is empty), as
     :meth:`~ibhebb.memory.features.FeatureMemory._current` computes them."""
     N = spec.window
-    mass = _weighted(spec, ft, ft.t1)
-    scale = torch.where(mass > 0, ((N - 1) / N) / torch.where(mass > 0, mass, torch.ones_like(mass)), torch.zeros_like(mass))
+    scale = readout_scale(_weighted(spec, ft, ft.t1), N)
     px, py = fourier_features(x, ft.omega[0]), label_features(y, spec.sigmas[1])
     rx, ry = scale * _weighted(spec, ft, ft.tx), scale * _weighted(spec, ft, ft.ty)
     s = surprise((px * rx).sum(-1), (py * ry).sum(-1), window=N, gamma=spec.gamma)
@@ -304,7 +304,7 @@ def features_push_(spec: StepSpec, ft: FeatureTensors, cur, zs: list[Tensor]) ->
     cascade_push_(ft.tx, px[0], lam)
     cascade_push_(ft.ty, py[0], lam)
     for z, om, F in zip(zs, ft.omega[1:], ft.fast):
-        cascade_push_(F, fourier_features(z, om).transpose(-1, -2) @ trace_inputs(z, s.view(1, 1, 1)), lam)
+        cascade_push_(F, fast_weight_increment(z, om, s), lam)
 
 
 def reservoir_signals_(spec: StepSpec, res: ReservoirTensors, x: Tensor, y: Tensor, zs: list[Tensor]) -> list[Tensor]:

@@ -229,6 +229,21 @@ def trace_inputs(z: Tensor, s: Tensor) -> Tensor:
     return torch.cat([one, z, s, s * z], -1)
 
 
+
+def fast_weight_increment(z: Tensor, omega: Tensor, s: Tensor) -> Tensor:
+    """``φ_z(z) uᵀ`` ``(..., D, 2d + 2)``: the Hebbian outer product a sample with outputs ``z`` ``(..., 1, d)`` and
+    surprise ``s`` (a scalar tensor) adds to a fast-weight matrix (:func:`trace_inputs` gives ``u``)."""
+    return fourier_features(z, omega).transpose(-1, -2) @ trace_inputs(z, s.view(1, 1, 1))
+
+
+def readout_scale(mass: Tensor, window: int) -> Tensor:
+    """``((N-1)/N) / mass``, 0 while the trace of the constant is empty (``mass = 0``): what every readout of the
+    traces is multiplied by, so that the window has the box's mass also while the memory fills."""
+    positive = mass > 0
+    return torch.where(positive, ((window - 1) / window) / torch.where(positive, mass, torch.ones_like(mass)),
+                       torch.zeros_like(mass))
+
+
 def seen_weights(w: Tensor, window: int) -> Tensor:
     """The weights ``w`` ``(..., L)`` of the past actually seen, rescaled to the box's mass ``(N-1)/N`` (0 if none).
 

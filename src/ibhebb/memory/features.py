@@ -28,12 +28,13 @@ from torch import Tensor, nn
 from ..functional.signals import check_window
 from ..functional.traces import (
     cascade_push_,
+    fast_weight_increment,
     fourier_features,
     fourier_frequencies,
     label_features,
+    readout_scale,
     surprise,
     trace_coefficients,
-    trace_inputs,
     trace_readout,
 )
 from .stats import SignalStats
@@ -123,8 +124,7 @@ class FeatureMemory(nn.Module):
         """What the readouts see: ``Σ_j c_j t_j``, divided by the trace of a constant (scaled to ``(N-1)/N``) so that
         the window has the box's mass while the memory fills."""
         c = self.coef.to(self.traces[0].dtype)
-        mass = float(c @ self.traces[0])
-        scale = (self.window - 1) / self.window / mass if mass > 0 else 0.0
+        scale = readout_scale(c @ self.traces[0], self.window)
         self.read = [scale * torch.tensordot(c, t, 1) for t in self.traces[1:]]
 
     def _current(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -148,7 +148,7 @@ class FeatureMemory(nn.Module):
         self._cur = None
         new = [torch.ones_like(self.traces[0][0]), px[0], py[0]]
         for z, om in zip(zs, self.omega[1:]):
-            new.append(fourier_features(z, om).transpose(-1, -2) @ trace_inputs(z, s.view(1, 1, 1)))  # (R, D, 2d+2)
+            new.append(fast_weight_increment(z, om, s))  # (R, D, 2d+2)
         for t, f in zip(self.traces, new):
             cascade_push_(t, f, self.lam)
         self._weigh()
