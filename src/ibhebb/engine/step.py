@@ -261,11 +261,11 @@ def window_kernels_(spec: StepSpec, st: EngineState, x: Tensor, y: Tensor) -> tu
 
 def fill_step_(spec: StepSpec, st: EngineState, x: Tensor, y: Tensor) -> None:
     """Present a sample while the window is still filling: no update, only the push."""
-    kx, ky = window_kernels_(spec, st, x, y)
     zs = represent(spec, st, x) if st.past_z else []
-    if st.features is not None:
+    if st.features is not None:  # its traces are its memory: the window's layout is kept but never read
         features_push_(spec, st.features, features_current(spec, st.features, x, y), zs)
-    push_(spec, st, x, y, zs, kx, ky)
+        return
+    push_(spec, st, x, y, zs, *window_kernels_(spec, st, x, y))
 
 
 def _weighted(spec: StepSpec, ft: FeatureTensors, t: Tensor) -> Tensor:
@@ -404,14 +404,17 @@ def sample_step_(spec: StepSpec, st: EngineState, x: Tensor, y: Tensor) -> None:
     Equal to ``for _ in rule.updates(x, y): optimizer.step(); optimizer.zero_grad()``
     of :class:`~ibhebb.rules.biohsic.BioHSIC` with a ready memory.
     """
+    us = None
+    if st.features is not None:  # ξ from the traces, not the window (see fill_step_)
+        cur = features_current(spec, st.features, x, y)
+        for _ in range(spec.steps):
+            traces, us = update_(spec, st, x, y, None, None, us, cur)
+        features_push_(spec, st.features, cur, [t.z for t in traces])
+        return
     kx, ky = window_kernels_(spec, st, x, y)
     yw = torch.cat([st.past_y, y], 0)
-    cur = None if st.features is None else features_current(spec, st.features, x, y)
-    us = None
     for _ in range(spec.steps):
-        traces, us = update_(spec, st, x, yw, kx, ky, us, cur)
-    if st.features is not None:
-        features_push_(spec, st.features, cur, [t.z for t in traces])
+        traces, us = update_(spec, st, x, yw, kx, ky, us)
     push_(spec, st, x, y, [t.z for t in traces], kx, ky)
 
 
