@@ -89,6 +89,34 @@ def test_native_spiking_runs_in_chunks_of_any_size_and_threads_alike():
         assert all(torch.equal(a, b) for a, b in zip(runs[0], other))
 
 
+@needs_c
+@pytest.mark.parametrize("case", [
+    dict(firing="surrogate", encoding="current", spike_z="count"),
+    dict(firing="escape", encoding="bernoulli", spike_z="trace", reset="subtract", refractory=1, escape="exp"),
+    dict(firing="surrogate", encoding="bernoulli", spike_z="count", input_offset=0.6, input_scale=0.2),  # sparse sum
+], ids=["surrogate-current", "escape-bernoulli", "sparse-input"])
+def test_one_spiking_replica_split_over_threads_is_bit_for_bit_one_thread(case):
+    """Two or three threads sharing one replica (each its rows of the first layer's drive) give one thread's weights."""
+    runs = []
+    for threads in (1, 2, 3):
+        model, rule, opt = build(**case, replicas=1)
+        engine = make_engine(model, rule, opt, mode="native", chunk=4)
+        g = torch.Generator().manual_seed(2)
+        x, y = torch.randn(20, D_IN, generator=g, dtype=torch.float64), torch.randint(0, C, (20,), generator=g)
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            for e in range(2):
+                engine.train_epoch(x, torch.nn.functional.one_hot(y, C).double(), torch.randperm(20, generator=torch.Generator().manual_seed(e)))
+        finally:
+            torch.set_num_threads(before)
+        assert engine._native.parts == threads
+        runs.append([p.detach().clone() for p in model.parameters()])
+    assert (runs[0][0] - build(**case, replicas=1)[0].hidden[0].weight).abs().max() > 1e-4  # it did learn
+    for other in runs[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(runs[0], other))
+
+
 def test_tables_and_engine_refuse_what_the_spiking_step_cannot_run():
     base = ["model.kind=spiking-mlp", "model.hidden=[6]", "data.name=xor", "dtype=float64"]
     cfg = load_config(None, [*base, "rule.memory=buffer", "model.firing=escape"])

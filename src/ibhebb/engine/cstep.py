@@ -346,7 +346,7 @@ class NativeStep:
         threads = max(1, threads or torch.get_num_threads())
         # only the buffer memory gains: recomputing the window reads all of W1 in every part (measured
         # 10,200 -> 6,700 samples/s split in two), and the reservoir's state would be shared
-        split = replicas == 1 and spec.memory == "buffer" and spec.spiking is None and st.weights[0].shape[1] >= threads > 1
+        split = replicas == 1 and spec.memory == "buffer" and st.weights[0].shape[1] >= threads > 1
         self.parts = threads if split else 1
         """Threads that share the one replica (1: the threads split the replicas)."""
         self.split = SplitOrSolo(self.parts) if self.parts > 1 else None

@@ -574,6 +574,9 @@ static void layer_output(const Problem *P, int64_t d, const real *a, real *r, re
     normalise(P, d, r, z);
 }
 
+/* The first of `rows` rows that part `part` of `parts` owns. */
+static inline int64_t part_row(int64_t rows, int64_t part, int64_t parts) { return rows * part / parts; }
+
 /* -- spiking layers ---------------------------------------------------------------------------- */
 
 /* kappa = d r_t / d s_t of time step t (1-based): 1/t (spike count per step) or dt/tau_syn (trace). */
@@ -603,20 +606,25 @@ static void sparse_drive(const real *restrict W, int64_t din, int64_t dout, cons
     }
 }
 
-/* Time step t of LIF layer l of replica rep driven by h: v, refr, r in place; spikes sp, their derivative g,
- * z = LN(r).  noise: the layer's uniforms (escape noise) or NULL; idx: when not NULL, h's n nonzero entries
- * (their values in val), the only ones the drive sums. */
-static void spiking_layer(const Problem *P, int64_t l, int64_t rep, const real *h, int64_t t, real *v, int64_t *refr,
-                          real *g, real *r, real *z, real *sp, const real *noise, const int32_t *idx, const real *val,
-                          int64_t n) {
+/* Rows [i0, i1) of g = W h + b, the drive of spiking layer l of replica rep; idx: when not NULL, h's n nonzero
+ * entries (their values in val), the only ones the sum takes. */
+static void spiking_drive(const Problem *P, int64_t l, int64_t rep, const real *h, const int32_t *idx, const real *val,
+                          int64_t n, real *g, int64_t i0, int64_t i1) {
     int64_t din = P->dims[l], dout = P->dims[l + 1];
     const real *W = P->weight[l] + rep * dout * din;
     const real *b = P->has_bias ? P->bias[l] + rep * dout : NULL;
+    if (idx) sparse_drive(W + i0 * din, din, i1 - i0, idx, val, n, g + i0);
+    else for (int64_t i = i0; i < i1; i++) g[i] = dot(W + i * din, h, din);
+    if (b) for (int64_t i = i0; i < i1; i++) g[i] = g[i] + b[i];
+}
+
+/* Time step t of LIF layer l given its drive in g: v, refr, r in place; spikes sp, their derivative in g,
+ * z = LN(r).  noise: the layer's uniforms (escape noise) or NULL. */
+static void spiking_fire(const Problem *P, int64_t l, int64_t t, real *v, int64_t *refr, real *g, real *r, real *z,
+                         real *sp, const real *noise) {
+    int64_t dout = P->dims[l + 1];
     real leak = (real)P->leak, thr = (real)P->spk_threshold, k = (real)P->spk_slope, width = (real)P->spk_width;
     real kappa = (real)spike_kappa(P, t), pik = (real)(3.14159265358979323846 * P->spk_slope);
-    if (idx) sparse_drive(W, din, dout, idx, val, n, g); /* the drive, in g for now */
-    else for (int64_t i = 0; i < dout; i++) g[i] = dot(W + i * din, h, din);
-    if (b) for (int64_t i = 0; i < dout; i++) g[i] = g[i] + b[i];
     for (int64_t i = 0; i < dout; i++) {
         real drive = g[i];
         int active = refr[i] == 0;
@@ -660,8 +668,10 @@ static inline const real *noise_row(const Problem *P, const Work *w, int64_t rep
  * about 1 in 8; at 19 in 20 the gather was 15 % slower per step than the dense dot). */
 #define SPARSE_BELOW 4
 
-/* Time step t (0-based) of all hidden layers for chunk sample k at input x (currents or encoded spikes). */
-static void spiking_forward(const Problem *P, const Work *w, Scratch *s, int64_t rep, int64_t k, int64_t t, const real *x) {
+/* Time step t (0-based) of all hidden layers for chunk sample k at input x (currents or encoded spikes); when
+ * `parts` threads share the replica, each sums its rows of the first layer's drive and everyone the rest. */
+static void spiking_forward(const Problem *P, Work *w, Scratch *s, int64_t rep, int64_t k, int64_t t, const real *x,
+                            int64_t part, int64_t parts) {
     const real *u = noise_row(P, w, rep, k, t);
     const real *h = x, *eta = u ? u + P->spk_in : NULL;
     int64_t n = 0;
@@ -680,8 +690,15 @@ static void spiking_forward(const Problem *P, const Work *w, Scratch *s, int64_t
         int64_t d = P->dims[l + 1];
         s->hin[l] = h;
         int sparse = l == 0 && P->spk_in && n * SPARSE_BELOW < P->spk_in; /* dense spikes: the SIMD dot is faster */
-        spiking_layer(P, l, rep, h, t + 1, s->u[l], s->refr[l], s->a[l], s->r[l], s->z[l], s->spk[l],
-                      P->spk_firing == FIRE_ESCAPE ? eta : NULL, sparse ? s->h0_idx : NULL, s->h0_val, n);
+        const int32_t *idx = sparse ? s->h0_idx : NULL;
+        if (l == 0 && parts > 1) {
+            spiking_drive(P, 0, rep, h, idx, s->h0_val, n, w->shared_a, part_row(d, part, parts), part_row(d, part + 1, parts));
+            barrier_wait(&w->barrier, parts);
+            memcpy(s->a[0], w->shared_a, sizeof(real) * d);
+        } else {
+            spiking_drive(P, l, rep, h, idx, s->h0_val, n, s->a[l], 0, d);
+        }
+        spiking_fire(P, l, t + 1, s->u[l], s->refr[l], s->a[l], s->r[l], s->z[l], s->spk[l], P->spk_firing == FIRE_ESCAPE ? eta : NULL);
         if (eta) eta += d;
         h = s->spk[l];
     }
@@ -709,8 +726,8 @@ static void represent_past(const Problem *P, const Work *w, Scratch *s, int64_t 
                 const real *h = x;
                 for (int64_t l = 0; l < P->n_hidden; l++) {
                     int64_t d = P->dims[l + 1];
-                    spiking_layer(P, l, rep, h, step + 1, s->pu[l], s->prefr[l], s->pa[l], s->pr[l], s->pz[l] + q * d, s->pspk[l], NULL,
-                                  NULL, NULL, 0);
+                    spiking_drive(P, l, rep, h, NULL, NULL, 0, s->pa[l], 0, d);
+                    spiking_fire(P, l, step + 1, s->pu[l], s->prefr[l], s->pa[l], s->pr[l], s->pz[l] + q * d, s->pspk[l], NULL);
                     h = s->pspk[l];
                 }
             }
@@ -783,9 +800,6 @@ static void reservoir_xi(const Problem *P, Scratch *s, int64_t rep, const real *
     }
 }
 
-/* The first of `rows` rows that part `part` of `parts` owns. */
-static inline int64_t part_row(int64_t rows, int64_t part, int64_t parts) { return rows * part / parts; }
-
 /* One update of replica rep for the sample at sequence position t (its u-th update of the chunk),
  * or this thread's part of it when `parts` threads share the replica. */
 static void update(const Problem *P, Work *w, Scratch *s, int64_t rep, int64_t t, int64_t u, int64_t part, int64_t parts) {
@@ -795,7 +809,7 @@ static void update(const Problem *P, Work *w, Scratch *s, int64_t rep, int64_t t
     real sc = P->spiking ? (real)(spike_kappa(P, ts + 1) * P->leak) : P->leak > 0 ? (real)P->leak : 1;
     int64_t r0 = part_row(P->dims[1], part, parts), r1 = part_row(P->dims[1], part + 1, parts);
     if (P->spiking) {
-        spiking_forward(P, w, s, rep, k, ts, x);
+        spiking_forward(P, w, s, rep, k, ts, x, part, parts);
     } else if (parts > 1) { /* each part its rows of the first layer, then everyone the whole vector */
         layer_drive(P, 0, rep, x, s->u[0], w->shared_a, r0, r1);
         barrier_wait(&w->barrier, parts);
