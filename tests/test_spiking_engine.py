@@ -117,12 +117,28 @@ def test_one_spiking_replica_split_over_threads_is_bit_for_bit_one_thread(case):
         assert all(torch.equal(a, b) for a, b in zip(runs[0], other))
 
 
+@pytest.mark.parametrize("case", [CASES[1], CASES[2]], ids=["surrogate-bernoulli-trace", "escape-current-count"])
+def test_compiled_spiking_step_equals_the_rules_loop(case):
+    """The torch step under torch.compile (what a GPU runs): one graph per update, every time step through it."""
+    pytest.importorskip("torch._inductor")
+    ref, fast = build(**case), build(**case)
+    engine = make_engine(*fast, mode="compile")
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(7, D_IN, generator=g, dtype=torch.float64), torch.randint(0, C, (7,), generator=g)
+    order = torch.randperm(7, generator=torch.Generator().manual_seed(0))
+    assert engine.train_epoch(x, torch.nn.functional.one_hot(y, C).double(), order) == eager_epoch(ref[1], ref[2], x, y, order)
+    assert engine.backend == "compile" and not engine.compile_failed
+    assert_same(ref, fast)
+    for a, b in zip(ref[0].streams[0], fast[0].streams[0]):
+        assert torch.equal(a.get_state(), b.get_state())
+
+
 def test_tables_and_engine_refuse_what_the_spiking_step_cannot_run():
     base = ["model.kind=spiking-mlp", "model.hidden=[6]", "data.name=xor", "dtype=float64"]
     cfg = load_config(None, [*base, "rule.memory=buffer", "model.firing=escape"])
     assert TORCH.why_not(config_facts(cfg)) is None and NATIVE.why_not(config_facts(cfg)) is None
     assert unsupported(cfg) is None and unsupported(cfg, "native") is None
-    assert "compiled" in unsupported(cfg, "compile")
+    assert unsupported(cfg, "compile") is None
     assert "recompute" in unsupported(load_config(None, [*base, "rule.memory=recompute", "model.encoding=poisson"]))
     assert unsupported(load_config(None, [*base, "rule.memory=recompute"])) is None  # deterministic: it can
     model, rule, opt = build("escape", "current", "count", memory="recompute")

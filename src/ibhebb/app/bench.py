@@ -564,8 +564,6 @@ def run_bench(device: str = "cpu", steps: int = 0, replicas=(1, 30), lif_steps: 
             if group not in groups:
                 continue
             for engine in engines:
-                if kind in SPIKING and engine == "compile":
-                    continue  # the spiking step has no compiled form
                 n = counts[engine]
                 if kind == "lif" or kind in SPIKING:
                     n = max(8 if engine == "rule" else 16, n // lif_steps)

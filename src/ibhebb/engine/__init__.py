@@ -83,8 +83,6 @@ def spiking_why_not(memory: str, random: bool, engine: str = "auto") -> str | No
     if memory == "recompute" and random:
         return ("no fast step for a spiking network with random spikes (an encoding or escape noise) and the recompute "
                 "memory (its re-presentations draw from the model's stream)")
-    if engine == "compile":
-        return "no compiled step for a spiking network (it runs in the C step, or the torch step uncompiled)"
     return None
 
 

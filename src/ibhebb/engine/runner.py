@@ -38,13 +38,15 @@ from .capability import NATIVE, spec_facts
 from .state import bind, unbind
 from ..functional.spiking import UNIFORM_DTYPE, presentation_noise, signed_input_prob
 from .step import (EngineState, StepSpec, chunk_step_, clone_state, fill_step_, leaky_sample_, leaky_update_, sample_step_,
-                   spiking_fill_step_, spiking_sample_step_)
+                   spiking_fill_step_, spiking_sample_step_, spiking_update_)
 
 MODES = ("auto", "native", "compile", "torch")
 MODE_ALIASES = {"eager": "torch"}
 """Old spellings of :data:`MODES`, accepted with a deprecation warning."""
 NATIVE_CHUNK = 256
-"""Samples per call of the C step: long enough to amortise the call, short enough for a lively progress bar."""
+"""Updates per call of the C step (``NATIVE_CHUNK // T`` samples of a network that makes ``T`` updates per sample):
+long enough to amortise the call, short enough for a lively progress bar and for a one-replica step to notice soon
+that splitting over threads no longer pays (:class:`~.cstep.SplitOrSolo` decides per call)."""
 NOISE_ELEMENTS = 1 << 22
 """At most this many random numbers per chunk of a spiking network (its chunks shrink to fit)."""
 _COMPILED: dict = {}
@@ -110,7 +112,7 @@ class OnlineEngine:
         uncompiled with a warning if that fails; ``native``, ``compile`` and
         ``torch`` (the uncompiled torch step) insist on one path.
     chunk : int, optional
-        Samples per call of the C step (default :data:`NATIVE_CHUNK`) or per
+        Samples per call of the C step (default: :data:`NATIVE_CHUNK` updates) or per
         compiled call (default :func:`default_chunk`).
     graph_samples : int
         On CUDA, samples per captured graph (a multiple of ``chunk``).
@@ -127,7 +129,7 @@ class OnlineEngine:
             raise ValueError(f"unknown engine mode {mode!r}; choose one of {', '.join(MODES)}")
         self.spec, self.model, self.memory, self.optimizer, self.mode = spec, model, memory, optimizer, mode
         weight = model.layers()[0].weight
-        self.native_chunk = chunk or NATIVE_CHUNK
+        self.native_chunk = chunk or max(1, NATIVE_CHUNK // spec.steps)
         self.chunk = chunk or default_chunk(weight.device, weight.shape[0])
         self.graph_samples = max(self.chunk, graph_samples // self.chunk * self.chunk)
         self.torch_compile = torch_compile or mode == "compile"
@@ -260,7 +262,7 @@ class OnlineEngine:
 
     # -- a spiking network -----------------------------------------------------------------------
     def _spiking_epoch(self, st: EngineState, count: int, x: Tensor, y1: Tensor, order: Tensor, progress) -> tuple[int, int]:
-        """An epoch of a spiking network: the C step in chunks, else the torch step per sample (never compiled).
+        """An epoch of a spiking network: the C step in chunks, else the torch step per sample (one compiled update per time step).
 
         The random numbers come from the model's generators of the current stream, drawn per chunk in the
         order the model's own presentation draws them, so the weights equal the rule's loop.
@@ -293,11 +295,19 @@ class OnlineEngine:
                 pos, count, updates = pos + k, count + k, updates + k * spec.steps
                 if progress:
                     progress(k)
-        elif pos < n:
-            self.backend = "torch"
+        fn = self._compiled_fn(spiking_update_) if pos < n else None
+        if pos < n and self.backend is None:
+            self.backend = "compile" if fn is not None else "torch"
+
+        def update(*args):
+            if self.compile_failed:
+                spiking_update_(spec, *args)
+            else:
+                self._run(fn, spiking_update_, *args)
+
         while pos < n:
             j = order[pos : pos + 1]
-            spiking_sample_step_(spec, st, x.index_select(0, j), y1.index_select(0, j), noise(j))
+            spiking_sample_step_(spec, st, x.index_select(0, j), y1.index_select(0, j), noise(j), None if fn is None else update)
             pos, count, updates = pos + 1, count + 1, updates + spec.steps
             if progress:
                 progress(1)

@@ -42,7 +42,7 @@ from ..functional.biohsic import (BioHSICParams, DenseTrace, WindowState, biohsi
                                   window_signals)
 from ..functional.conv import MapGeometry, conv_output, conv_patches, conv_preactivation, input_maps, pool, replica_conv2d
 from ..functional.layers import LAYERNORM_EPS, affine, dense_output, dense_param_grads, layernorm, layernorm_vjp, leaky_step
-from ..functional.spiking import SpikeDynamics, encode_uniform, lif_rest, spiking_layer_step
+from ..functional.spiking import LIFSpikeState, SpikeDynamics, encode_uniform, lif_rest, spiking_layer_step
 from ..functional.optim import OptimSpec, fused_optimizer_update_, optimizer_update_
 from ..functional.reservoir import ReservoirState, reservoir_inputs, reservoir_step
 from ..functional.traces import (cascade_push_, fast_weight_increment, fourier_features, label_features, readout_scale, surprise,
@@ -426,60 +426,98 @@ def chunk_step_(spec: StepSpec, st: EngineState, x_all: Tensor, y_all: Tensor, i
 
 
 # -- spiking networks ---------------------------------------------------------------------------
-def spiking_present(spec: StepSpec, st: EngineState, x: Tensor, noise: Tensor | None):
-    """Per time step, each hidden layer's ``(DenseTrace(h, ∂s/∂v', r, z), κ dt/τ_mem)`` of presenting ``x`` ``(B, d_x)``
-    from rest, as :meth:`~ibhebb.models.spiking.SpikingMLP.present` does.
+def spiking_time_step(spec: StepSpec, st: EngineState, x: Tensor, states: list[LIFSpikeState], step, u: Tensor | None):
+    """Time step ``step`` (1-based: an int, or a 0-d tensor under ``torch.compile``) of every hidden layer presenting
+    ``x`` ``(B, d_x)`` from ``states``: ``(traces, new_states)``, a ``(DenseTrace(h, ∂s/∂v', r, z), κ dt/τ_mem)`` per
+    layer, as :meth:`~ibhebb.models.spiking.SpikingMLP.present` computes it.
 
-    ``noise`` ``(R, B, T, width)`` holds the presentation's uniforms
-    (:func:`~ibhebb.functional.spiking.presentation_noise`); ``None`` when it draws none.
+    ``u`` ``(R, B, width)``: the step's uniforms (:func:`~ibhebb.functional.spiking.presentation_noise`), ``None`` when
+    the presentation draws none.
     """
     dyn = spec.spiking
-    dims = [w.shape[-2] for w in st.weights[:-1]]
-    states = [lif_rest((st.weights[0].shape[0], x.shape[0], d), like=x) for d in dims]
     d_in = x.shape[-1] if dyn.encoding != "current" else 0
+    h = x if d_in == 0 else encode_uniform(x, u[..., :d_in], dyn.encoding, scale=dyn.input_scale, dt=dyn.neuron.dt,
+                                           offset=dyn.input_offset)
+    off, traces, new = d_in, [], []
+    for i, state in enumerate(states):
+        d = state.v.shape[-1]
+        eta = u[..., off : off + d] if dyn.firing == "escape" else None
+        off += d if dyn.firing == "escape" else 0
+        s, g, r, kappa, state = spiking_layer_step(affine(h, st.weights[i], _bias(st, i)), state, step, dyn, eta)
+        z = layernorm(r, eps=spec.layernorm_eps) if spec.layernorm else r
+        traces.append((DenseTrace(h, g, r, z), kappa * spec.leak))
+        new.append(state)
+        h = s
+    return traces, new
+
+
+def spiking_rest(st: EngineState, x: Tensor) -> list[LIFSpikeState]:
+    """Each hidden layer's resting state for presenting ``x`` ``(B, d_x)``."""
+    return [lif_rest((st.weights[0].shape[0], x.shape[0], w.shape[-2]), like=x) for w in st.weights[:-1]]
+
+
+def spiking_present(spec: StepSpec, st: EngineState, x: Tensor, noise: Tensor | None):
+    """Per time step, each hidden layer's traces (:func:`spiking_time_step`) of presenting ``x`` from rest.
+
+    ``noise`` ``(R, B, T, width)`` holds the presentation's uniforms; ``None`` when it draws none.
+    """
+    states = spiking_rest(st, x)
     for t in range(1, spec.steps + 1):
-        u = None if noise is None else noise[:, :, t - 1]
-        h = x if d_in == 0 else encode_uniform(x, u[..., :d_in], dyn.encoding, scale=dyn.input_scale, dt=dyn.neuron.dt,
-                                                   offset=dyn.input_offset)
-        off, traces = d_in, []
-        for i, d in enumerate(dims):
-            eta = u[..., off : off + d] if dyn.firing == "escape" else None
-            off += d if dyn.firing == "escape" else 0
-            s, g, r, kappa, states[i] = spiking_layer_step(affine(h, st.weights[i], _bias(st, i)), states[i], t, dyn, eta)
-            z = layernorm(r, eps=spec.layernorm_eps) if spec.layernorm else r
-            traces.append((DenseTrace(h, g, r, z), kappa * spec.leak))
-            h = s
+        traces, states = spiking_time_step(spec, st, x, states, t, None if noise is None else noise[:, :, t - 1])
         yield traces
 
 
-def spiking_sample_step_(spec: StepSpec, st: EngineState, x: Tensor, y: Tensor, noise: Tensor | None) -> None:
+def spiking_update_(spec: StepSpec, st: EngineState, x: Tensor, yw: Tensor, kx: Tensor, ky: Tensor, states: list[LIFSpikeState],
+                    zs: list[Tensor], step, u: Tensor | None) -> None:
+    """Time step ``step`` of presenting ``x`` and the update it makes: ξ over the window, every parameter's
+    gradient and one optimiser step; the layers' ``states`` and outputs ``zs`` advance in place.
+
+    The unit the engine compiles for a spiking network (``step`` a 0-d tensor, so one graph serves every step).
+    """
+    traces, new = spiking_time_step(spec, st, x, states, step, u)
+    for old, state, z, (t, _) in zip(states, new, zs, traces):
+        for a, b in zip(old, state):
+            a.copy_(b)
+        z.copy_(t.z)
+    bias = bool(st.biases)
+    past = list(st.past_z) if st.past_z else represent(spec, st, st.past_x)
+    zws = [torch.cat([zp, t.z], -2) for zp, (t, _) in zip(past, traces)]
+    xis = window_signals(spec.rule, kx, ky, zws)
+    grads: list[Tensor] = []
+    for (t, scale), xi in zip(traces, xis):
+        cot = xi.unsqueeze(-2)
+        if spec.layernorm:
+            cot = layernorm_vjp(t.r, t.z, cot, eps=spec.layernorm_eps)
+        gw, gb = dense_param_grads(t.h, cot * t.a, scale)
+        grads += [gw, gb] if bias else [gw]
+    gw, gb = readout_grads(zws[-1], yw, st.weights[-1], _bias(st, spec.n_hidden))
+    grads += [gw, gb] if bias else [gw]
+    st.step.add_(1)
+    st.powers.mul_(st.powers.new_tensor(spec.optim.betas))
+    powers = (st.powers[0], st.powers[1])
+    for p, g, ms, lr, wd in zip(st.params(), grads, st.moments, st.lr, st.wd):
+        optimizer_update_(spec.optim, p, g, ms, lr, wd, powers)
+
+
+def spiking_sample_step_(spec: StepSpec, st: EngineState, x: Tensor, y: Tensor, noise: Tensor | None, update=None) -> None:
     """:func:`sample_step_` of a spiking network: ``T`` updates (one per time step), then the push.
 
     ``noise`` ``(R, 1, T, width)``: the sample's uniforms (:func:`spiking_present`). Equal to the rule's loop
     over :meth:`~ibhebb.models.spiking.SpikingMLP.present` when ``noise`` holds what the model would draw.
+    ``update(st, x, yw, kx, ky, states, zs, step, u)``: a compiled :func:`spiking_update_`, called with ``step`` a
+    0-d tensor (default: :func:`spiking_update_` itself, with ``step`` an int).
     """
     kx, ky = window_kernels_(spec, st, x, y)
     yw = torch.cat([st.past_y, y], 0)
-    bias = bool(st.biases)
-    for traces in spiking_present(spec, st, x, noise):
-        past = list(st.past_z) if st.past_z else represent(spec, st, st.past_x)
-        zws = [torch.cat([zp, t.z], -2) for zp, (t, _) in zip(past, traces)]
-        xis = window_signals(spec.rule, kx, ky, zws)
-        grads: list[Tensor] = []
-        for (t, scale), xi in zip(traces, xis):
-            cot = xi.unsqueeze(-2)
-            if spec.layernorm:
-                cot = layernorm_vjp(t.r, t.z, cot, eps=spec.layernorm_eps)
-            gw, gb = dense_param_grads(t.h, cot * t.a, scale)
-            grads += [gw, gb] if bias else [gw]
-        gw, gb = readout_grads(zws[-1], yw, st.weights[-1], _bias(st, spec.n_hidden))
-        grads += [gw, gb] if bias else [gw]
-        st.step.add_(1)
-        st.powers.mul_(st.powers.new_tensor(spec.optim.betas))
-        powers = (st.powers[0], st.powers[1])
-        for p, g, ms, lr, wd in zip(st.params(), grads, st.moments, st.lr, st.wd):
-            optimizer_update_(spec.optim, p, g, ms, lr, wd, powers)
-    push_(spec, st, x, y, [t.z for t, _ in traces], kx, ky)
+    states = spiking_rest(st, x)
+    zs = [state.v.clone() for state in states]
+    for t in range(1, spec.steps + 1):
+        u = None if noise is None else noise[:, :, t - 1]
+        if update is None:
+            spiking_update_(spec, st, x, yw, kx, ky, states, zs, t, u)
+        else:
+            update(st, x, yw, kx, ky, states, zs, x.new_tensor(float(t), dtype=torch.float64), u)
+    push_(spec, st, x, y, zs, kx, ky)
 
 
 def spiking_fill_step_(spec: StepSpec, st: EngineState, x: Tensor, y: Tensor, noise: Tensor | None) -> None:

@@ -108,7 +108,7 @@ def dense_vjp(a: Tensor, r: Tensor, z: Tensor, cot: Tensor, activation: str, lay
     return activation_vjp(a, r, cot, activation)
 
 
-def dense_param_grads(h: Tensor, a_cot: Tensor, scale: float = 1.0) -> tuple[Tensor, Tensor]:
+def dense_param_grads(h: Tensor, a_cot: Tensor, scale: float | Tensor = 1.0) -> tuple[Tensor, Tensor]:
     """``(g_W, g_b) = (scale Σ_batch a_cot hᵀ, scale Σ_batch a_cot)`` for ``a = W h + b``.
 
     ``h`` ``(B, in)`` or ``(R, B, in)``, ``a_cot`` ``(R, B, out)``; returns ``(R, out, in)`` and ``(R, out)``.
@@ -116,7 +116,7 @@ def dense_param_grads(h: Tensor, a_cot: Tensor, scale: float = 1.0) -> tuple[Ten
     """
     hr = h if h.dim() == 3 else h.expand(a_cot.shape[0], *h.shape)
     gw, gb = torch.bmm(a_cot.transpose(-1, -2), hr), a_cot.sum(-2)
-    if scale != 1.0:
+    if isinstance(scale, Tensor) or scale != 1.0:
         gw, gb = gw * scale, gb * scale
     return gw, gb
 
