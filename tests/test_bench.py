@@ -8,6 +8,7 @@ import torch
 
 from ibhebb.app import bench
 from ibhebb.app.bench import markdown, run_bench, update_cost
+from ibhebb.engine.runner import NATIVE_CHUNK
 
 
 def test_bench_rows_table_and_json(tmp_path):
@@ -26,7 +27,7 @@ def test_bench_native_rows():
     assert [(r["rule"], r["engine"], r["replicas"]) for r in rows] == [
         ("biohsic", "native", 1), ("biohsic (LIF, T=2)", "native", 1), ("biohsic", "native", 3), ("biohsic (LIF, T=2)", "native", 3)]
     for r in rows:
-        assert r["chunk"] == 256 and r["limit_ratio"] > 0 and r["cache_limit_ratio"] > 0
+        assert r["chunk"] == NATIVE_CHUNK // r["steps_per_sample"] and r["limit_ratio"] > 0 and r["cache_limit_ratio"] > 0
     assert result["cache_bandwidth_gb_s"] > 0
     assert "| biohsic | buffer | native | 3 |" in markdown(result)
 
@@ -36,7 +37,7 @@ def test_bench_spiking_rows():
     assert [(r["rule"], r["engine"], r["replicas"], r["steps_per_sample"]) for r in result["rows"]] == [
         ("biohsic (spiking, surrogate, current, T=3)", "native", 2, 3), ("biohsic (spiking, escape, bernoulli, T=3)", "native", 2, 3),
         ("biohsic (spiking, surrogate, bernoulli of sparse pixel intensities, T=3)", "native", 2, 3)]
-    assert all(r["us_per_step"] > 0 and r["chunk"] == 256 for r in result["rows"])
+    assert all(r["us_per_step"] > 0 and r["chunk"] == NATIVE_CHUNK // 3 for r in result["rows"])  # NATIVE_CHUNK updates
     assert "| biohsic (spiking, escape, bernoulli, T=3) | buffer | native | 2 |" in markdown(result)
 
 

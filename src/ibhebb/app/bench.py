@@ -63,6 +63,7 @@ import torch
 
 from ..config import RuleConfig
 from ..engine import make_engine
+from ..engine.threads import loop_threads
 from ..functional.spiking import LIFSpikeParams
 from ..models import MLP, LeakyMLP
 from ..models.spiking import SpikingMLP
@@ -213,14 +214,9 @@ def bench_online(kind, memory, engine, replicas, device, samples, rates, lif_ste
     if kind in SPIKING and SPIKING[kind][2]:
         x = _sparse_images(x, torch.Generator().manual_seed(1))
     if engine == "rule":
-        def run(lo=0, hi=samples):
-            for i in range(lo, hi):
-                for _ in rule.updates(x[i : i + 1], y[i : i + 1]):
-                    opt.step()
-                    opt.zero_grad(set_to_none=False)
-
+        run = _online_loop(rule, opt, x, y)
         run(0, WINDOW + 2)
-        t = _timed(run, device, 1)
+        t = _timed(lambda: run(0, samples), device, 1)
     else:
         eng = make_engine(model, rule, opt, mode=engine, chunk=chunk or None)
         order = torch.arange(len(x), device=device)
@@ -268,12 +264,7 @@ def bench_subnormal(engine, replicas, device, samples, rates, chunk=0) -> Row:
     w1 = model.layers()[0].weight
     order = torch.arange(len(x), device=device)
     if engine == "rule":
-        def run(lo, hi):
-            for i in range(lo, hi):
-                for _ in rule.updates(x[i : i + 1], y[i : i + 1]):
-                    opt.step()
-                    opt.zero_grad(set_to_none=False)
-
+        run = _online_loop(rule, opt, x, y)
         run(0, WINDOW + 2)
     else:
         eng = make_engine(model, rule, opt, mode=engine, chunk=chunk or None)
@@ -357,12 +348,19 @@ def _row(name, memory, engine, replicas, seconds_per_step, samples_per_step, flo
                limit / seconds_per_step, steps_per_sample, chunk, cache / seconds_per_step)
 
 
-def _online_loop(rule, opt, x, y):
+def _online_loop(rule, opt, x, y, batch=1):
+    """``run(lo, hi)``: the trainer's loop of the rule over minibatches ``lo … hi - 1`` of ``batch`` samples of ``x``,
+    with torch's threads adapting as the trainer's do (:func:`~ibhebb.engine.threads.loop_threads`)."""
+    kept = [None]
+
     def run(lo, hi):
-        for i in range(lo, hi):
-            for _ in rule.updates(x[i : i + 1], y[i : i + 1]):
-                opt.step()
-                opt.zero_grad(set_to_none=False)
+        kept[0] = threads = loop_threads(x.device, kept[0])
+        with threads:
+            for i in range(lo, hi):
+                for _ in rule.updates(x[i * batch : (i + 1) * batch], y[i * batch : (i + 1) * batch]):
+                    opt.step()
+                    opt.zero_grad(set_to_none=False)
+                threads.advance(batch)
 
     return run
 
@@ -482,12 +480,7 @@ def bench_path(group: str, name: str, settings: list[str], replicas: int, device
     data = Dataset("mnist", x.to(device), y.to(device), x[:1].to(device), y[:1].to(device), C)
     model, rule, opt = build(cfg, data)
 
-    def run(lo, hi):
-        for i in range(lo, hi):
-            for _ in rule.updates(data.x_train[i * batch : (i + 1) * batch], data.y_train[i * batch : (i + 1) * batch]):
-                opt.step()
-                opt.zero_grad(set_to_none=False)
-
+    run = _online_loop(rule, opt, data.x_train, data.y_train, batch)
     run(0, 2)
     flops = counted_flops(lambda: run(2, 4)) / 2
     t = _timed(lambda: run(4, 4 + steps), device, 1) / steps

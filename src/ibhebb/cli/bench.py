@@ -70,6 +70,9 @@ def run(args) -> int:
         raise UserError(f"--threads and --chunk must be >= 0, got {args.threads} and {args.chunk}")
     if args.threads:
         torch.set_num_threads(args.threads)
+    from ..engine.threads import set_adaptive
+
+    set_adaptive(args.threads == 0)  # as a run with the default threads: torch's threads adapt to a busy machine
     groups = ROW_GROUPS if args.rows.strip() == "all" else tuple(g.strip() for g in args.rows.split(",") if g.strip())
     unknown = [g for g in groups if g not in ROW_GROUPS]
     if unknown or not groups:

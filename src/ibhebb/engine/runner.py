@@ -39,6 +39,7 @@ from .state import bind, unbind
 from ..functional.spiking import UNIFORM_DTYPE, presentation_noise, signed_input_prob
 from .step import (EngineState, StepSpec, chunk_step_, clone_state, fill_step_, leaky_sample_, leaky_update_, sample_step_,
                    spiking_fill_step_, spiking_sample_step_, spiking_update_)
+from .threads import TorchThreads, loop_threads
 
 MODES = ("auto", "native", "compile", "torch")
 MODE_ALIASES = {"eager": "torch"}
@@ -139,6 +140,7 @@ class OnlineEngine:
         self._native: cstep.NativeStep | None = None
         self._native_key = None
         self.compile_failed = False
+        self._threads: TorchThreads | None = None
         self.backend: str | None = None
         """``native``, ``compile``, ``cuda-graph`` or ``torch``: what ran the last epoch's updates."""
         self.chunk_used: int | None = None
@@ -149,6 +151,11 @@ class OnlineEngine:
             reason = cstep.unavailable(weight.dtype) if weight.device.type == "cpu" else "the C step runs on the CPU only"
             if reason is not None:
                 raise ValueError(f"no C step: {reason}")
+
+    def _loop_threads(self, device: torch.device) -> TorchThreads:
+        """Torch's threads for the torch step's loops, kept from epoch to epoch (:mod:`.threads`)."""
+        self._threads = loop_threads(device, self._threads)
+        return self._threads
 
     def _keep(self, st: EngineState) -> EngineState:
         """Reuse the last epoch's state tensors (copying the fresh values in), so a captured graph stays valid.
@@ -305,12 +312,14 @@ class OnlineEngine:
             else:
                 self._run(fn, spiking_update_, *args)
 
-        while pos < n:
-            j = order[pos : pos + 1]
-            spiking_sample_step_(spec, st, x.index_select(0, j), y1.index_select(0, j), noise(j), None if fn is None else update)
-            pos, count, updates = pos + 1, count + 1, updates + spec.steps
-            if progress:
-                progress(1)
+        with self._loop_threads(x.device) as threads:
+            while pos < n:
+                j = order[pos : pos + 1]
+                spiking_sample_step_(spec, st, x.index_select(0, j), y1.index_select(0, j), noise(j), None if fn is None else update)
+                pos, count, updates = pos + 1, count + 1, updates + spec.steps
+                threads.advance(1)
+                if progress:
+                    progress(1)
         return updates, count
 
     # -- an epoch ------------------------------------------------------------------------------
@@ -360,23 +369,26 @@ class OnlineEngine:
                             progress(g)
             k = self.chunk
             cur = torch.empty(k, dtype=torch.long, device=x.device)
-            while fn is not None and not self.compile_failed and pos + k <= n:
-                self.backend = "compile"
-                self._run(fn, chunk_step_, st, x, y1, cur.copy_(order[pos : pos + k]))
-                pos, count, updates = pos + k, count + k, updates + k * spec.steps
-                if progress:
-                    progress(k)
-            if pos < n and self.backend is None:
-                self.backend = "compile" if per_update and self._compiled_fn(leaky_update_) is not None else "torch"
-            while pos < n:
-                j = order[pos : pos + 1]
-                xj, yj = x.index_select(0, j), y1.index_select(0, j)
-                if per_update:
-                    self._leaky_sample(st, xj, yj)
-                else:
-                    sample_step_(spec, st, xj, yj)
-                pos, count, updates = pos + 1, count + 1, updates + spec.steps
-                if progress:
-                    progress(1)
+            with self._loop_threads(x.device) as threads:
+                while fn is not None and not self.compile_failed and pos + k <= n:
+                    self.backend = "compile"
+                    self._run(fn, chunk_step_, st, x, y1, cur.copy_(order[pos : pos + k]))
+                    pos, count, updates = pos + k, count + k, updates + k * spec.steps
+                    threads.advance(k)
+                    if progress:
+                        progress(k)
+                if pos < n and self.backend is None:
+                    self.backend = "compile" if per_update and self._compiled_fn(leaky_update_) is not None else "torch"
+                while pos < n:
+                    j = order[pos : pos + 1]
+                    xj, yj = x.index_select(0, j), y1.index_select(0, j)
+                    if per_update:
+                        self._leaky_sample(st, xj, yj)
+                    else:
+                        sample_step_(spec, st, xj, yj)
+                    pos, count, updates = pos + 1, count + 1, updates + spec.steps
+                    threads.advance(1)
+                    if progress:
+                        progress(1)
             unbind(spec, st, count, self.model, self.memory, self.optimizer)
         return updates

@@ -36,6 +36,7 @@ from ..fileio import RunLock, atomic_write_json, prepare_dir, read_jsonl, temp_p
 from ..functional.kernels import hsic_bottleneck
 from ..models import build_model
 from ..rules import Rule, make_rule
+from ..engine.threads import loop_threads, set_adaptive
 from .checkpoint import CheckpointError, read_checkpoint, write_checkpoint
 from .guard import DivergenceGuard
 from .loggers import Loggers
@@ -189,6 +190,8 @@ class Trainer:
         self.cfg, self.out, self.progress = cfg, Path(out_dir), progress
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
+        set_adaptive(cfg.threads == 0)
+        self._threads = None  # torch's threads for the rule's loop (ibhebb.engine.threads), kept across epochs
         if self.out.exists() and not self.out.is_dir():
             raise UserError(f"--out {self.out} is an existing file, not a run directory; choose another --out")
         has_run = (self.out / METRICS).exists() or (self.out / CHECKPOINT).exists()
@@ -393,10 +396,13 @@ class Trainer:
                 bar.close()
         updates = 0
         try:
-            for i in bar:
-                idx = order[i : i + step]
-                updates += self._apply(x[idx], y[idx])
-                guard.advance(len(idx))
+            self._threads = threads = loop_threads(x.device, self._threads)
+            with threads:
+                for i in bar:
+                    idx = order[i : i + step]
+                    updates += self._apply(x[idx], y[idx])
+                    guard.advance(len(idx))
+                    threads.advance(len(idx))
         finally:
             bar.close()
         return updates
