@@ -72,8 +72,9 @@ class TorchThreads:
     """The default is suspect once the median of its recent stretches is this much slower per sample than its best."""
     MARGIN = 0.9
     """A try must be this much faster per sample than the current choice's recent stretches to replace it."""
-    SHORTEST, LONGEST = 4, 64
-    """Stretches between tries (doubling while a try fails)."""
+    SHORTEST, LONGEST, LATEST = 4, 64, 256
+    """Stretches between tries: doubling while a try fails, up to :attr:`LONGEST`, times the failed try's slowdown (a
+    try of the default 10 times slower than one thread waits 10 times longer), up to :attr:`LATEST`."""
 
     def __init__(self, threads: int):
         self.threads = max(1, int(threads))
@@ -81,7 +82,7 @@ class TorchThreads:
         self.best = float("inf")
         self.recent = {self.threads: deque(maxlen=3), 1: deque(maxlen=3)}
         self.trying: int | None = None
-        self.interval, self._since = self.SHORTEST, self.SHORTEST  # a first try may come at once
+        self.interval = self._wait = self._since = self.SHORTEST  # a first try may come at once
         self.switches = 0
         """How many times the thread count changed (for logs and tests)."""
         self._start, self._samples, self._waited = time.perf_counter(), 0, None
@@ -126,14 +127,16 @@ class TorchThreads:
         recent = self.recent[threads]
         if self.trying is not None:
             self.trying, self._since = None, 0
-            if seconds_per_sample < self.MARGIN * _median(self.recent[self.current]):
-                self.current, self.interval = threads, self.SHORTEST
+            usual = _median(self.recent[self.current])
+            if seconds_per_sample < self.MARGIN * usual:
+                self.current, self.interval, self._wait = threads, self.SHORTEST, self.SHORTEST
                 self.switches += 1
                 recent.clear()
                 if threads == self.threads:
                     self.best = seconds_per_sample
-            else:
+            else:  # a try k times slower waits up to k times longer for the next: tries cost a few % at most
                 self.interval = min(2 * self.interval, self.LONGEST)
+                self._wait = min(self.interval * max(1, round(seconds_per_sample / usual)), self.LATEST)
                 if self.current == self.threads:
                     self.best = _median(self.recent[self.current])  # slower for another reason: the new normal
             recent.append(seconds_per_sample)
@@ -142,7 +145,7 @@ class TorchThreads:
         self._since += 1
         if threads != 1:
             self.best = min(self.best, seconds_per_sample)
-        if self._since < self.interval:
+        if self._since < self._wait:
             return
         if threads == 1:
             self.trying = self.threads
