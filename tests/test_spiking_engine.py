@@ -107,7 +107,8 @@ def test_one_spiking_replica_split_over_threads_is_bit_for_bit_one_thread(case):
         torch.set_num_threads(threads)
         try:
             for e in range(2):
-                engine.train_epoch(x, torch.nn.functional.one_hot(y, C).double(), torch.randperm(20, generator=torch.Generator().manual_seed(e)))
+                order = torch.randperm(20, generator=torch.Generator().manual_seed(e))
+                engine.train_epoch(x, torch.nn.functional.one_hot(y, C).double(), order)
         finally:
             torch.set_num_threads(before)
         assert engine._native.parts == threads

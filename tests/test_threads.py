@@ -26,7 +26,10 @@ def test_a_steady_machine_never_tries_another_thread_count():
 def test_a_collapse_moves_to_one_thread_and_back_when_it_ends():
     choice = TorchThreads(2)
     busy = [False]
-    cost = lambda n: (10.0 if busy[0] else 0.7) if n == 2 else 1.0  # noqa: E731: two threads 10x slower while busy
+
+    def cost(n):  # two threads 10x slower while busy
+        return (10.0 if busy[0] else 0.7) if n == 2 else 1.0
+
     assert set(drive(choice, cost, 20)) == {2}
     busy[0] = True
     used = drive(choice, cost, 200)
