@@ -520,6 +520,40 @@ def test_trainer_logs_prints_and_plots_firing_statistics(tmp_path, capsys):
         load_config(None, {**over, "eval": {"firing_samples": -1}})
 
 
+def test_firing_statistics_count_silent_always_on_and_binary_codes_as_a_scalar_simulation_does():
+    """``always_on`` and ``binary`` (with rate and silent) against a per-neuron, per-sample loop of plain floats:
+    one neuron driven far above threshold (always on), one below it (silent), two in between whose counts depend on
+    the sample; statistics gathered in batches of 2 over 5 samples."""
+    steps, theta, tau = 4, 0.5, 2.0
+    net = SpikingMLP(1, [4], 2, replicas=2, steps=steps, neuron=F.LIFSpikeParams(tau, theta, "zero", 0, 1.0)).double()
+    x = torch.tensor([[0.2], [0.4], [0.6], [0.8], [1.0]], dtype=torch.float64)
+    with torch.no_grad():
+        net.hidden[0].weight.copy_(torch.tensor([[[10.0], [-1.0], [1.2], [2.5]], [[10.0], [-1.0], [0.9], [1.5]]]))
+        net.hidden[0].bias.zero_()
+    counts = []  # counts[r][b][j]
+    for w in net.hidden[0].weight[:, :, 0].tolist():
+        per_sample = []
+        for (xb,) in x.tolist():
+            row = []
+            for wj in w:
+                v, c = 0.0, 0
+                for _ in range(steps):
+                    v += (wj * xb - v) / tau
+                    if v > theta:
+                        c, v = c + 1, 0.0
+                row.append(c)
+            per_sample.append(row)
+        counts.append(per_sample)
+    (layer,) = net.firing_statistics(x, batch_size=2)
+    for r, per_sample in enumerate(counts):
+        by_neuron = list(zip(*per_sample))
+        assert layer["always_on"][r] == pytest.approx(sum(all(c == steps for c in n) for n in by_neuron) / 4)
+        assert layer["silent"][r] == pytest.approx(sum(all(c == 0 for c in n) for n in by_neuron) / 4)
+        assert layer["binary"][r] == pytest.approx(sum(c in (0, steps) for row in per_sample for c in row) / 20)
+        assert layer["rate"][r] == pytest.approx(sum(map(sum, per_sample)) / (20 * steps))
+    assert layer["always_on"][0] == 0.25 and 0 < layer["binary"][0] < 1  # the cases the test means to cover
+
+
 def test_config_defaults_of_the_spiking_keys_are_the_functional_defaults():
     """``config`` sits below ``functional`` and cannot import its parameter tuples, so it restates their defaults:
     the two must agree."""

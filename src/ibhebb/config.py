@@ -182,7 +182,8 @@ class EvalConfig:
     train_samples: int = 10000
     """Training samples on which train accuracy is measured after each epoch (0: all)."""
     firing_samples: int = 2000
-    """A spiking network's firing statistics (rate per layer, spikes per sample, silent neurons) after each epoch,
+    """A spiking network's firing statistics (rate per layer, spikes per sample, silent and always-on neurons, the
+    share of binary spike counts) after each epoch,
     on this many test samples (0: off)."""
 
 

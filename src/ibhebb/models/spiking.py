@@ -282,18 +282,29 @@ class SpikingMLP(Stepped, FeedForward):
 
     @torch.no_grad()
     def firing_statistics(self, x: Tensor, batch_size: int = 1000) -> list[dict[str, list[float]]]:
-        """Per hidden layer and replica: ``rate`` (spikes per neuron per step), ``spikes_per_sample`` (all its neurons, all ``T`` steps), ``silent`` (fraction of neurons that never fire on ``x``)."""
+        """Per hidden layer and replica, on ``x``: ``rate`` (spikes per neuron per step), ``spikes_per_sample`` (all its
+        neurons, all ``T`` steps), ``silent`` (fraction of neurons that never fire), ``always_on`` (fraction that fire
+        at every step of every sample) and ``binary`` (fraction of (sample, neuron) pairs whose spike count over the
+        ``T`` steps is 0 or ``T``: 1 for a layer of threshold units, 0 for a graded rate code)."""
         totals = [torch.zeros(self.replicas, layer.out_features, dtype=torch.float64) for layer in self.hidden]
+        full = [torch.zeros_like(t) for t in totals]
+        binary = [torch.zeros(self.replicas, dtype=torch.float64) for _ in self.hidden]
         for i in range(0, len(x), batch_size):
+            counts = [0] * len(self.hidden)
             for traces in self.present(x[i : i + batch_size]):
-                for tot, tr in zip(totals, traces[:-1]):
-                    tot += tr.spikes.sum(1).double().cpu()
+                counts = [c + tr.spikes.double().cpu() for c, tr in zip(counts, traces[:-1])]
+            for tot, f, b, c in zip(totals, full, binary, counts):
+                tot += c.sum(1)
+                f += (c == self.steps).sum(1)
+                b += ((c == 0) | (c == self.steps)).double().mean(-1).sum(1)
         n, out = max(len(x), 1), []
-        for tot in totals:
+        for tot, f, b in zip(totals, full, binary):
             out.append({
                 "rate": (tot.mean(-1) / (n * self.steps)).tolist(),
                 "spikes_per_sample": (tot.sum(-1) / n).tolist(),
                 "silent": (tot == 0).double().mean(-1).tolist(),
+                "always_on": (f == n).double().mean(-1).tolist(),
+                "binary": (b / n).tolist(),
             })
         return out
 
