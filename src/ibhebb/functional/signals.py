@@ -104,11 +104,12 @@ def signal_from_kernels(Kx: Tensor, Ky: Tensor, z: Tensor, *, gamma: float, sigm
         raise ValueError(f"unknown ξ variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     k, diff = alpha_factors(z, sigma_z)
     if variant == "exact":
-        c = -norm * double_centre(Kx - gamma * Ky)[..., -1, :-1]
-    else:  # paper: ξ = norm Σ_p (s_0 + s_p)/N α(z_p); first-term: norm Σ_p s_0/N α(z_p)
-        s = centred_diagonal(Kx) - gamma * centred_diagonal(Ky)
-        c = (norm / n) * (s[..., -1:] if variant == "first-term" else s[..., -1:] + s[..., :-1])
-    return ((c * k).unsqueeze(-2) @ diff).squeeze(-2)  # the weighted sum over the past samples as one product
+        m0 = double_centre(Kx - gamma * Ky)[..., -1, :-1]
+        return -norm * ((m0 * k).unsqueeze(-2) @ diff).squeeze(-2)
+    # paper: ξ = norm Σ_p (s_0 + s_p)/N α(z_p); first-term: norm Σ_p s_0/N α(z_p): one product over the past samples
+    s = centred_diagonal(Kx) - gamma * centred_diagonal(Ky)
+    c = (norm / n) * (s[..., -1:] if variant == "first-term" else s[..., -1:] + s[..., :-1])
+    return ((c * k).unsqueeze(-2) @ diff).squeeze(-2)
 
 
 def diagonal_surrogate(
