@@ -88,6 +88,21 @@ def test_replicas_are_independent_convolutions():
         torch.testing.assert_close(got[r], want)
 
 
+@pytest.mark.parametrize("shape,size", [((3, 6, 6), 2), ((3, 7, 5), 2), ((2, 9, 9), 3), ((2, 8, 7), 3), ((4, 5, 5), 1)])
+def test_pool_is_avg_pool2d_and_pool_vjp_its_autograd(shape, size):
+    """pool equals torch's avg_pool2d (the floor at the borders included), pool_vjp autograd of avg_pool2d."""
+    from ibhebb.functional.conv import pool, pool_vjp
+
+    gen = torch.Generator().manual_seed(sum(shape) + size)
+    x = torch.randn(2, 3, *shape, generator=gen, dtype=torch.float64, requires_grad=True)
+    want = torch.nn.functional.avg_pool2d(x.reshape(6, *shape), size).reshape(2, 3, shape[0], *(n // size for n in shape[1:]))
+    torch.testing.assert_close(pool(x.detach(), size), want.detach(), rtol=1e-14, atol=1e-14)
+    cot = torch.randn(want.shape, generator=gen, dtype=torch.float64)
+    (gx,) = torch.autograd.grad((want * cot).sum(), x)
+    torch.testing.assert_close(pool_vjp(cot, size, *shape[1:]), gx, rtol=0, atol=1e-15)
+    assert gx.abs().max() > 1e-2
+
+
 @pytest.mark.parametrize("shape,size", [((3, 6, 6), 2), ((3, 7, 5), 2), ((2, 9, 9), 3), ((4, 5, 5), 1)])
 @pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "identity"])
 @pytest.mark.parametrize("layernorm", [True, False])
@@ -116,11 +131,13 @@ def test_conv_vjp_is_autograd_through_activation_layernorm_and_pooling(shape, si
 @pytest.mark.parametrize("shared", [True, False])
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("k", [1, 3, 5])
-def test_patch_convolution_and_its_weight_gradient_are_torch_convolutions(shared, batch, k):
-    """The GEMM-on-patches convolution equals F.conv2d per replica, and its weight gradient autograd of F.conv2d."""
+@pytest.mark.parametrize("R", [1, 3])
+def test_patch_convolution_and_its_weight_gradient_are_torch_convolutions(shared, batch, k, R):
+    """The GEMM-on-patches convolution equals F.conv2d per replica, and its weight gradient autograd of F.conv2d
+    (one replica: plain matrix products; several with their own inputs: batched ones)."""
     from ibhebb.functional.conv import patch_conv2d, patch_conv2d_weight_grad, patches
 
-    R, C, O, H, W = 3, 4, 5, 7, 6
+    C, O, H, W = 4, 5, 7, 6
     gen = torch.Generator().manual_seed(k + 10 * batch)
     h = torch.randn(*(() if shared else (R,)), batch, C, H, W, generator=gen, dtype=torch.float64)
     w = torch.randn(R, O, C, k, k, generator=gen, dtype=torch.float64, requires_grad=True)

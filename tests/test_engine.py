@@ -220,6 +220,28 @@ def test_engine_equals_eager_rule_on_the_cnn(memory, variant, replicas, optim, z
     assert (ref[0].hidden[1].weight - w0).abs().max() > 1e-4
 
 
+def test_the_eager_torch_step_leaves_no_inference_tensor_behind():
+    """The torch step runs in inference mode: the weights, the optimiser's state, the memory and what the progress
+    callback keeps stay ordinary tensors, so the rule's own loop (in-place updates outside inference mode) goes on
+    from where the engine stopped, and ends on the weights of a rule loop that ran all along."""
+    ref, fast = build_cnn("buffer", "paper", 1), build_cnn("buffer", "paper", 1)
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.randn(8, 72, generator=g, dtype=torch.float64), torch.randint(0, C, (8,), generator=g)
+    kept = []
+    engine = make_engine(*fast, mode="torch")
+    engine.train_epoch(x, torch.nn.functional.one_hot(y, C).double(), torch.arange(6), progress=lambda k: kept.append(torch.ones(1)))
+    assert engine.backend == "torch" and len(kept) >= 2  # the window fills, then the torch step's samples
+    model, rule, opt = fast
+    state = [t for st in opt.state.values() for t in st.values() if isinstance(t, torch.Tensor)]
+    tensors = [*model.parameters(), *state, *rule.memory.z, rule.memory.x, *kept]
+    assert state and not any(t.is_inference() for t in tensors)
+    kept[-1].add_(1)
+    eager_epoch(ref[1], ref[2], x, y, torch.arange(6))
+    for built in (ref, fast):
+        eager_epoch(built[1], built[2], x, y, torch.arange(6, 8))
+    assert_same(ref, fast)
+
+
 def test_the_cnn_has_no_c_step():
     from ibhebb.config import load_config
     from ibhebb.errors import ConfigError

@@ -379,16 +379,20 @@ class OnlineEngine:
                         progress(k)
                 if pos < n and self.backend is None:
                     self.backend = "compile" if per_update and self._compiled_fn(leaky_update_) is not None else "torch"
-                while pos < n:
-                    j = order[pos : pos + 1]
-                    xj, yj = x.index_select(0, j), y1.index_select(0, j)
-                    if per_update:
-                        self._leaky_sample(st, xj, yj)
-                    else:
-                        sample_step_(spec, st, xj, yj)
-                    pos, count, updates = pos + 1, count + 1, updates + spec.steps
-                    threads.advance(1)
-                    if progress:
-                        progress(1)
+                # The eager step only updates the state in place: inference mode spares each op its autograd bookkeeping
+                # (a fifth of the time of a CNN update's ~250 small ops); a compiled step would recompile under it.
+                with torch.inference_mode(not per_update):
+                    while pos < n:
+                        j = order[pos : pos + 1]
+                        xj, yj = x.index_select(0, j), y1.index_select(0, j)
+                        if per_update:
+                            self._leaky_sample(st, xj, yj)
+                        else:
+                            sample_step_(spec, st, xj, yj)
+                        pos, count, updates = pos + 1, count + 1, updates + spec.steps
+                        threads.advance(1)
+                        if progress:
+                            with torch.inference_mode(False):  # whatever the caller keeps stays an ordinary tensor
+                                progress(1)
             unbind(spec, st, count, self.model, self.memory, self.optimizer)
         return updates

@@ -225,8 +225,8 @@ def hidden_step(spec: StepSpec, st: EngineState, x: Tensor, us: list[Tensor] | N
                 a = conv_preactivation(h, st.weights[i], _bias(st, i), g)
             else:
                 a = replica_conv2d(input_maps(h, g), st.weights[i], _bias(st, i), g.padding)
-            r, z = conv_output(a, g, spec.activation, spec.layernorm, spec.layernorm_eps)
-            traces.append(DenseTrace(h, a, r, z))
+            r, z, scale = conv_output(a, g, spec.activation, spec.layernorm, spec.layernorm_eps, keep_scale=True)
+            traces.append(DenseTrace(h, a, r, z, scale))
             h = z
             continue
         drive = affine(h, st.weights[i], _bias(st, i))

@@ -70,13 +70,15 @@ class WindowState(NamedTuple):
 class DenseTrace(NamedTuple):
     """What a dense layer saw and produced for the current sample.
 
-    Input ``h``, preactivation ``a``, activation ``r``, output ``z``.
+    Input ``h``, preactivation ``a``, activation ``r``, output ``z``; a convolution layer may keep ``scale``, the
+    LayerNorm's ``(μ, s)`` of ``r`` (:func:`~ibhebb.functional.conv.conv_output`), so that its VJP need not recompute it.
     """
 
     h: Tensor
     a: Tensor
     r: Tensor
     z: Tensor
+    scale: tuple[Tensor, Tensor] | None = None
 
 
 def window_state(window: int, d_x: int, classes: int, *, z_dims: Sequence[int] = (), replicas: int = 1,
@@ -160,9 +162,10 @@ def biohsic_grads(traces: Sequence[DenseTrace], xis: Sequence[Tensor], hw: Tenso
     """
     bias = readout_b is not None
     grads: list[Tensor] = []
-    for i, ((h, a, r, z), xi) in enumerate(zip(traces, xis)):
+    for i, (t, xi) in enumerate(zip(traces, xis)):
+        h, a, r, z = t[:4]
         if maps:
-            a_cot = conv_vjp(a, r, z, xi.unsqueeze(-2), maps[i], activation, layernorm, layernorm_eps)
+            a_cot = conv_vjp(a, r, z, xi.unsqueeze(-2), maps[i], activation, layernorm, layernorm_eps, t.scale)
             gw, gb = conv_param_grads(h, a_cot, maps[i], scale)
         else:
             gw, gb = dense_param_grads(h, dense_vjp(a, r, z, xi.unsqueeze(-2), activation, layernorm, layernorm_eps), scale)
