@@ -30,7 +30,8 @@ ROWS = {
         ("rule, surrogate", f"fig5-mnist-spiking-surrogate {MNIST}"),
         ("rule, escape noise", f"fig5-mnist-spiking-escape {MNIST}"),
         ("rate LIF network, rule", f"fig5-mnist model.kind=lif-mlp model.tau_m=2.0 model.steps=10 {MNIST}"),
-        ("BPTT, surrogate", f"fig5-mnist-spiking-surrogate rule.name=spiking-bptt optim.lr=1e-3 optim.batch_size=6 {MNIST}"),
+        ("BPTT, surrogate", f"fig5-mnist-spiking-surrogate rule.name=spiking-bptt optim.lr=1e-3 optim.readout_lr=1e-3 "
+                            f"optim.batch_size=6 {MNIST}"),
         ("rule, surrogate, input as spikes of pixel intensities",
          f"fig5-mnist-spiking-surrogate model.encoding=bernoulli model.input_offset=1.0 model.input_scale=0.5 "
          f"model.threshold=0.2 model.reset=zero model.steps=5 {MNIST}"),
