@@ -6,12 +6,13 @@ process keeps one of those threads off its core, every op waits for the
 scheduler to give it a time slice: on a 2-core machine with one competing
 busy process the paper's CNN fell from 27 samples/s on one thread to 3 on
 torch's default two. :class:`TorchThreads` watches the loop's time per sample
-and moves to one thread when the default's time has risen well above its best
-and one thread is faster, and back when the default is faster again.
+and how long its threads wait for a CPU; it tries one thread when they wait
+(a machine busy from the start) or the time per sample has risen well above its
+best, keeps it when it is faster, and goes back when the default is faster again.
 
-On a machine whose speed holds, it never tries another thread count, so a run
+On a machine that is not busy, it never tries another thread count, so a run
 keeps torch's thread count from start to end and its results bit for bit.
-Only a run whose speed collapses mid-way changes threads, and then its last bits
+Only a run on a busy machine changes threads, and then its last bits
 may differ from another run's (torch's reductions and GEMMs split their work
 by thread count). A config with an explicit ``threads`` does not adapt.
 
