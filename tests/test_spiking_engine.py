@@ -69,9 +69,12 @@ def test_engine_spiking_step_equals_the_rules_loop(mode, case):
 
 
 @needs_c
-def test_native_spiking_runs_in_chunks_of_any_size_and_threads_alike():
+@pytest.mark.parametrize("case", [
+    dict(firing="escape", encoding="bernoulli", spike_z="count", replicas=3),
+    dict(firing="surrogate", encoding="current", spike_z="count", replicas=3),  # the drive from the optimiser's pass
+], ids=["escape-bernoulli", "surrogate-current"])
+def test_native_spiking_runs_in_chunks_of_any_size_and_threads_alike(case):
     """The noise of a chunk is cut per replica and sample; chunk sizes and threads must not change a weight."""
-    case = dict(firing="escape", encoding="bernoulli", spike_z="count", replicas=3)
     runs = []
     for chunk, threads in ((1, 1), (5, 2), (256, 3)):
         model, rule, opt = build(**case)
