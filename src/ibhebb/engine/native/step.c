@@ -16,11 +16,7 @@
  * gradient over the window, then one AdamW / Adam / SGD step of every
  * parameter.  A hidden layer's weight gradient is the outer product
  * delta h^T: it is formed element by element inside the optimiser's loop and
- * never stored.  Right after each first-layer row's step, while the row is
- * still in the L1 cache, its dot product with the next update's input (the
- * same sample's at the next time step, or the next sample's) gives that
- * update's drive, so the forward pass does not read the first layer's
- * weights again.  REAL is float or double (one library per dtype).
+ * never stored.  REAL is float or double (one library per dtype).
  *
  * With the reservoir memory (MATH §4, eq 8) xi comes instead from the readout
  * of a frozen reservoir per hidden layer, which every replica drives with its
@@ -171,7 +167,6 @@ typedef struct {
     real *sig;                 /* K x N: s (paper, first-term) or row N-1 of H(Kx - gamma Ky)H (exact) */
     double *p1, *p2;           /* U: (beta1^t, beta2^t) after each update */
     real *shared_a;            /* the parts of one replica: the first layer's preactivation, assembled */
-    real *shared_wx;           /* the parts of one replica: W h of the first layer at the next update */
     real *fm_s, *fm_scale;     /* features memory, K each: a sample's surprise, the scale of its readouts */
     Barrier barrier;
     atomic_long failed;
@@ -184,12 +179,6 @@ static inline real dot(const real *restrict a, const real *restrict b, int64_t n
 #pragma omp simd reduction(+ : acc)
     for (int64_t j = 0; j < n; j++) acc += a[j] * b[j];
     return acc;
-}
-
-/* dot() of a row and a layer's input as one instance of machine code (never inlined): the first layer's drive
- * that the optimiser's pass computes for the next update and the one a forward pass computes have the same bits. */
-static __attribute__((noinline)) real row_dot(const real *restrict a, const real *restrict b, int64_t n) {
-    return dot(a, b, n);
 }
 
 static inline real sqdist(const real *restrict a, const real *restrict b, int64_t n) {
@@ -372,8 +361,7 @@ int ibhebb_begin(Problem *P) {
     w->p1 = malloc(sizeof(double) * (U + 1));
     w->p2 = malloc(sizeof(double) * (U + 1));
     w->shared_a = malloc(sizeof(real) * (P->dims[1] + 1));
-    w->shared_wx = malloc(sizeof(real) * (P->dims[1] + 1));
-    if (!w->shared_a || !w->shared_wx || !w->xrow || !w->yrow || !w->kxb || !w->kyb || !w->sig || !w->p1 || !w->p2) return 1;
+    if (!w->shared_a || !w->xrow || !w->yrow || !w->kxb || !w->kyb || !w->sig || !w->p1 || !w->p2) return 1;
     for (int64_t q = 0; q < M; q++) {
         w->xrow[q] = P->past_x + q * dx;
         w->yrow[q] = P->past_y + q * C;
@@ -465,7 +453,7 @@ int ibhebb_end(Problem *P) {
         P->power2 = w->p2[w->U - 1];
     }
     P->step += (double)w->U;
-    free(w->xrow); free(w->yrow); free(w->kxb); free(w->kyb); free(w->sig); free(w->p1); free(w->p2); free(w->shared_a); free(w->shared_wx);
+    free(w->xrow); free(w->yrow); free(w->kxb); free(w->kyb); free(w->sig); free(w->p1); free(w->p2); free(w->shared_a);
     free(w->fm_s); free(w->fm_scale);
     free(w);
     P->work = NULL;
@@ -481,8 +469,7 @@ typedef struct {
     const real *hin[MAXL];                  /* spiking: the input each layer saw at this update */
     real *h0;                               /* spiking: the input's spikes (an encoding) */
     int32_t *h0_idx; real *h0_val;          /* spiking: the nonzero input spikes (index, value) */
-    real *wx;                               /* W h of the first layer at the next update, from the optimiser's pass */
-    int wx_ready;                           /* whether wx (or, split, the Work's shared_wx) holds it */
+    real *pwx;                              /* recompute: W x of the first layer for a past input */
     real *zseq[MAXL];       /* buffer: S x d_l, the window's outputs then the chunk's */
     real *pz[MAXL], *pu[MAXL], *pa[MAXL], *pr[MAXL]; /* recompute: M x d_l past outputs; potentials, scratch */
     real *alpha, *xi, *logits, *dout, *gw, *gb;
@@ -562,7 +549,7 @@ static void layer_drive(const Problem *P, int64_t l, int64_t rep, const real *h,
     const real *b = P->has_bias ? P->bias[l] + rep * dout : NULL;
     real leak = (real)P->leak;
     for (int64_t i = i0; i < i1; i++) {
-        real drive = wx ? wx[i] : row_dot(W + i * din, h, din);
+        real drive = wx ? wx[i] : dot(W + i * din, h, din);
         if (b) drive = drive + b[i];
         a[i] = P->leak > 0 ? u[i] + leak * (drive - u[i]) : drive;
     }
@@ -630,7 +617,7 @@ static void spiking_drive(const Problem *P, int64_t l, int64_t rep, const real *
     const real *b = P->has_bias ? P->bias[l] + rep * dout : NULL;
     if (wx) memcpy(g + i0, wx + i0, sizeof(real) * (i1 - i0));
     else if (idx) sparse_drive(W + i0 * din, din, i1 - i0, idx, val, n, g + i0);
-    else for (int64_t i = i0; i < i1; i++) g[i] = row_dot(W + i * din, h, din);
+    else for (int64_t i = i0; i < i1; i++) g[i] = dot(W + i * din, h, din);
     if (b) for (int64_t i = i0; i < i1; i++) g[i] = g[i] + b[i];
 }
 
@@ -687,7 +674,7 @@ static inline const real *noise_row(const Problem *P, const Work *w, int64_t rep
 /* Time step t (0-based) of all hidden layers for chunk sample k at input x (currents or encoded spikes); when
  * `parts` threads share the replica, each sums its rows of the first layer's drive and everyone the rest. */
 static void spiking_forward(const Problem *P, Work *w, Scratch *s, int64_t rep, int64_t k, int64_t t, const real *x,
-                            const real *wx, int64_t part, int64_t parts) {
+                            int64_t part, int64_t parts) {
     const real *u = noise_row(P, w, rep, k, t);
     const real *h = x, *eta = u ? u + P->spk_in : NULL;
     int64_t n = 0;
@@ -707,12 +694,12 @@ static void spiking_forward(const Problem *P, Work *w, Scratch *s, int64_t rep, 
         s->hin[l] = h;
         int sparse = l == 0 && P->spk_in && n * SPARSE_BELOW < P->spk_in; /* dense spikes: the SIMD dot is faster */
         const int32_t *idx = sparse ? s->h0_idx : NULL;
-        if (l == 0 && parts > 1 && !wx) {
+        if (l == 0 && parts > 1) {
             spiking_drive(P, 0, rep, h, NULL, idx, s->h0_val, n, w->shared_a, part_row(d, part, parts), part_row(d, part + 1, parts));
             barrier_wait(&w->barrier, parts);
             memcpy(s->a[0], w->shared_a, sizeof(real) * d);
         } else {
-            spiking_drive(P, l, rep, h, l == 0 ? wx : NULL, idx, s->h0_val, n, s->a[l], 0, d);
+            spiking_drive(P, l, rep, h, NULL, idx, s->h0_val, n, s->a[l], 0, d);
         }
         spiking_fire(P, l, t + 1, s->u[l], s->refr[l], s->a[l], s->r[l], s->z[l], s->spk[l], P->spk_firing == FIRE_ESCAPE ? eta : NULL);
         if (eta) eta += d;
@@ -727,11 +714,14 @@ static void layer_forward(const Problem *P, int64_t l, int64_t rep, const real *
     layer_output(P, P->dims[l + 1], a, r, z);
 }
 
-/* The hidden outputs of past inputs with the current weights, T steps from rest (the recompute memory). */
+/* The hidden outputs of past inputs with the current weights, T steps from rest (the recompute memory); the first
+ * layer's W x is the same at every step, so it is summed once per input. */
 static void represent_past(const Problem *P, const Work *w, Scratch *s, int64_t rep, int64_t t) {
-    int64_t M = w->M, T = P->steps;
+    int64_t M = w->M, T = P->steps, d0 = P->dims[0], d1 = P->dims[1];
+    const real *W0 = P->weight[0] + rep * d1 * d0;
     for (int64_t q = 0; q < M; q++) {
         const real *x = w->xrow[t - M + q];
+        for (int64_t i = 0; i < d1; i++) s->pwx[i] = dot(W0 + i * d0, x, d0);
         if (P->spiking) { /* currents and a deterministic threshold only (no noise to replay) */
             for (int64_t l = 0; l < P->n_hidden; l++) {
                 int64_t d = P->dims[l + 1];
@@ -743,7 +733,7 @@ static void represent_past(const Problem *P, const Work *w, Scratch *s, int64_t 
                 const real *h = x;
                 for (int64_t l = 0; l < P->n_hidden; l++) {
                     int64_t d = P->dims[l + 1];
-                    spiking_drive(P, l, rep, h, NULL, NULL, NULL, 0, s->pa[l], 0, d);
+                    spiking_drive(P, l, rep, h, l ? NULL : s->pwx, NULL, NULL, 0, s->pa[l], 0, d);
                     spiking_fire(P, l, step + 1, s->pu[l], s->prefr[l], s->pa[l], s->pr[l], s->pz[l] + q * d, s->pspk[l], NULL);
                     h = s->pspk[l];
                 }
@@ -756,7 +746,7 @@ static void represent_past(const Problem *P, const Work *w, Scratch *s, int64_t 
             for (int64_t l = 0; l < P->n_hidden; l++) {
                 int64_t d = P->dims[l + 1];
                 real *zq = s->pz[l] + q * d;
-                layer_forward(P, l, rep, h, s->pu[l], NULL, s->pa[l], s->pr[l], zq);
+                layer_forward(P, l, rep, h, s->pu[l], l ? NULL : s->pwx, s->pa[l], s->pr[l], zq);
                 memcpy(s->pu[l], s->pa[l], sizeof(real) * d);
                 h = zq;
             }
@@ -825,23 +815,17 @@ static void update(const Problem *P, Work *w, Scratch *s, int64_t rep, int64_t t
     int64_t ts = u - k * P->steps; /* the time step within the sample */
     real sc = P->spiking ? (real)(spike_kappa(P, ts + 1) * P->leak) : P->leak > 0 ? (real)P->leak : 1;
     int64_t r0 = part_row(P->dims[1], part, parts), r1 = part_row(P->dims[1], part + 1, parts);
-    real *wxbuf = parts > 1 ? w->shared_wx : s->wx; /* split: every part writes its rows, then reads them all */
-    const real *wx = s->wx_ready ? wxbuf : NULL;
-    /* the first layer's input at the next update, where it is known now: W h then comes from the optimiser's pass */
-    const real *xnext = NULL;
-    if (!(P->spiking && P->spk_in)) xnext = ts + 1 < P->steps ? x : k + 1 < w->K ? w->xrow[t + 1] : NULL;
     if (P->spiking) {
-        spiking_forward(P, w, s, rep, k, ts, x, wx, part, parts);
-    } else if (parts > 1 && !wx) { /* each part its rows of the first layer, then everyone the whole vector */
+        spiking_forward(P, w, s, rep, k, ts, x, part, parts);
+    } else if (parts > 1) { /* each part its rows of the first layer, then everyone the whole vector */
         layer_drive(P, 0, rep, x, s->u[0], NULL, w->shared_a, r0, r1);
         barrier_wait(&w->barrier, parts);
         memcpy(s->a[0], w->shared_a, sizeof(real) * P->dims[1]);
         layer_output(P, P->dims[1], s->a[0], s->r[0], s->z[0]);
     }
     if (!P->spiking)
-        for (int64_t l = parts > 1 && !wx ? 1 : 0; l < L; l++)
-            layer_forward(P, l, rep, l ? s->z[l - 1] : x, s->u[l], l ? NULL : wx, s->a[l], s->r[l], s->z[l]);
-    s->wx_ready = 0;
+        for (int64_t l = parts > 1 ? 1 : 0; l < L; l++)
+            layer_forward(P, l, rep, l ? s->z[l - 1] : x, s->u[l], NULL, s->a[l], s->r[l], s->z[l]);
     if (P->recompute) represent_past(P, w, s, rep, t);
     if (P->res_units) reservoir_xi(P, s, rep, x, w->yrow[t]);
 
@@ -956,13 +940,9 @@ static void update(const Problem *P, Work *w, Scratch *s, int64_t rep, int64_t t
         real *m2 = P->moment2[pw] ? P->moment2[pw] + rep * dout * din : NULL;
         if (l < L) {
             const real *h = P->spiking ? s->hin[l] : l ? s->z[l - 1] : x;
-            const real *hn = l == 0 ? xnext : NULL;
-            for (int64_t i = part_row(dout, part, parts); i < part_row(dout, part + 1, parts); i++) {
+            for (int64_t i = part_row(dout, part, parts); i < part_row(dout, part + 1, parts); i++)
                 opt_step(P->optim, &cw, W + i * din, m1 ? m1 + i * din : NULL, m2 ? m2 + i * din : NULL, NULL,
                          s->delta[l][i], h, sc, din);
-                if (hn) wxbuf[i] = row_dot(W + i * din, hn, din); /* the row is still in the L1 cache */
-            }
-            if (hn) s->wx_ready = 1;
         } else {
             opt_step(P->optim, &cw, W, m1, m2, s->gw, 0, NULL, 1, dout * din);
         }
@@ -1001,7 +981,7 @@ static void free_scratch(Scratch *s, int64_t L) {
     }
     free(s->fm_r); free(s->fm_tmp);
     free(s->res_in); free(s->res_drive_in); free(s->res_drive); free(s->h0); free(s->h0_idx); free(s->h0_val);
-    free(s->wx); free(s->alpha); free(s->xi); free(s->logits); free(s->dout); free(s->gw); free(s->gb);
+    free(s->pwx); free(s->alpha); free(s->xi); free(s->logits); free(s->dout); free(s->gw); free(s->gb);
 }
 
 /* 0 when every buffer was allocated. */
@@ -1025,11 +1005,11 @@ static int alloc_scratch(const Problem *P, const Work *w, Scratch *s, double *st
             fail |= !(s->zseq[l] = alloc_real(S * d));
         }
     }
+    if (P->recompute) fail |= !(s->pwx = alloc_real(P->dims[1]));
     if (P->spiking) {
         fail |= !(s->h0 = alloc_real(P->dims[0])) | !(s->h0_val = alloc_real(P->dims[0]));
         fail |= !(s->h0_idx = calloc((size_t)P->dims[0], sizeof(int32_t)));
     }
-    fail |= !(s->wx = alloc_real(P->dims[1]));
     fail |= !(s->alpha = alloc_real(dmax)) | !(s->xi = alloc_real(dmax)) | !(s->logits = alloc_real(C));
     fail |= !(s->dout = alloc_real(N * C)) | !(s->gw = alloc_real(C * P->dims[L])) | !(s->gb = alloc_real(C));
     s->stats = stats;
@@ -1047,7 +1027,6 @@ static int alloc_scratch(const Problem *P, const Work *w, Scratch *s, double *st
 /* Replica rep over the whole chunk (this thread's part of it). */
 static void train_replica(const Problem *P, Work *w, Scratch *s, int64_t rep, int64_t part, int64_t parts) {
     int64_t L = P->n_hidden, M = w->M, S = w->S, K = w->K, T = P->steps;
-    s->wx_ready = 0;
     if (!P->recompute)
         for (int64_t l = 0; l < L; l++)
             memcpy(s->zseq[l], P->past_z[l] + rep * M * P->dims[l + 1], sizeof(real) * M * P->dims[l + 1]);
