@@ -52,6 +52,8 @@ CASES = [
     dict(firing="escape", encoding="poisson", spike_z="trace", refractory=2, layernorm=False),
     dict(firing="surrogate", encoding="current", spike_z="trace", memory="recompute", refractory=1),
     dict(firing="surrogate", encoding="poisson", spike_z="count", replicas=1, layernorm=False),
+    # the MNIST presets' neurons (reset by subtraction, no refractory period: the C step's branch-free loop), arctan
+    dict(firing="surrogate", encoding="current", spike_z="count", reset="subtract", surrogate="arctan"),
 ]
 
 

@@ -16,7 +16,11 @@
  * gradient over the window, then one AdamW / Adam / SGD step of every
  * parameter.  A hidden layer's weight gradient is the outer product
  * delta h^T: it is formed element by element inside the optimiser's loop and
- * never stored.  REAL is float or double (one library per dtype).
+ * never stored.  Right after each first-layer row's step, while the row is
+ * still in the L1 cache, its dot product with the next update's input (the
+ * same sample's at the next time step, or the next sample's) gives that
+ * update's drive, so the forward pass does not read the first layer again
+ * from the L2 cache or beyond.  REAL is float or double (one library per dtype).
  *
  * With the reservoir memory (MATH §4, eq 8) xi comes instead from the readout
  * of a frozen reservoir per hidden layer, which every replica drives with its
@@ -167,6 +171,7 @@ typedef struct {
     real *sig;                 /* K x N: s (paper, first-term) or row N-1 of H(Kx - gamma Ky)H (exact) */
     double *p1, *p2;           /* U: (beta1^t, beta2^t) after each update */
     real *shared_a;            /* the parts of one replica: the first layer's preactivation, assembled */
+    real *shared_wx;           /* the parts of one replica: W h of the first layer at the next update */
     real *fm_s, *fm_scale;     /* features memory, K each: a sample's surprise, the scale of its readouts */
     Barrier barrier;
     atomic_long failed;
@@ -179,6 +184,69 @@ static inline real dot(const real *restrict a, const real *restrict b, int64_t n
 #pragma omp simd reduction(+ : acc)
     for (int64_t j = 0; j < n; j++) acc += a[j] * b[j];
     return acc;
+}
+
+/* A vector of 64 bytes of reals (GCC and clang vector extensions; split into smaller registers where there are none). */
+typedef real vreal __attribute__((vector_size(64)));
+#define VL ((int64_t)(sizeof(vreal) / sizeof(real)))
+
+static inline __attribute__((always_inline)) vreal vload(const real *p) {
+    vreal v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* w . h summed in four vectors (four sums in flight), then lane by lane, in the source's order; one instance of
+ * machine code (never inlined), so that the first layer's drive has the same bits wherever it is summed: in the
+ * forward pass, or in the optimiser's pass right after the row's step (update()). */
+static __attribute__((noinline)) real row_dot(const real *restrict w, const real *restrict h, int64_t n) {
+    vreal a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+    int64_t j = 0;
+    for (; j + 4 * VL <= n; j += 4 * VL) {
+        a0 += vload(w + j) * vload(h + j);
+        a1 += vload(w + j + VL) * vload(h + j + VL);
+        a2 += vload(w + j + 2 * VL) * vload(h + j + 2 * VL);
+        a3 += vload(w + j + 3 * VL) * vload(h + j + 3 * VL);
+    }
+    for (; j + VL <= n; j += VL) a0 += vload(w + j) * vload(h + j);
+    vreal v = (a0 + a1) + (a2 + a3);
+    real acc = 0;
+    for (int64_t q = 0; q < VL; q++) acc += v[q];
+    for (; j < n; j++) acc += w[j] * h[j];
+    return acc;
+}
+
+/* out[i] = W_i . h for the rows i in [i0, i1) of W (rows x n): four rows at a time, each summed in its own vector
+ * (four sums in flight, h read once per four rows), then lane by lane.  The order is the source's (no reduction
+ * for the compiler to reorder), and a row is always summed in its group of four (rows 4g .. 4g + 3; past the last
+ * row, the last row again) at the same place: its bits do not depend on [i0, i1), so threads that share a replica
+ * get one thread's drive whatever rows each owns. */
+static void rows_dot(const real *restrict W, int64_t rows, int64_t n, const real *restrict h, real *restrict out,
+                     int64_t i0, int64_t i1) {
+    for (int64_t g = i0 - i0 % 4; g < i1; g += 4) {
+        const real *w[4];
+        for (int64_t q = 0; q < 4; q++) w[q] = W + (g + q < rows ? g + q : rows - 1) * n;
+        vreal a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+        int64_t j = 0;
+        for (; j + VL <= n; j += VL) {
+            vreal hj = vload(h + j);
+            a0 += vload(w[0] + j) * hj;
+            a1 += vload(w[1] + j) * hj;
+            a2 += vload(w[2] + j) * hj;
+            a3 += vload(w[3] + j) * hj;
+        }
+        real a[4] = {0, 0, 0, 0};
+        for (int64_t q = 0; q < VL; q++) {
+            a[0] += a0[q];
+            a[1] += a1[q];
+            a[2] += a2[q];
+            a[3] += a3[q];
+        }
+        for (; j < n; j++)
+            for (int64_t q = 0; q < 4; q++) a[q] += w[q][j] * h[j];
+        for (int64_t q = 0; q < 4; q++)
+            if (g + q >= i0 && g + q < i1) out[g + q] = a[q];
+    }
 }
 
 static inline real sqdist(const real *restrict a, const real *restrict b, int64_t n) {
@@ -361,7 +429,8 @@ int ibhebb_begin(Problem *P) {
     w->p1 = malloc(sizeof(double) * (U + 1));
     w->p2 = malloc(sizeof(double) * (U + 1));
     w->shared_a = malloc(sizeof(real) * (P->dims[1] + 1));
-    if (!w->shared_a || !w->xrow || !w->yrow || !w->kxb || !w->kyb || !w->sig || !w->p1 || !w->p2) return 1;
+    w->shared_wx = malloc(sizeof(real) * (P->dims[1] + 1));
+    if (!w->shared_a || !w->shared_wx || !w->xrow || !w->yrow || !w->kxb || !w->kyb || !w->sig || !w->p1 || !w->p2) return 1;
     for (int64_t q = 0; q < M; q++) {
         w->xrow[q] = P->past_x + q * dx;
         w->yrow[q] = P->past_y + q * C;
@@ -453,7 +522,7 @@ int ibhebb_end(Problem *P) {
         P->power2 = w->p2[w->U - 1];
     }
     P->step += (double)w->U;
-    free(w->xrow); free(w->yrow); free(w->kxb); free(w->kyb); free(w->sig); free(w->p1); free(w->p2); free(w->shared_a);
+    free(w->xrow); free(w->yrow); free(w->kxb); free(w->kyb); free(w->sig); free(w->p1); free(w->p2); free(w->shared_a); free(w->shared_wx);
     free(w->fm_s); free(w->fm_scale);
     free(w);
     P->work = NULL;
@@ -470,6 +539,8 @@ typedef struct {
     real *h0;                               /* spiking: the input's spikes (an encoding) */
     int32_t *h0_idx; real *h0_val;          /* spiking: the nonzero input spikes (index, value) */
     real *pwx;                              /* recompute: W x of the first layer for a past input */
+    real *wx;                               /* W h of the first layer at the next update, from the optimiser's pass */
+    int wx_ready;                           /* whether wx (split: the Work's shared_wx) holds it */
     real *zseq[MAXL];       /* buffer: S x d_l, the window's outputs then the chunk's */
     real *pz[MAXL], *pu[MAXL], *pa[MAXL], *pr[MAXL]; /* recompute: M x d_l past outputs; potentials, scratch */
     real *alpha, *xi, *logits, *dout, *gw, *gb;
@@ -548,8 +619,13 @@ static void layer_drive(const Problem *P, int64_t l, int64_t rep, const real *h,
     const real *W = P->weight[l] + rep * dout * din;
     const real *b = P->has_bias ? P->bias[l] + rep * dout : NULL;
     real leak = (real)P->leak;
+    if (!wx) { /* W h into a first, then a in place */
+        if (l == 0) for (int64_t i = i0; i < i1; i++) a[i] = row_dot(W + i * din, h, din);
+        else rows_dot(W, dout, din, h, a, i0, i1);
+        wx = a;
+    }
     for (int64_t i = i0; i < i1; i++) {
-        real drive = wx ? wx[i] : dot(W + i * din, h, din);
+        real drive = wx[i];
         if (b) drive = drive + b[i];
         a[i] = P->leak > 0 ? u[i] + leak * (drive - u[i]) : drive;
     }
@@ -617,7 +693,8 @@ static void spiking_drive(const Problem *P, int64_t l, int64_t rep, const real *
     const real *b = P->has_bias ? P->bias[l] + rep * dout : NULL;
     if (wx) memcpy(g + i0, wx + i0, sizeof(real) * (i1 - i0));
     else if (idx) sparse_drive(W + i0 * din, din, i1 - i0, idx, val, n, g + i0);
-    else for (int64_t i = i0; i < i1; i++) g[i] = dot(W + i * din, h, din);
+    else if (l == 0) for (int64_t i = i0; i < i1; i++) g[i] = row_dot(W + i * din, h, din);
+    else rows_dot(W, dout, din, h, g, i0, i1);
     if (b) for (int64_t i = i0; i < i1; i++) g[i] = g[i] + b[i];
 }
 
@@ -628,6 +705,21 @@ static void spiking_fire(const Problem *P, int64_t l, int64_t t, real *v, int64_
     int64_t dout = P->dims[l + 1];
     real leak = (real)P->leak, thr = (real)P->spk_threshold, k = (real)P->spk_slope, width = (real)P->spk_width;
     real kappa = (real)spike_kappa(P, t), pik = (real)(3.14159265358979323846 * P->spk_slope);
+    if (P->spk_firing == FIRE_SURROGATE && P->spk_refractory == 0) { /* the same arithmetic without the branches */
+        int fast = P->spk_surrogate == SURR_FAST_SIGMOID, subtract = P->spk_reset != RESET_ZERO;
+#pragma omp simd
+        for (int64_t i = 0; i < dout; i++) {
+            real vp = v[i] + leak * (g[i] - v[i]);
+            real x = vp - thr, q = fast ? 1 + k * fabs(x) : pik * x / 2;
+            real grad = fast ? 1 / (q * q) : (k / 2) / (1 + q * q), si = (real)(x > 0);
+            sp[i] = si;
+            g[i] = grad;
+            r[i] = r[i] + kappa * (si - r[i]);
+            v[i] = subtract ? vp - thr * si : vp * (1 - si);
+        }
+        normalise(P, dout, r, z);
+        return;
+    }
     for (int64_t i = 0; i < dout; i++) {
         real drive = g[i];
         int active = refr[i] == 0;
@@ -674,7 +766,7 @@ static inline const real *noise_row(const Problem *P, const Work *w, int64_t rep
 /* Time step t (0-based) of all hidden layers for chunk sample k at input x (currents or encoded spikes); when
  * `parts` threads share the replica, each sums its rows of the first layer's drive and everyone the rest. */
 static void spiking_forward(const Problem *P, Work *w, Scratch *s, int64_t rep, int64_t k, int64_t t, const real *x,
-                            int64_t part, int64_t parts) {
+                            const real *wx, int64_t part, int64_t parts) {
     const real *u = noise_row(P, w, rep, k, t);
     const real *h = x, *eta = u ? u + P->spk_in : NULL;
     int64_t n = 0;
@@ -694,12 +786,12 @@ static void spiking_forward(const Problem *P, Work *w, Scratch *s, int64_t rep, 
         s->hin[l] = h;
         int sparse = l == 0 && P->spk_in && n * SPARSE_BELOW < P->spk_in; /* dense spikes: the SIMD dot is faster */
         const int32_t *idx = sparse ? s->h0_idx : NULL;
-        if (l == 0 && parts > 1) {
+        if (l == 0 && parts > 1 && !wx) {
             spiking_drive(P, 0, rep, h, NULL, idx, s->h0_val, n, w->shared_a, part_row(d, part, parts), part_row(d, part + 1, parts));
             barrier_wait(&w->barrier, parts);
             memcpy(s->a[0], w->shared_a, sizeof(real) * d);
         } else {
-            spiking_drive(P, l, rep, h, NULL, idx, s->h0_val, n, s->a[l], 0, d);
+            spiking_drive(P, l, rep, h, l ? NULL : wx, idx, s->h0_val, n, s->a[l], 0, d);
         }
         spiking_fire(P, l, t + 1, s->u[l], s->refr[l], s->a[l], s->r[l], s->z[l], s->spk[l], P->spk_firing == FIRE_ESCAPE ? eta : NULL);
         if (eta) eta += d;
@@ -721,7 +813,7 @@ static void represent_past(const Problem *P, const Work *w, Scratch *s, int64_t 
     const real *W0 = P->weight[0] + rep * d1 * d0;
     for (int64_t q = 0; q < M; q++) {
         const real *x = w->xrow[t - M + q];
-        for (int64_t i = 0; i < d1; i++) s->pwx[i] = dot(W0 + i * d0, x, d0);
+        rows_dot(W0, d1, d0, x, s->pwx, 0, d1);
         if (P->spiking) { /* currents and a deterministic threshold only (no noise to replay) */
             for (int64_t l = 0; l < P->n_hidden; l++) {
                 int64_t d = P->dims[l + 1];
@@ -801,7 +893,7 @@ static void reservoir_xi(const Problem *P, Scratch *s, int64_t rep, const real *
                 u[i] = u[i] + leak * (s->res_drive[i] - u[i]);
                 r[i] = tanh(u[i]);
             }
-            for (int64_t j = 0; j < m; j++) ro[j] = dot(Wo + j * n, r, n);
+            rows_dot(Wo, m, n, r, ro, 0, m);
         }
         for (int64_t i = 0; i < d; i++) s->res_xi[g][i] = ro[i] / P->res_scale[g];
     }
@@ -815,17 +907,24 @@ static void update(const Problem *P, Work *w, Scratch *s, int64_t rep, int64_t t
     int64_t ts = u - k * P->steps; /* the time step within the sample */
     real sc = P->spiking ? (real)(spike_kappa(P, ts + 1) * P->leak) : P->leak > 0 ? (real)P->leak : 1;
     int64_t r0 = part_row(P->dims[1], part, parts), r1 = part_row(P->dims[1], part + 1, parts);
+    real *wxbuf = parts > 1 ? w->shared_wx : s->wx; /* split: every part writes its rows, then reads them all */
+    const real *wx = s->wx_ready ? wxbuf : NULL;
+    /* the first layer's input at the next update where it is known now (currents: the same sample's at the next
+     * step, or the next sample's): its W h then comes from the optimiser's pass */
+    const real *xnext = NULL;
+    if (!(P->spiking && P->spk_in)) xnext = ts + 1 < P->steps ? x : k + 1 < w->K ? w->xrow[t + 1] : NULL;
     if (P->spiking) {
-        spiking_forward(P, w, s, rep, k, ts, x, part, parts);
-    } else if (parts > 1) { /* each part its rows of the first layer, then everyone the whole vector */
+        spiking_forward(P, w, s, rep, k, ts, x, wx, part, parts);
+    } else if (parts > 1 && !wx) { /* each part its rows of the first layer, then everyone the whole vector */
         layer_drive(P, 0, rep, x, s->u[0], NULL, w->shared_a, r0, r1);
         barrier_wait(&w->barrier, parts);
         memcpy(s->a[0], w->shared_a, sizeof(real) * P->dims[1]);
         layer_output(P, P->dims[1], s->a[0], s->r[0], s->z[0]);
     }
     if (!P->spiking)
-        for (int64_t l = parts > 1 ? 1 : 0; l < L; l++)
-            layer_forward(P, l, rep, l ? s->z[l - 1] : x, s->u[l], NULL, s->a[l], s->r[l], s->z[l]);
+        for (int64_t l = parts > 1 && !wx ? 1 : 0; l < L; l++)
+            layer_forward(P, l, rep, l ? s->z[l - 1] : x, s->u[l], l ? NULL : wx, s->a[l], s->r[l], s->z[l]);
+    s->wx_ready = 0;
     if (P->recompute) represent_past(P, w, s, rep, t);
     if (P->res_units) reservoir_xi(P, s, rep, x, w->yrow[t]);
 
@@ -914,8 +1013,8 @@ static void update(const Problem *P, Work *w, Scratch *s, int64_t rep, int64_t t
         const real *hp = p < M ? past_row(P, s, L - 1, t, M, p) : s->z[L - 1];
         const real *yp = w->yrow[t - M + p];
         real *lg = s->logits, mx = -INFINITY, sum = 0;
+        rows_dot(Wo, C, dL, hp, lg, 0, C);
         for (int64_t c = 0; c < C; c++) {
-            lg[c] = dot(Wo + c * dL, hp, dL);
             if (bo) lg[c] = lg[c] + bo[c];
             if (lg[c] > mx) mx = lg[c];
         }
@@ -940,9 +1039,13 @@ static void update(const Problem *P, Work *w, Scratch *s, int64_t rep, int64_t t
         real *m2 = P->moment2[pw] ? P->moment2[pw] + rep * dout * din : NULL;
         if (l < L) {
             const real *h = P->spiking ? s->hin[l] : l ? s->z[l - 1] : x;
-            for (int64_t i = part_row(dout, part, parts); i < part_row(dout, part + 1, parts); i++)
+            const real *hn = l == 0 ? xnext : NULL;
+            for (int64_t i = part_row(dout, part, parts); i < part_row(dout, part + 1, parts); i++) {
                 opt_step(P->optim, &cw, W + i * din, m1 ? m1 + i * din : NULL, m2 ? m2 + i * din : NULL, NULL,
                          s->delta[l][i], h, sc, din);
+                if (hn) wxbuf[i] = row_dot(W + i * din, hn, din); /* the row is still in the L1 cache */
+            }
+            if (hn) s->wx_ready = 1;
         } else {
             opt_step(P->optim, &cw, W, m1, m2, s->gw, 0, NULL, 1, dout * din);
         }
@@ -981,7 +1084,7 @@ static void free_scratch(Scratch *s, int64_t L) {
     }
     free(s->fm_r); free(s->fm_tmp);
     free(s->res_in); free(s->res_drive_in); free(s->res_drive); free(s->h0); free(s->h0_idx); free(s->h0_val);
-    free(s->pwx); free(s->alpha); free(s->xi); free(s->logits); free(s->dout); free(s->gw); free(s->gb);
+    free(s->pwx); free(s->wx); free(s->alpha); free(s->xi); free(s->logits); free(s->dout); free(s->gw); free(s->gb);
 }
 
 /* 0 when every buffer was allocated. */
@@ -1006,6 +1109,7 @@ static int alloc_scratch(const Problem *P, const Work *w, Scratch *s, double *st
         }
     }
     if (P->recompute) fail |= !(s->pwx = alloc_real(P->dims[1]));
+    fail |= !(s->wx = alloc_real(P->dims[1]));
     if (P->spiking) {
         fail |= !(s->h0 = alloc_real(P->dims[0])) | !(s->h0_val = alloc_real(P->dims[0]));
         fail |= !(s->h0_idx = calloc((size_t)P->dims[0], sizeof(int32_t)));
@@ -1027,6 +1131,7 @@ static int alloc_scratch(const Problem *P, const Work *w, Scratch *s, double *st
 /* Replica rep over the whole chunk (this thread's part of it). */
 static void train_replica(const Problem *P, Work *w, Scratch *s, int64_t rep, int64_t part, int64_t parts) {
     int64_t L = P->n_hidden, M = w->M, S = w->S, K = w->K, T = P->steps;
+    s->wx_ready = 0;
     if (!P->recompute)
         for (int64_t l = 0; l < L; l++)
             memcpy(s->zseq[l], P->past_z[l] + rep * M * P->dims[l + 1], sizeof(real) * M * P->dims[l + 1]);
